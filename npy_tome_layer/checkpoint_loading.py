@@ -1,0 +1,93 @@
+"""Make fairseq checkpoints load under torch >= 2.6, and fail clearly when they can't.
+
+torch 2.6 changed ``torch.load`` to ``weights_only=True``, whose unpickler
+refuses any class it does not know. fairseq pickles two: ``argparse.Namespace``
+(the legacy ``args`` of older checkpoints, HuBERT's and DeltaLM's among them,
+and ``cfg.model`` of models with legacy args) and ``fairseq.data.Dictionary``
+(HuBERT's ``task_state``). We allow-list exactly those instead of passing
+``weights_only=False`` everywhere: any other pickled object in a checkpoint
+still raises, so opening a downloaded file cannot run arbitrary code.
+
+``load_checkpoint_to_cpu`` is also wrapped so an unreadable file names its path;
+torch's own error ("invalid load key, 'x'") does not.
+"""
+import argparse
+import functools
+import os
+import pickle
+import zipfile
+
+import torch
+from fairseq import checkpoint_utils
+from fairseq.data.dictionary import Dictionary
+
+SAFE_GLOBALS = [argparse.Namespace, Dictionary]
+
+
+class CheckpointError(RuntimeError):
+    """A file given as a checkpoint could not be read as one."""
+
+
+def check_checkpoint_file(path: str) -> None:
+    """Cheap sanity check before unpickling: torch writes either a zip archive
+    (torch >= 1.6) or a legacy pickle stream, which starts with PROTO (0x80).
+    A text file or a truncated zip otherwise fails deep in torch with a
+    KeyError or a miniz message that names no file."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: checkpoint file does not exist")
+    if zipfile.is_zipfile(path):
+        return
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if not head:
+        raise CheckpointError(f"{path}: checkpoint file is empty")
+    if head[:1] != b"\x80":
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint (neither a zip archive nor a "
+            "pickle stream; truncated download or a text file?)"
+        )
+
+
+def _wrap_with_path(load):
+    if getattr(load, "_names_path_on_error", False):
+        return load
+
+    @functools.wraps(load)
+    def load_checkpoint_to_cpu(path, *args, **kwargs):
+        check_checkpoint_file(path)
+        try:
+            return load(path, *args, **kwargs)
+        except (pickle.UnpicklingError, EOFError) as e:
+            detail = next(
+                (ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln),
+                str(e).splitlines()[0] if str(e) else type(e).__name__,
+            )
+            raise CheckpointError(f"{path}: cannot unpickle checkpoint: {detail}") from e
+
+    load_checkpoint_to_cpu._names_path_on_error = True
+    return load_checkpoint_to_cpu
+
+
+def install() -> None:
+    """Idempotent; called once on ``import npy_tome_layer``."""
+    torch.serialization.add_safe_globals(SAFE_GLOBALS)
+    checkpoint_utils.load_checkpoint_to_cpu = _wrap_with_path(
+        checkpoint_utils.load_checkpoint_to_cpu
+    )
+
+
+def load_checkpoint(path: str) -> dict:
+    """Read a fairseq-format checkpoint onto the CPU, with a path-naming error."""
+    return checkpoint_utils.load_checkpoint_to_cpu(path)
+
+
+def save_atomically(obj, path: str) -> None:
+    """torch.save to a temporary name, then rename: a crash never leaves a
+    half-written file where a good one (or none) was."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -1,0 +1,1 @@
+from . import pruned_hubert  # noqa: F401

@@ -1,0 +1,299 @@
+"""HuBERT whose transformer drops the frames that receive the least attention.
+
+Thin fairseq glue over ``modules/frame_pruning.py``:
+
+* ``ReceivedAttention`` is fairseq's ``MultiheadAttention`` that, when asked,
+  also returns how much attention each key frame receives (fairseq's encoder
+  layer hard-codes ``need_weights=False`` but passes the attention output
+  through, so swapping the attention module is the narrowest hook).
+* ``PrunedTransformerEncoder`` overrides only ``extract_features``, the layer
+  loop, to prune after every layer from ``pruning_init_layer`` on.
+* ``PrunedHubertModel`` swaps in that encoder and returns the pruned padding
+  mask. Parameter names are fairseq's, so official state dicts load as-is.
+"""
+import logging
+from typing import List, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from fairseq.data.dictionary import Dictionary
+from fairseq.dataclass.utils import merge_with_parent
+from fairseq.models.hubert.hubert import HubertConfig, HubertModel
+from fairseq.models.wav2vec.utils import pad_to_multiple
+from fairseq.models.wav2vec.wav2vec2 import (
+    TransformerEncoder,
+    TransformerSentenceEncoderLayer,
+)
+from fairseq.modules import MultiheadAttention
+from fairseq.utils import index_put
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from ..checkpoint_loading import load_checkpoint
+from ..modules.frame_pruning import gather_frames, received_attention, select_frames
+from ..modules.keep_rate import KeepRateSchedule
+
+logger = logging.getLogger(__name__)
+
+
+class ReceivedAttention(MultiheadAttention):
+    """Self-attention that can report, per key frame, the attention it receives.
+
+    With ``report_scores`` off this is fairseq's module unchanged (fast path).
+    With it on, attention is computed explicitly — the probabilities are
+    needed anyway — with the softmax and the scores in fp32 whatever the
+    input dtype, and the second output is a B x T fp32 score instead of
+    attention weights.
+    """
+
+    report_scores = False
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
+                attn_mask=None, **kwargs):
+        if not self.report_scores:
+            return super().forward(query, key, value, key_padding_mask=key_padding_mask,
+                                   need_weights=need_weights, attn_mask=attn_mask, **kwargs)
+        tgt_len, bsz, embed_dim = query.shape
+        heads, head_dim = self.num_heads, self.head_dim
+
+        def split_heads(t):  # T x B x C -> B x H x T x d
+            return t.reshape(tgt_len, bsz, heads, head_dim).permute(1, 2, 0, 3)
+
+        q = split_heads(self.q_proj(query) * self.scaling)
+        k = split_heads(self.k_proj(key))
+        v = split_heads(self.v_proj(value))
+        logits = torch.matmul(q, k.transpose(-1, -2))
+        if attn_mask is not None:
+            logits = logits + attn_mask
+        if key_padding_mask is not None:
+            logits = logits.masked_fill(key_padding_mask[:, None, None, :].bool(), float("-inf"))
+        probs = logits.float().softmax(dim=-1)
+        scores = received_attention(probs, key_padding_mask)
+        out = torch.matmul(self.dropout_module(probs.type_as(v)), v)  # B x H x T x d
+        out = out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, embed_dim)
+        return self.out_proj(out), scores
+
+
+def _swap_in_received_attention(layer: TransformerSentenceEncoderLayer) -> None:
+    old = layer.self_attn
+    new = ReceivedAttention(
+        old.embed_dim, old.num_heads, dropout=old.dropout_module.p, self_attention=True
+    )
+    new.load_state_dict(old.state_dict())
+    layer.self_attn = new
+
+
+class PrunedTransformerEncoder(TransformerEncoder):
+    """wav2vec2/HuBERT transformer that prunes frames after each layer >= init."""
+
+    def __init__(self, args, schedule: KeepRateSchedule, pruning_init_layer: int = 0):
+        super().__init__(args)
+        num_layers = len(self.layers)
+        if not 0 <= pruning_init_layer <= num_layers:
+            raise ValueError(
+                f"pruning_init_layer must be in [0, {num_layers}] for a "
+                f"{num_layers}-layer encoder, got {pruning_init_layer}"
+            )
+        if args.layer_type != "transformer" or args.checkpoint_activations:
+            raise ValueError(
+                "frame pruning supports layer_type='transformer' without "
+                f"checkpoint_activations, got layer_type={args.layer_type!r}, "
+                f"checkpoint_activations={args.checkpoint_activations}"
+            )
+        self.schedule = schedule
+        self.pruning_init_layer = pruning_init_layer
+        self.num_updates = 0
+        for layer in self.layers[pruning_init_layer:]:
+            _swap_in_received_attention(layer)
+        self.last_kept_indices: List[torch.Tensor] = []
+        self.last_padding_mask: Optional[torch.Tensor] = None
+
+    def set_num_updates(self, num_updates):
+        """Called by fairseq's trainer, and on checkpoint load."""
+        self.num_updates = num_updates
+
+    @property
+    def keep_rate(self) -> float:
+        return self.schedule.rate_at(self.num_updates)
+
+    def extract_features(self, x, padding_mask=None, tgt_layer=None, min_layer=0,
+                         corpus_key=None):
+        rate = self.keep_rate
+        if padding_mask is not None:
+            x = index_put(x, padding_mask, 0)
+        x = x + self.pos_conv(x.transpose(1, 2)).transpose(1, 2)
+        if not self.layer_norm_first:
+            x = self.layer_norm(x)
+        bsz, orig_len = x.size(0), x.size(1)
+        x, pad_length = pad_to_multiple(x, self.required_seq_len_multiple, dim=-2, value=0)
+        if pad_length > 0:
+            if padding_mask is None:
+                padding_mask = x.new_zeros((bsz, orig_len), dtype=torch.bool)
+            padding_mask, _ = pad_to_multiple(
+                padding_mask, self.required_seq_len_multiple, dim=-1, value=True
+            )
+        x = F.dropout(x, p=self.dropout, training=self.training)
+        x = x.transpose(0, 1)  # T x B x C
+
+        # original frame index of every current position
+        positions = torch.arange(x.size(0), device=x.device).unsqueeze(0).expand(bsz, -1)
+        kept_indices, layer_results = [], []
+        pruned = False
+        for i, layer in enumerate(self.layers):
+            # draw like fairseq does, so RNG streams match the dense encoder
+            dropout_probability = np.random.random() if self.layerdrop > 0 else 1
+            if not self.training or dropout_probability > self.layerdrop:
+                prunes_here = i >= self.pruning_init_layer
+                if prunes_here:
+                    layer.self_attn.report_scores = rate < 1.0
+                x, (scores, layer_result) = layer(
+                    x, self_attn_padding_mask=padding_mask, need_weights=False
+                )
+                if prunes_here and rate < 1.0:
+                    indices, padding_mask = select_frames(scores, padding_mask, rate)
+                    x = gather_frames(x.transpose(0, 1), indices).transpose(0, 1)
+                    positions = positions.gather(1, indices)
+                    pruned = True
+                if prunes_here:
+                    kept_indices.append(positions[:, : positions.size(1) - (0 if pruned else pad_length)])
+                if i >= min_layer:
+                    layer_results.append((x, None, layer_result))
+            if i == tgt_layer:
+                break
+
+        x = x.transpose(0, 1)  # B x T x C
+        if pad_length > 0 and not pruned:
+            # pruning already dropped the filler frames; otherwise undo as fairseq does
+            x = x[:, :-pad_length]
+            padding_mask = padding_mask[:, :-pad_length]
+        self.last_kept_indices = kept_indices
+        self.last_padding_mask = padding_mask
+        return x, layer_results
+
+
+def _hubert_config(model_cfg) -> HubertConfig:
+    """Checkpoint ``cfg.model`` -> full HubertConfig (older files miss newer fields)."""
+    if not isinstance(model_cfg, DictConfig):
+        model_cfg = OmegaConf.create(
+            vars(model_cfg) if not isinstance(model_cfg, dict) else model_cfg
+        )
+    model_cfg = model_cfg.copy()
+    with open_dict(model_cfg):
+        model_cfg.pop("_name", None)
+    return merge_with_parent(HubertConfig(), model_cfg, remove_missing=True)
+
+
+class PrunedHubertModel(HubertModel):
+    """HubertModel with ``PrunedTransformerEncoder``.
+
+    ``extract_features`` returns the padding mask of the *pruned* frames, and
+    ``last_kept_indices`` the original frame index of each kept frame, one
+    B x T' tensor per pruning layer (padded positions hold filler indices).
+    """
+
+    def __init__(self, cfg: HubertConfig, task_cfg, dictionaries: List[Optional[Dictionary]],
+                 schedule: KeepRateSchedule, pruning_init_layer: int = 0,
+                 padding_mask_from_conv_lengths: bool = False):
+        super().__init__(cfg, task_cfg, dictionaries)
+        self.encoder = PrunedTransformerEncoder(cfg, schedule, pruning_init_layer)
+        self.conv_layers = eval(cfg.conv_feature_layers)  # noqa: S307 (fairseq's format)
+        self.padding_mask_from_conv_lengths = padding_mask_from_conv_lengths
+
+    def frame_lengths(self, num_samples: torch.Tensor) -> torch.Tensor:
+        """Conv feature extractor output length for each input length."""
+        lengths = num_samples
+        for _, kernel, stride in self.conv_layers:
+            lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
+        return lengths
+
+    def forward_padding_mask(self, features, padding_mask):
+        if not self.padding_mask_from_conv_lengths:
+            # fairseq: a frame is valid if *any* of its samples is, so a
+            # padded row can get one frame more than the same audio alone
+            return super().forward_padding_mask(features, padding_mask)
+        lengths = self.frame_lengths((~padding_mask).sum(dim=1))
+        frames = torch.arange(features.size(1), device=features.device)
+        return frames.unsqueeze(0) >= lengths.unsqueeze(1)
+
+    def extract_features(self, source, padding_mask=None, mask=False, ret_conv=False,
+                         output_layer=None):
+        features, _ = super().extract_features(
+            source, padding_mask=padding_mask, mask=mask, ret_conv=ret_conv,
+            output_layer=output_layer,
+        )
+        if ret_conv:
+            return features, padding_mask
+        new_mask = self.encoder.last_padding_mask
+        if padding_mask is None and new_mask is not None and not new_mask.any():
+            new_mask = None
+        return features, new_mask
+
+    @property
+    def last_kept_indices(self) -> List[torch.Tensor]:
+        return self.encoder.last_kept_indices
+
+    def set_num_updates(self, num_updates):
+        super().set_num_updates(num_updates)
+        self.encoder.set_num_updates(num_updates)
+
+    def remove_pretraining_modules(self):
+        """Drop the HuBERT pretraining heads, unused once fine-tuned."""
+        self.final_proj = None
+        self.target_glu = None
+        self.label_embs_concat = None
+
+
+def build_pruned_hubert(model_cfg, task_cfg=None, dictionaries=None,
+                        pruning_rate: float = 1.0, pruning_init_layer: int = 0,
+                        pruning_max_rate: Optional[float] = None,
+                        pruning_min_rate: Optional[float] = None,
+                        pruning_schedule_updates: int = 0,
+                        padding_mask_from_conv_lengths: bool = False,
+                        **model_overrides) -> PrunedHubertModel:
+    """Build (random weights) from a HuBERT ``cfg.model``. A schedule is used
+    when ``pruning_max_rate``/``pruning_min_rate`` are given; ``model_overrides``
+    replace config fields (dropout, encoder_layerdrop, ...) as fine-tuning does."""
+    if pruning_max_rate is not None or pruning_min_rate is not None:
+        schedule = KeepRateSchedule(
+            pruning_max_rate if pruning_max_rate is not None else 1.0,
+            pruning_min_rate if pruning_min_rate is not None else pruning_rate,
+            pruning_schedule_updates,
+        )
+    else:
+        schedule = KeepRateSchedule.fixed(pruning_rate)
+    cfg = _hubert_config(model_cfg)
+    for key, value in model_overrides.items():
+        if key not in cfg:
+            raise ValueError(f"unknown HuBERT config field {key!r}")
+        cfg[key] = value
+    if task_cfg is None:
+        task_cfg = OmegaConf.create({"sample_rate": 16000})
+    return PrunedHubertModel(
+        cfg, task_cfg, dictionaries or [None], schedule, pruning_init_layer,
+        padding_mask_from_conv_lengths,
+    )
+
+
+def load_pruned_hubert(path: str, pruning_rate: float = 1.0, pruning_init_layer: int = 0,
+                       **kwargs) -> PrunedHubertModel:
+    """Load an official-format HuBERT checkpoint (``cfg``, ``model``,
+    ``task_state``) as a pruned model in eval mode. The task's label files
+    are not needed: dictionaries come from ``task_state`` when present.
+    Other keyword arguments go to ``build_pruned_hubert`` (schedule, config
+    overrides such as ``encoder_layerdrop``)."""
+    state = load_checkpoint(path)
+    if "cfg" not in state or state["cfg"] is None or "model" not in state:
+        raise ValueError(f"{path}: not a fairseq HuBERT checkpoint (needs 'cfg' and 'model')")
+    dictionaries = (state.get("task_state") or {}).get("dictionaries")
+    weights = dict(state["model"])
+    if not dictionaries:
+        weights.pop("label_embs_concat", None)
+    model = build_pruned_hubert(
+        state["cfg"]["model"], state["cfg"].get("task"), dictionaries,
+        pruning_rate=pruning_rate, pruning_init_layer=pruning_init_layer, **kwargs,
+    )
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: HuBERT weights do not fit its own config: {e}") from e
+    return model.eval()

@@ -1,0 +1,84 @@
+"""Attention-score top-k frame pruning as pure tensor functions.
+
+The rule: each sequence with ``n`` valid frames keeps ``ceil(rate * n)`` of
+them (at least one), namely the frames that *receive* the most attention,
+in their original time order. No fairseq here; the encoder in
+``models/pruned_hubert.py`` is a thin caller.
+"""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+
+def keep_counts(num_valid: Tensor, rate: float) -> Tensor:
+    """``ceil(rate * n)`` per row, at least 1.
+
+    Computed in float64 so the count is exactly Python's
+    ``math.ceil(rate * n)`` (float32 would turn 0.7 * 10 into 7.0000005 -> 8
+    on some values and disagree with a user's own arithmetic).
+    """
+    k = torch.ceil(num_valid.to(torch.float64) * rate).long()
+    return k.clamp(min=1)
+
+
+def received_attention(attn: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
+    """Attention each key frame receives, in fp32.
+
+    attn: B x Tq x Tk head-averaged probabilities, or B x H x Tq x Tk
+    (averaged over heads here). Padded query rows are left out of the sum:
+    their softmax still spreads mass over valid keys, which would make the
+    score depend on how much padding the batch adds.
+    Returns B x Tk.
+    """
+    attn = attn.float()
+    if attn.dim() == 4:
+        attn = attn.mean(dim=1)
+    if padding_mask is not None:
+        attn = attn.masked_fill(padding_mask.unsqueeze(-1), 0.0)
+    return attn.sum(dim=1)
+
+
+def select_frames(
+    scores: Tensor, padding_mask: Optional[Tensor], rate: float
+) -> Tuple[Tensor, Tensor]:
+    """Indices of the frames to keep and the padding mask that goes with them.
+
+    scores: B x T (higher = keep); padding_mask: B x T bool, True = padding.
+    Returns (indices B x W, new_padding_mask B x W) with W = max_b k_b. Row b
+    holds its k_b best valid frames in ascending time order, then W - k_b
+    filler positions that the new mask marks as padding.
+    """
+    bsz, tsz = scores.shape
+    if padding_mask is None:
+        num_valid = torch.full((bsz,), tsz, dtype=torch.long, device=scores.device)
+    else:
+        num_valid = (~padding_mask).sum(dim=1)
+        scores = scores.float().masked_fill(padding_mask, float("-inf"))
+    k = keep_counts(num_valid, rate).clamp(max=tsz)
+    width = int(k.max())
+    top = scores.topk(width, dim=1, largest=True, sorted=True).indices
+    rank = torch.arange(width, device=scores.device).unsqueeze(0)
+    new_padding_mask = rank >= k.unsqueeze(1)
+    # Sort kept indices by time; filler goes after them (offset by T), so a
+    # padded or dropped frame never takes the place of a kept one.
+    order_key = top + new_padding_mask.long() * tsz
+    indices = order_key.sort(dim=1).values
+    indices = indices - (indices >= tsz).long() * tsz
+    return indices, new_padding_mask
+
+
+def gather_frames(x: Tensor, indices: Tensor) -> Tensor:
+    """x: B x T x C, indices: B x W -> B x W x C."""
+    return x.gather(1, indices.unsqueeze(-1).expand(-1, -1, x.size(-1)))
+
+
+def prune_frames(
+    x: Tensor, attn: Tensor, padding_mask: Optional[Tensor], rate: float
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """(hidden B x T x C, attention, padding mask, rate) ->
+    (kept hidden B x W x C, new padding mask B x W, kept indices B x W)."""
+    indices, new_padding_mask = select_frames(
+        received_attention(attn, padding_mask), padding_mask, rate
+    )
+    return gather_frames(x, indices), new_padding_mask, indices

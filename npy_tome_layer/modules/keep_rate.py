@@ -1,0 +1,41 @@
+"""Keep-rate of the pruned encoder: fixed, or a linear schedule over updates."""
+from dataclasses import dataclass
+
+
+def check_rate(name: str, value: float) -> None:
+    if not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {value}")
+
+
+@dataclass(frozen=True)
+class KeepRateSchedule:
+    """Rate moves linearly from ``max_rate`` (update 0) to ``min_rate``
+    (update ``updates``) and stays there. A fixed rate has max == min."""
+
+    max_rate: float
+    min_rate: float
+    updates: int = 0
+
+    @classmethod
+    def fixed(cls, rate: float) -> "KeepRateSchedule":
+        check_rate("pruning_rate", rate)
+        return cls(rate, rate, 0)
+
+    def __post_init__(self):
+        check_rate("pruning_max_rate", self.max_rate)
+        check_rate("pruning_min_rate", self.min_rate)
+        if self.min_rate > self.max_rate:
+            raise ValueError(
+                f"pruning_min_rate ({self.min_rate}) must be <= pruning_max_rate "
+                f"({self.max_rate}); allowed: 0 < min_rate <= max_rate <= 1"
+            )
+        if self.updates < 0:
+            raise ValueError(
+                f"pruning_schedule_updates must be >= 0, got {self.updates}"
+            )
+
+    def rate_at(self, num_updates: int) -> float:
+        if self.updates <= 0 or num_updates >= self.updates:
+            return self.min_rate
+        progress = max(num_updates, 0) / self.updates
+        return self.max_rate + (self.min_rate - self.max_rate) * progress

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install everything into .venv/ (ignored by git). Idempotent: a second run
+# whose inputs have not changed returns at once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+stamp="$VENV/.installed-$(cat requirements.txt setup.py scripts/install.sh | sha1sum | cut -c1-12)"
+if [ -f "$stamp" ]; then exit 0; fi
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
+echo "[install] torch 2.13.0 (CPU wheel), numpy, cython" >&2
+pip install --upgrade pip wheel setuptools
+# Exactly torch==2.13.0: any other spec pulls a multi-GB CUDA build.
+pip install torch==2.13.0 "$(grep -i '^numpy==' requirements.txt)" "$(grep -i '^cython==' requirements.txt)"
+if ! "$VENV/bin/python" -c "import fairseq" 2>/dev/null; then
+  echo "[install] fairseq-fixed 0.12.3.1 (builds its extensions, ~2 min)" >&2
+  # --no-deps: its metadata wants torchaudio (no CPU build); deps come from requirements.txt
+  pip install --no-build-isolation --no-deps fairseq-fixed==0.12.3.1
+fi
+echo "[install] requirements.txt and the plugin" >&2
+pip install -r requirements.txt
+pip install --no-deps --no-build-isolation -e .
+
+# espeak-ng speaks the built-in demo corpus.
+if ! command -v espeak-ng >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[install] espeak-ng (Debian package)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null
+  else
+    echo "[install] warning: espeak-ng missing and not root; install it to build the demo corpus" >&2
+  fi
+fi
+rm -f "$VENV"/.installed-*
+touch "$stamp"

@@ -1,0 +1,206 @@
+"""The pruned HuBERT encoder against fairseq's own HuBERT, on official-format files."""
+import math
+
+import pytest
+import torch
+from fairseq.models.hubert.hubert import HubertModel
+from omegaconf import OmegaConf
+
+from npy_tome_layer import load_pruned_hubert
+from npy_tome_layer.checkpoint_loading import load_checkpoint
+from npy_tome_layer.models.pruned_hubert import _hubert_config, build_pruned_hubert
+
+
+def fairseq_hubert(path):
+    """fairseq's own HubertModel with the checkpoint's weights (the reference)."""
+    state = load_checkpoint(path)
+    model = HubertModel(_hubert_config(state["cfg"]["model"]), state["cfg"]["task"],
+                        state["task_state"]["dictionaries"])
+    model.load_state_dict(state["model"], strict=True)
+    return model.eval()
+
+
+def waveforms(lengths, total=None, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    total = total or max(lengths)
+    source = torch.randn(len(lengths), total, generator=g)
+    mask = torch.arange(total).unsqueeze(0) >= torch.tensor(lengths).unsqueeze(1)
+    return source.masked_fill(mask, 0.0), mask
+
+
+def valid_counts(mask, batch, width):
+    if mask is None:
+        return [width] * batch
+    return (~mask).sum(1).tolist()
+
+
+def chain(n, rate, steps):
+    for _ in range(steps):
+        n = max(1, math.ceil(rate * n))
+    return n
+
+
+@pytest.mark.parametrize("ckpt", ["hubert_tiny", "hubert_tiny_preln"])
+@pytest.mark.parametrize("padded", [False, True])
+def test_rate_one_equals_fairseq(ckpt, padded, request):
+    path = request.getfixturevalue(ckpt)
+    ours, ref = load_pruned_hubert(path, pruning_rate=1.0), fairseq_hubert(path)
+    assert ours.encoder.required_seq_len_multiple == 2
+    # 16960 samples -> 52 frames; 16640 -> 51 (odd: exercises the multiple-of-2 padding)
+    source, mask = waveforms([16640, 12000] if padded else [16640, 16640])
+    mask = mask if padded else None
+    with torch.no_grad():
+        x, m = ours.extract_features(source, padding_mask=mask)
+        x_ref, m_ref = ref.extract_features(source, padding_mask=mask)
+    assert x.shape == x_ref.shape
+    assert (x - x_ref).abs().max().item() <= 1e-5
+    if padded:
+        assert torch.equal(m, m_ref)
+    else:
+        assert m is None and m_ref is None
+    # the same state dict loads into both
+    assert set(ours.state_dict()) == set(ref.state_dict())
+
+
+@pytest.mark.parametrize("rate,init", [(0.9, 0), (0.7, 0), (0.5, 1), (0.8, 2), (0.6, 2)])
+def test_exact_length_chain(hubert_tiny, rate, init):
+    model = load_pruned_hubert(hubert_tiny, pruning_rate=rate, pruning_init_layer=init)
+    layers = len(model.encoder.layers)
+    source, mask = waveforms([32000, 20000, 7000])
+    with torch.no_grad():
+        _, frame_mask = fairseq_hubert(hubert_tiny).extract_features(source, padding_mask=mask)
+        x, out_mask = model.extract_features(source, padding_mask=mask)
+    n_in = (~frame_mask).sum(1).tolist()
+    expected = [chain(n, rate, layers - init) for n in n_in]
+    assert valid_counts(out_mask, 3, x.size(1)) == expected
+    assert x.size(1) == max(expected)
+    kept = model.last_kept_indices
+    assert len(kept) == layers - init
+    widths = [max(chain(n, rate, s + 1) for n in n_in) for s in range(layers - init)]
+    assert [k.size(1) for k in kept] == widths
+    last = kept[-1]
+    for b, kb in enumerate(expected):
+        row = last[b, :kb]
+        assert (row[1:] > row[:-1]).all(), "kept frames stay in time order"
+        assert (row < n_in[b]).all(), "a padded frame never replaces a valid one"
+
+
+def test_unpadded_batch_returns_no_mask(hubert_tiny):
+    model = load_pruned_hubert(hubert_tiny, pruning_rate=0.8)
+    source, _ = waveforms([16640, 16640])
+    with torch.no_grad():
+        x, mask = model.extract_features(source)
+    assert mask is None and x.size(1) == chain(51, 0.8, 3)
+
+
+@pytest.mark.parametrize("rate", [1.0, 0.9, 0.7, 0.5])
+@pytest.mark.parametrize("init", [0, 2])
+def test_batch_invariance(hubert_tiny_preln, rate, init):
+    """layer_norm front end: a row's valid outputs do not depend on its batch.
+    29200 and 15120 samples padded to 48000 keep the same frame count as alone."""
+    model = load_pruned_hubert(hubert_tiny_preln, pruning_rate=rate, pruning_init_layer=init)
+    lengths = [29200, 15120]
+    batch, mask = waveforms(lengths, total=48000, seed=3)
+    batch = torch.cat([batch, waveforms([48000], seed=4)[0]])
+    mask = torch.cat([mask, torch.zeros(1, 48000, dtype=torch.bool)])
+    with torch.no_grad():
+        xb, mb = model.extract_features(batch, padding_mask=mask)
+        for b, n in enumerate(lengths):
+            xa, ma = model.extract_features(batch[b:b + 1, :n])
+            assert ma is None
+            kb = int((~mb[b]).sum())
+            assert kb == xa.size(1)
+            assert (xb[b, :kb] - xa[0]).abs().max().item() <= 1e-4
+
+
+def test_batch_invariance_any_length_with_conv_length_mask(hubert_tiny_preln):
+    """fairseq marks a frame valid if any sample is; the conv-length option
+    gives each row exactly its alone-length, so arbitrary lengths work."""
+    model = load_pruned_hubert(hubert_tiny_preln, pruning_rate=0.7,
+                               padding_mask_from_conv_lengths=True)
+    lengths = [30001, 17777]
+    batch, mask = waveforms(lengths, total=40000, seed=5)
+    with torch.no_grad():
+        xb, mb = model.extract_features(batch, padding_mask=mask)
+        for b, n in enumerate(lengths):
+            xa, _ = model.extract_features(batch[b:b + 1, :n])
+            kb = int((~mb[b]).sum())
+            assert kb == xa.size(1)
+            assert (xb[b, :kb] - xa[0]).abs().max().item() <= 1e-4
+
+
+def test_schedule_values_and_evaluation_at_reached_rate(hubert_tiny):
+    model = load_pruned_hubert(hubert_tiny, pruning_max_rate=1.0, pruning_min_rate=0.6,
+                               pruning_schedule_updates=1000)
+    rates = []
+    for update in (0, 500, 1000, 5000):
+        model.set_num_updates(update)
+        rates.append(model.encoder.keep_rate)
+    assert rates == pytest.approx([1.0, 0.8, 0.6, 0.6])
+    source, _ = waveforms([16640])
+    with torch.no_grad():
+        x, _ = model.extract_features(source)
+    assert x.size(1) == chain(51, 0.6, 3)
+
+
+def test_gradient_reaches_input_of_first_layer(hubert_tiny):
+    model = load_pruned_hubert(hubert_tiny, pruning_rate=0.5).train()
+    captured = {}
+
+    def keep_input(module, args, kwargs):
+        args[0].retain_grad()
+        captured["x"] = args[0]
+
+    model.encoder.layers[0].register_forward_pre_hook(keep_input, with_kwargs=True)
+    source, mask = waveforms([16640, 12000])
+    x, out_mask = model.extract_features(source, padding_mask=mask)
+    x.masked_fill(out_mask.unsqueeze(-1), 0).pow(2).sum().backward()
+    grad = captured["x"].grad
+    assert grad is not None and grad.abs().sum() > 0
+    assert model.encoder.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+
+
+def test_training_with_layerdrop_prunes_after_layers_that_ran(hubert_tiny):
+    model = load_pruned_hubert(hubert_tiny, pruning_rate=0.5, encoder_layerdrop=0.5).train()
+    source, _ = waveforms([16640])
+    for _ in range(5):
+        x, _ = model.extract_features(source)
+        assert x.size(1) == chain(51, 0.5, len(model.last_kept_indices))
+
+
+def test_bf16_runs_with_fp32_scores(hubert_tiny):
+    model = load_pruned_hubert(hubert_tiny, pruning_rate=0.7).to(torch.bfloat16)
+    seen = []
+    model.encoder.layers[0].self_attn.register_forward_hook(
+        lambda m, a, out: seen.append(out[1].dtype))
+    source, _ = waveforms([16640])
+    with torch.no_grad():
+        x, _ = model.extract_features(source.to(torch.bfloat16))
+    assert seen == [torch.float32] and x.dtype == torch.bfloat16
+    assert x.size(1) == chain(51, 0.7, 3)
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    (dict(pruning_rate=0.0), ["pruning_rate", "0.0", "(0, 1]"]),
+    (dict(pruning_rate=1.5), ["pruning_rate", "1.5", "(0, 1]"]),
+    (dict(pruning_max_rate=0.5, pruning_min_rate=0.9), ["pruning_min_rate", "0.9", "0.5"]),
+    (dict(pruning_max_rate=1.2, pruning_min_rate=0.9), ["pruning_max_rate", "1.2"]),
+    (dict(pruning_init_layer=-1), ["pruning_init_layer", "-1", "[0, 3]"]),
+    (dict(pruning_init_layer=4), ["pruning_init_layer", "4", "[0, 3]"]),
+])
+def test_bad_arguments_raise_when_built(hubert_tiny, kwargs, words):
+    cfg = load_checkpoint(hubert_tiny)["cfg"]["model"]
+    with pytest.raises(ValueError) as err:
+        build_pruned_hubert(cfg, **kwargs)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_init_layer_equal_to_depth_is_dense(hubert_tiny):
+    model = load_pruned_hubert(hubert_tiny, pruning_rate=0.5, pruning_init_layer=3)
+    source, _ = waveforms([16640])
+    with torch.no_grad():
+        x, _ = model.extract_features(source)
+        x_ref, _ = fairseq_hubert(hubert_tiny).extract_features(source)
+    assert model.last_kept_indices == []
+    assert (x - x_ref).abs().max().item() <= 1e-5
