@@ -9,7 +9,10 @@ and ``cfg.model`` of models with legacy args) and ``fairseq.data.Dictionary``
 still raises, so opening a downloaded file cannot run arbitrary code.
 
 ``load_checkpoint_to_cpu`` is also wrapped so an unreadable file names its path;
-torch's own error ("invalid load key, 'x'") does not.
+torch's own error ("invalid load key, 'x'") does not. And fairseq's upgrade step
+assumes a training checkpoint (it reads ``best_loss`` when there is no
+``optimizer_history``), so a bare released-weights file such as
+``deltalm-base.pt`` (``{"weights": ...}``) is passed through untouched.
 """
 import argparse
 import functools
@@ -68,9 +71,26 @@ def _wrap_with_path(load):
     return load_checkpoint_to_cpu
 
 
+def _pass_through_weight_files(upgrade):
+    if getattr(upgrade, "_passes_weight_files", False):
+        return upgrade
+
+    @functools.wraps(upgrade)
+    def _upgrade_state_dict(state):
+        if "weights" in state and "model" not in state and "optimizer_history" not in state:
+            return state
+        return upgrade(state)
+
+    _upgrade_state_dict._passes_weight_files = True
+    return _upgrade_state_dict
+
+
 def install() -> None:
     """Idempotent; called once on ``import npy_tome_layer``."""
     torch.serialization.add_safe_globals(SAFE_GLOBALS)
+    checkpoint_utils._upgrade_state_dict = _pass_through_weight_files(
+        checkpoint_utils._upgrade_state_dict
+    )
     checkpoint_utils.load_checkpoint_to_cpu = _wrap_with_path(
         checkpoint_utils.load_checkpoint_to_cpu
     )

@@ -69,3 +69,93 @@ def write_hubert_checkpoint(path: str, size: str = "base", num_clusters: int = 5
     }
     save_atomically(state, path)
     return model_cfg
+
+
+# --- DeltaLM: sentencepiece model, dict.txt, released weights ----------------
+
+def write_sentencepiece(texts, model_prefix: str, vocab_size: int = 300) -> str:
+    """Train a small unigram sentencepiece model (DeltaLM ships ``spm.model``)."""
+    import io
+
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
+        character_coverage=1.0, model_type="unigram", hard_vocab_limit=False,
+        minloglevel=2,
+    )
+    path = model_prefix + ".model"
+    with open(path, "wb") as f:
+        f.write(model.getvalue())
+    return path
+
+
+def write_deltalm_dictionary(spm_model: str, path: str) -> int:
+    """``dict.txt`` in fairseq format, one piece per line (specials excluded:
+    fairseq's Dictionary adds <s> <pad> </s> <unk> itself). Returns len(Dictionary)."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=spm_model)
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(sp.get_piece_size()):
+            if not (sp.is_control(i) or sp.is_unknown(i)):
+                f.write(f"{sp.id_to_piece(i)} 1\n")
+    return len(Dictionary.load(path))
+
+
+def deltalm_released_shapes(vocab_rows: int, embed: int, ffn: int, encoder_layers: int,
+                            decoder_layers: int, positions: int = 514) -> dict:
+    """Key -> shape of a released DeltaLM file (``weights`` of deltalm-base.pt)."""
+    shapes = {}
+    for side in ("src_embedding", "tgt_embedding"):
+        shapes[f"{side}.embed_tokens.weight"] = (vocab_rows, embed)
+        shapes[f"{side}.embed_positions.weight"] = (positions, embed)
+        shapes[f"{side}.emb_layer_norm.weight"] = (embed,)
+        shapes[f"{side}.emb_layer_norm.bias"] = (embed,)
+
+    def linear(prefix, n_in, n_out):
+        shapes[f"{prefix}.weight"] = (n_out, n_in)
+        shapes[f"{prefix}.bias"] = (n_out,)
+
+    def norm(prefix):
+        shapes[f"{prefix}.weight"] = (embed,)
+        shapes[f"{prefix}.bias"] = (embed,)
+
+    for i in range(encoder_layers):
+        p = f"encoder.layers.{i}"
+        for proj in "qkv":
+            linear(f"{p}.self_attn.{proj}_proj", embed, embed)
+        linear(f"{p}.self_attn.out_proj", embed, embed)
+        linear(f"{p}.ffn.fc1", embed, ffn)
+        linear(f"{p}.ffn.fc2", ffn, embed)
+        norm(f"{p}.self_attn_layer_norm")
+        norm(f"{p}.final_layer_norm")
+    for i in range(decoder_layers):
+        p = f"decoder.layers.{i}"
+        for attn in ("self_attn", "encoder_attn"):
+            for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+                linear(f"{p}.{attn}.{proj}", embed, embed)
+        for ffn_name in ("ffn_1", "ffn_2"):
+            linear(f"{p}.{ffn_name}.fc1", embed, ffn)
+            linear(f"{p}.{ffn_name}.fc2", ffn, embed)
+        for n in ("self_attn_layer_norm", "ffn_layer_norm", "encoder_attn_layer_norm",
+                  "final_layer_norm"):
+            norm(f"{p}.{n}")
+    return shapes
+
+
+def write_deltalm_checkpoint(path: str, vocab_rows: int = 250104, embed: int = 768,
+                             ffn: int = 3072, encoder_layers: int = 12,
+                             decoder_layers: int = 6, positions: int = 514,
+                             seed: Optional[int] = 0) -> dict:
+    """Released-format DeltaLM file with random weights; returns the weights."""
+    g = torch.Generator().manual_seed(seed or 0)
+    weights = {k: torch.randn(*shape, generator=g) * 0.02
+               for k, shape in deltalm_released_shapes(vocab_rows, embed, ffn, encoder_layers,
+                                                       decoder_layers, positions).items()}
+    # the release shares embeddings between both sides
+    for part in ("embed_tokens", "embed_positions"):
+        weights[f"tgt_embedding.{part}.weight"] = weights[f"src_embedding.{part}.weight"]
+    save_atomically({"weights": weights}, path)
+    return weights

@@ -1,1 +1,1 @@
-from . import pruned_hubert  # noqa: F401
+from . import deltalm, hubert_transformer, pruned_hubert  # noqa: F401  (registration)

@@ -232,10 +232,6 @@ class PrunedHubertModel(HubertModel):
     def last_kept_indices(self) -> List[torch.Tensor]:
         return self.encoder.last_kept_indices
 
-    def set_num_updates(self, num_updates):
-        super().set_num_updates(num_updates)
-        self.encoder.set_num_updates(num_updates)
-
     def remove_pretraining_modules(self):
         """Drop the HuBERT pretraining heads, unused once fine-tuned."""
         self.final_proj = None

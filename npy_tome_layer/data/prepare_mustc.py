@@ -1,0 +1,181 @@
+"""Prepare one MuST-C v1.0 language pair for ``speech_and_text_translation``.
+
+Reads ROOT/en-XX/data/{split}/{wav/*.wav, txt/SPLIT.yaml, txt/SPLIT.en, txt/SPLIT.XX}
+and writes to OUT:
+  SPLIT.tsv     id, audio (wav:offset:num_samples, no copies), n_frames, tgt_text, src_text, speaker
+  config.yaml   the sentencepiece model and dictionary (DeltaLM's spm.model / dict.txt)
+  mt/           fairseq-preprocess binaries of the text pairs, for --text-data
+Every segment is checked against its wav and the three text files must align;
+bad segments are all reported by split and line, and nothing is written for
+that split. Finished outputs are kept on re-runs; every file is written under
+a temporary name and renamed.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from typing import Dict, List
+
+import sentencepiece as spm
+import soundfile as sf
+import yaml
+
+from .speech_translation_dataset import COLUMNS, SAMPLE_RATE
+
+SPLITS = ("train", "dev", "tst-COMMON", "tst-HE")
+MT_SPLITS = {"train": "trainpref", "dev": "validpref", "tst-COMMON": "testpref"}
+
+
+class PreparationError(ValueError):
+    pass
+
+
+def write_text_atomically(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def read_split(pair_dir: str, split: str, tgt_lang: str) -> List[Dict]:
+    """Segments of one split as manifest rows; raises with every bad line."""
+    txt = os.path.join(pair_dir, "data", split, "txt")
+    wav_dir = os.path.join(pair_dir, "data", split, "wav")
+    yaml_path = os.path.join(txt, f"{split}.yaml")
+    with open(yaml_path) as f:
+        segments = yaml.load(f, Loader=yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader) or []
+    texts = {}
+    for lang in ("en", tgt_lang):
+        with open(os.path.join(txt, f"{split}.{lang}"), encoding="utf-8") as f:
+            texts[lang] = f.read().splitlines()
+    problems = []
+    if not (len(segments) == len(texts["en"]) == len(texts[tgt_lang])):
+        problems.append(f"{split}: {yaml_path} has {len(segments)} segments, {split}.en "
+                        f"{len(texts['en'])} lines, {split}.{tgt_lang} {len(texts[tgt_lang])} lines")
+    info: Dict[str, sf._SoundFileInfo] = {}
+    rows, per_talk = [], {}
+    for i, (seg, en, tgt) in enumerate(zip(segments, texts["en"], texts[tgt_lang])):
+        where = f"{split}: line {i + 1} ({seg.get('wav') if isinstance(seg, dict) else seg})"
+        if not isinstance(seg, dict) or not {"offset", "duration", "wav"} <= set(seg):
+            problems.append(f"{where}: segment lacks offset/duration/wav")
+            continue
+        wav = os.path.abspath(os.path.join(wav_dir, seg["wav"]))
+        if wav not in info:
+            try:
+                info[wav] = sf.info(wav)
+            except Exception as e:
+                problems.append(f"{where}: cannot read {wav}: {e}")
+                continue
+        meta = info[wav]
+        if meta.samplerate != SAMPLE_RATE or meta.channels != 1:
+            problems.append(f"{where}: {wav} is {meta.samplerate} Hz x {meta.channels} ch, "
+                            f"expected {SAMPLE_RATE} Hz mono")
+            continue
+        offset = int(round(float(seg["offset"]) * SAMPLE_RATE))
+        n = int(round(float(seg["duration"]) * SAMPLE_RATE))
+        if n <= 0 or offset < 0 or offset + n > meta.frames:
+            problems.append(f"{where}: segment {seg['offset']}s+{seg['duration']}s lies outside "
+                            f"{wav} ({meta.frames / SAMPLE_RATE:.3f}s)")
+            continue
+        if not en.strip() or not tgt.strip():
+            problems.append(f"{where}: empty transcript or translation")
+            continue
+        talk = os.path.splitext(seg["wav"])[0]
+        per_talk[talk] = per_talk.get(talk, -1) + 1
+        rows.append({"id": f"{talk}_{per_talk[talk]}", "audio": f"{wav}:{offset}:{n}",
+                     "n_frames": n, "tgt_text": tgt.strip(), "src_text": en.strip(),
+                     "speaker": str(seg.get("speaker_id", "unknown"))})
+    if problems:
+        raise PreparationError("bad segments, nothing written for this split:\n  "
+                               + "\n  ".join(problems))
+    return rows
+
+
+def tsv_text(rows) -> str:
+    lines = ["\t".join(COLUMNS)]
+    for r in rows:
+        fields = [str(r[c]).replace("\t", " ").replace("\n", " ") for c in COLUMNS]
+        lines.append("\t".join(fields))
+    return "\n".join(lines) + "\n"
+
+
+def prepare(root, tgt_lang, out, spm_model, dictionary, splits=SPLITS, log=print):
+    pair_dir = os.path.join(root, f"en-{tgt_lang}")
+    if not os.path.isdir(pair_dir):
+        raise PreparationError(f"{pair_dir}: MuST-C pair directory not found")
+    os.makedirs(out, exist_ok=True)
+    present = [s for s in splits if os.path.isdir(os.path.join(pair_dir, "data", s))]
+    rows_by_split = {}
+    errors = []
+    for split in present:
+        tsv = os.path.join(out, f"{split}.tsv")
+        try:
+            rows = read_split(pair_dir, split, tgt_lang)
+        except PreparationError as e:
+            errors.append(str(e))
+            continue
+        rows_by_split[split] = rows
+        if os.path.exists(tsv):
+            log(f"[prepare] {tsv} exists, kept")
+        else:
+            write_text_atomically(tsv, tsv_text(rows))
+            log(f"[prepare] {tsv}: {len(rows)} segments")
+    config = os.path.join(out, "config.yaml")
+    if not os.path.exists(config):
+        write_text_atomically(config, yaml.safe_dump({
+            "vocab_filename": os.path.abspath(dictionary),
+            "bpe_tokenizer": {"bpe": "sentencepiece",
+                              "sentencepiece_model": os.path.abspath(spm_model)},
+        }, sort_keys=False))
+    write_mt_data(out, tgt_lang, rows_by_split, spm_model, dictionary, log)
+    if errors:
+        raise PreparationError("\n".join(errors))
+
+
+def write_mt_data(out, tgt_lang, rows_by_split, spm_model, dictionary, log=print):
+    dest = os.path.join(out, "mt")
+    if os.path.isdir(dest):
+        log(f"[prepare] {dest} exists, kept")
+        return
+    if "train" not in rows_by_split:
+        return
+    sp = spm.SentencePieceProcessor(model_file=spm_model)
+    work = f"{dest}.tmp-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(os.path.join(work, "spm"))
+    cmd = [sys.executable, "-m", "fairseq_cli.preprocess", "--source-lang", "en",
+           "--target-lang", tgt_lang, "--srcdict", dictionary, "--tgtdict", dictionary,
+           "--destdir", work, "--workers", "1"]
+    for split, flag in MT_SPLITS.items():
+        if split not in rows_by_split:
+            continue
+        prefix = os.path.join(work, "spm", split)
+        for lang, column in (("en", "src_text"), (tgt_lang, "tgt_text")):
+            pieces = [" ".join(sp.encode(r[column], out_type=str)) for r in rows_by_split[split]]
+            with open(f"{prefix}.{lang}", "w", encoding="utf-8") as f:
+                f.write("\n".join(pieces) + "\n")
+        cmd += [f"--{flag}", prefix]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    shutil.rmtree(os.path.join(work, "spm"))
+    os.replace(work, dest)
+    log(f"[prepare] {dest}: fairseq-preprocess MT data (train/valid/test)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mustc-root", required=True)
+    parser.add_argument("--tgt-lang", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--spm-model", required=True, help="DeltaLM's spm.model")
+    parser.add_argument("--dict", required=True, help="DeltaLM's dict.txt")
+    args = parser.parse_args()
+    try:
+        prepare(args.mustc_root, args.tgt_lang, args.out, args.spm_model, args.dict)
+    except PreparationError as e:
+        sys.exit(f"prepare_mustc: {e}")
+
+
+if __name__ == "__main__":
+    main()
