@@ -8,7 +8,7 @@ from . import checkpoint_loading
 
 checkpoint_loading.install()
 
-from . import criterions, data, models, tasks  # noqa: E402,F401  (registration)
+from . import criterions, data, models, scoring, tasks  # noqa: E402,F401  (registration)
 from .models.pruned_hubert import load_pruned_hubert  # noqa: E402,F401
 
 __version__ = "0.1.0"

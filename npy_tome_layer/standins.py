@@ -159,3 +159,29 @@ def write_deltalm_checkpoint(path: str, vocab_rows: int = 250104, embed: int = 7
         weights[f"tgt_embedding.{part}.weight"] = weights[f"src_embedding.{part}.weight"]
     save_atomically({"weights": weights}, path)
     return weights
+
+
+def main():
+    """Write every stand-in the demo needs into --out: spm.model, dict.txt,
+    hubert.pt (official format, small), deltalm.pt (released format, small)."""
+    import argparse
+    import os
+
+    from .data.demo_phrases import EN_DE
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--hubert-size", default="tiny", choices=sorted(HUBERT_SIZES))
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    spm_model = write_sentencepiece([s for pair in EN_DE for s in pair],
+                                    os.path.join(args.out, "spm"), 200)
+    size = write_deltalm_dictionary(spm_model, os.path.join(args.out, "dict.txt"))
+    write_hubert_checkpoint(os.path.join(args.out, "hubert.pt"), args.hubert_size)
+    write_deltalm_checkpoint(os.path.join(args.out, "deltalm.pt"), vocab_rows=size + 3,
+                             embed=64, ffn=128, encoder_layers=2, decoder_layers=2)
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()

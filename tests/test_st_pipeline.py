@@ -43,6 +43,7 @@ def test_generate_without_the_hubert_file(st_checkpoint, st_corpus, tmp_path):
     finally:
         shutil.move(moved, st_corpus["hubert"])
     assert re.search(r"Generate tst-COMMON with beam=8: BLEU = [0-9.]+", out)
+    assert re.search(r"sacreBLEU signature: nrefs:1\|case:mixed\|eff:no\|tok:13a\|smooth:exp\|version:", out)
     assert len(re.findall(r"^D-\d+\t", out, flags=re.M)) == 4
     # references come back detokenised (no sentencepiece marks)
     refs = re.findall(r"^T-\d+\t(.*)$", out, flags=re.M)
