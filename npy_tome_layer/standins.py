@@ -11,6 +11,7 @@ from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig
 from omegaconf import OmegaConf
 
 from .checkpoint_loading import save_atomically
+from .models.pruned_hubert import _hubert_config
 
 # Official HuBERT shapes (hubert_base_ls960.pt / hubert_large_ll60k.pt).
 HUBERT_SIZES = {
@@ -53,8 +54,7 @@ def write_hubert_checkpoint(path: str, size: str = "base", num_clusters: int = 5
     dictionary = Dictionary()
     for i in range(num_clusters):
         dictionary.add_symbol(str(i))
-    build_cfg = OmegaConf.merge(OmegaConf.structured(HubertConfig), {k: v for k, v in model_cfg.items() if k != "_name"})
-    model = HubertModel(build_cfg, OmegaConf.create(task_cfg), [dictionary])
+    model = HubertModel(_hubert_config(model_cfg), OmegaConf.create(task_cfg), [dictionary])
     state = {
         "args": None,
         "cfg": {"_name": None, "common": {"fp16": True, "seed": 1337},
