@@ -21,6 +21,11 @@ HUBERT_SIZES = {
     "large": dict(encoder_layers=24, encoder_embed_dim=1024, encoder_ffn_embed_dim=4096,
                   encoder_attention_heads=16, final_dim=768, extractor_mode="layer_norm",
                   layer_norm_first=True),
+    # the demo's stand-in: base depth and front end, narrower layers, so the
+    # pruning saving shows at CPU training cost
+    "small": dict(encoder_layers=12, encoder_embed_dim=384, encoder_ffn_embed_dim=1536,
+                  encoder_attention_heads=6, final_dim=128, extractor_mode="default",
+                  layer_norm_first=False),
     # small enough for unit tests; same front-end strides (320 samples/frame)
     "tiny": dict(encoder_layers=3, encoder_embed_dim=32, encoder_ffn_embed_dim=64,
                  encoder_attention_heads=4, final_dim=16, extractor_mode="default",
@@ -167,15 +172,14 @@ def main():
     import argparse
     import os
 
-    from .data.demo_phrases import EN_DE
+    from .data.demo_phrases import all_sentences
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--out", required=True)
     parser.add_argument("--hubert-size", default="tiny", choices=sorted(HUBERT_SIZES))
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    spm_model = write_sentencepiece([s for pair in EN_DE for s in pair],
-                                    os.path.join(args.out, "spm"), 200)
+    spm_model = write_sentencepiece(all_sentences(), os.path.join(args.out, "spm"), 1000)
     size = write_deltalm_dictionary(spm_model, os.path.join(args.out, "dict.txt"))
     write_hubert_checkpoint(os.path.join(args.out, "hubert.pt"), args.hubert_size)
     write_deltalm_checkpoint(os.path.join(args.out, "deltalm.pt"), vocab_rows=size + 3,

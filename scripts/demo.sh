@@ -1,49 +1,42 @@
 #!/usr/bin/env bash
-# Smallest real end-to-end run on the built-in corpus (espeak-ng speech in the
-# MuST-C layout, stand-in pretrained files with random weights):
-# prepare -> MT fine-tune from DeltaLM -> ST dense and pruned -> generate + BLEU.
-# With random-weight stand-ins and a 36-sentence corpus the BLEU is near 0: the
-# point is that every step a MuST-C user runs works. Paths via environment.
+# The built-in demo: the same per-pair scripts a MuST-C user runs, on a small
+# espeak-ng corpus in the MuST-C v1.0 layout with stand-in pretrained files
+# (random weights, official formats):
+#   prepare -> MT fine-tune -> ST baseline and pruned -> average -> evaluate
+# then a table of BLEU, HuBERT frames kept and encoder time, measured now.
+# With random weights and ~36 sentences the BLEU is near 0: the demo shows that
+# every step works and what pruning saves, not translation quality.
+# Environment: WORK (demo_work), TGT_LANG (de), HUBERT_SIZE (small: 12 x 384;
+# base: the official 12 x 768; tiny in CI),
+# DEMO_MODES ("baseline fixed"), TRAIN_TALKS (6), NPROC (1), CONFIG_DIR (configs/demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
-BIN=$(dirname "$PY")
-WORK=${WORK:-demo_work}
+export PY=${PY:-$PWD/.venv/bin/python}
+WORK=$(mkdir -p "${WORK:-demo_work}" && cd "${WORK:-demo_work}" && pwd)
 TGT=${TGT_LANG:-de}
-UPDATES=${UPDATES:-30}
-mkdir -p "$WORK"
+HUBERT_SIZE=${HUBERT_SIZE:-small}
+MODES=${DEMO_MODES:-baseline fixed}
+AVERAGE_LAST=${AVERAGE_LAST:-3}
+export PRETRAINED=$WORK/pretrained_$HUBERT_SIZE
+export HUBERT=$PRETRAINED/hubert.pt DELTALM=$PRETRAINED/deltalm.pt
+export SPM_MODEL=$PRETRAINED/spm.model DELTALM_DICT=$PRETRAINED/dict.txt
+export MUSTC_ROOT=$WORK/mustc DATA_ROOT=$WORK/data CKPT_ROOT=$WORK/checkpoints_$HUBERT_SIZE
+export CONFIG_DIR=${CONFIG_DIR:-$PWD/configs/demo}
 run() { echo "+ $*" >&2; "$@"; }
 
-if [ ! -f "$WORK/pretrained/deltalm.pt" ]; then
-  run "$PY" -m npy_tome_layer.standins --out "$WORK/pretrained"
-fi
-[ -d "$WORK/mustc/en-$TGT" ] || run "$PY" -m npy_tome_layer.data.demo_corpus "$WORK/mustc" --tgt-lang "$TGT"
-run "$PY" -m npy_tome_layer.data.prepare_mustc --mustc-root "$WORK/mustc" --tgt-lang "$TGT" \
-  --out "$WORK/data" --spm-model "$WORK/pretrained/spm.model" --dict "$WORK/pretrained/dict.txt"
-
-TINY="--encoder-embed-dim 64 --encoder-ffn-embed-dim 128 --encoder-layers 2 --decoder-layers 2
-      --encoder-attention-heads 4 --decoder-attention-heads 4"
-COMMON="$WORK/data --user-dir npy_tome_layer --task speech_and_text_translation --tgt-lang $TGT
-        --text-data $WORK/data/mt --criterion speech_and_text_translation --label-smoothing 0.1
-        --optimizer adam --lr 5e-4 --cpu --no-progress-bar --log-interval 10 --num-workers 0
-        --seed 1 --required-batch-size-multiple 1 --max-update $UPDATES $TINY"
-
-[ -f "$WORK/ckpt_mt/checkpoint_last.pt" ] || run "$BIN/fairseq-train" $COMMON --mt-finetune \
-  --arch deltalm_base --pretrained-deltalm-checkpoint "$WORK/pretrained/deltalm.pt" \
-  --max-tokens 1000 --valid-subset valid --save-dir "$WORK/ckpt_mt" --no-epoch-checkpoints
-
-for mode in dense:1.0 pruned:0.9; do
-  name=${mode%%:*}; rate=${mode##*:}
-  [ -f "$WORK/ckpt_$name/checkpoint_last.pt" ] || run "$BIN/fairseq-train" $COMMON \
-    --st-training --mt-finetune --arch hubert_transformer_pruning_layer \
-    --hubert-model-path "$WORK/pretrained/hubert.pt" --pruning-rate "$rate" --conv-channels 64 \
-    --load-pretrained-mt-encoder-decoder-from "$WORK/ckpt_mt/checkpoint_last.pt" \
-    --max-tokens 200000 --max-tokens-text 500 --valid-subset dev \
-    --save-dir "$WORK/ckpt_$name" --no-epoch-checkpoints
-  run "$BIN/fairseq-generate" "$WORK/data" --user-dir npy_tome_layer \
-    --task speech_and_text_translation --gen-subset tst-COMMON \
-    --path "$WORK/ckpt_$name/checkpoint_last.pt" --beam 8 --lenpen 1.2 --scoring sacrebleu \
-    --max-tokens 200000 --cpu --max-len-a 0 --max-len-b 30 --required-batch-size-multiple 1 \
-    > "$WORK/generate_$name.txt"
-  echo "$name (keep rate $rate): $(grep '^Generate' "$WORK/generate_$name.txt")"
+[ -f "$DELTALM" ] || run "$PY" -m npy_tome_layer.standins --out "$PRETRAINED" --hubert-size "$HUBERT_SIZE"
+[ -d "$MUSTC_ROOT/en-$TGT" ] || run "$PY" -m npy_tome_layer.data.demo_corpus "$MUSTC_ROOT" \
+  --tgt-lang "$TGT" --train-talks "${TRAIN_TALKS:-6}"
+bash scripts/prepare_data.sh "$TGT"
+bash scripts/train_mt.sh "$TGT"
+runs=()
+for mode in $MODES; do
+  bash scripts/train_st.sh "$TGT" "$mode"
+  bash scripts/average_checkpoints.sh "$TGT" "$mode" "$AVERAGE_LAST"
+  ckpt=$CKPT_ROOT/en-$TGT/st_$mode/avg_last_$AVERAGE_LAST.pt
+  bash scripts/evaluate.sh "$TGT" "$ckpt"
+  runs+=(--run "$mode=$ckpt:$(dirname "$ckpt")/generate-$(basename "$ckpt" .pt).txt")
 done
+echo
+echo "en-$TGT demo, HuBERT stand-in size '$HUBERT_SIZE' (random weights):"
+run "$PY" -m npy_tome_layer.compare_runs --data "$DATA_ROOT/en-$TGT" --subset tst-COMMON "${runs[@]}"

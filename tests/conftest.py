@@ -47,7 +47,7 @@ def run_cli(tool, args, cwd=None):
 def st_corpus(tmp_path_factory):
     """Real speech in MuST-C layout, prepared; tiny official-format checkpoints."""
     from npy_tome_layer.data.demo_corpus import build_demo_corpus
-    from npy_tome_layer.data.demo_phrases import EN_DE
+    from npy_tome_layer.data.demo_phrases import all_sentences
     from npy_tome_layer.data.prepare_mustc import prepare
     from npy_tome_layer.standins import (
         write_deltalm_checkpoint, write_deltalm_dictionary, write_sentencepiece)
@@ -55,7 +55,7 @@ def st_corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("st")
     pre = root / "pretrained"
     pre.mkdir()
-    spm_model = write_sentencepiece([s for pair in EN_DE for s in pair], str(pre / "spm"), 200)
+    spm_model = write_sentencepiece(all_sentences(), str(pre / "spm"), 1000)
     dict_size = write_deltalm_dictionary(spm_model, str(pre / "dict.txt"))
     hubert = str(pre / "hubert.pt")
     write_hubert_checkpoint(hubert, "tiny", num_clusters=20)

@@ -57,3 +57,37 @@ def test_checkpoint_evaluates_at_the_rate_it_reached(st_checkpoint):
     models, _, _ = checkpoint_utils.load_model_ensemble_and_task(
         [ckpt], arg_overrides={"data": os.path.dirname(ckpt) + "/../data"})
     assert models[0].encoder.hubert.encoder.keep_rate == pytest.approx(0.8)
+
+
+def test_visualise_an_st_checkpoint(st_checkpoint, tmp_path):
+    import numpy as np
+    import torch
+
+    from npy_tome_layer.visualize_pruning import load_for_visualisation, survival
+
+    ckpt, _ = st_checkpoint
+    model = load_for_visualisation(ckpt, None, None)
+    assert model.encoder.keep_rate == pytest.approx(0.8)  # the rate the schedule reached
+    state = torch.load(ckpt, weights_only=True)["model"]
+    torch.testing.assert_close(model.encoder.layers[0].fc1.weight,
+                               state["encoder.hubert.encoder.layers.0.fc1.weight"])
+    grid = survival(model, np.random.default_rng(0).standard_normal(16000).astype("float32"))
+    assert grid.shape[0] == 3 and grid[-1].sum() < grid.shape[1]
+
+
+@pytest.mark.parametrize("reduction", ["merge", "conv"])
+def test_train_the_alternatives_from_the_command_line(st_corpus, mt_checkpoint, tmp_path, reduction):
+    import torch
+
+    save = tmp_path / reduction
+    run_cli("fairseq-train", common_train_args(st_corpus, save) + [
+        "--st-training", "--arch", "hubert_transformer_pruning_layer",
+        "--hubert-model-path", st_corpus["hubert"], "--token-reduction", reduction,
+        "--pruning-rate", "0.8", "--pruning-init-layer", "1", "--conv-channels", "32",
+        "--load-pretrained-mt-encoder-decoder-from", mt_checkpoint[0],
+        "--max-tokens", "100000", "--max-update", "2", "--valid-subset", "dev",
+        "--no-epoch-checkpoints"])
+    state = torch.load(save / "checkpoint_last.pt", weights_only=True)
+    has_conv = "encoder.hubert.encoder.length_reduction.conv.weight" in state["model"]
+    assert has_conv == (reduction == "conv")
+    assert state["cfg"]["model"].token_reduction == reduction

@@ -13,11 +13,10 @@ import soundfile as sf
 import yaml
 
 from ..speech import SAMPLE_RATE, speak
-from .demo_phrases import EN_DE
+from .demo_phrases import LANGUAGES, phrase_pairs
 
 # (pitch, speed) per speaker
 SPEAKERS = {"spk_a": (35, 150), "spk_b": (55, 170), "spk_c": (75, 160)}
-PHRASES = {"de": EN_DE}
 
 
 def write_talk(wav_path, segments, speaker, rng):
@@ -41,7 +40,7 @@ def build_demo_corpus(root, tgt_lang="de", splits=None, seed=1):
     """splits: {split: (talks, segments per talk)}; sentences are drawn from the
     phrase set in turn so every split sees the whole vocabulary."""
     splits = splits or {"train": (6, 6), "dev": (1, 6), "tst-COMMON": (1, 6)}
-    phrases = PHRASES[tgt_lang]
+    phrases = phrase_pairs(tgt_lang)
     rng = random.Random(seed)
     out = os.path.join(root, f"en-{tgt_lang}", "data")
     talk_id, cursor = 0, 0
@@ -70,7 +69,7 @@ def build_demo_corpus(root, tgt_lang="de", splits=None, seed=1):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("root")
-    parser.add_argument("--tgt-lang", default="de", choices=sorted(PHRASES))
+    parser.add_argument("--tgt-lang", default="de", choices=LANGUAGES)
     parser.add_argument("--train-talks", type=int, default=6)
     parser.add_argument("--segments-per-talk", type=int, default=6)
     args = parser.parse_args()

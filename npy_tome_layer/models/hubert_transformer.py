@@ -27,7 +27,7 @@ from .deltalm import (
     deltalm_base,
     load_released_deltalm,
 )
-from .pruned_hubert import build_pruned_hubert
+from .pruned_hubert import TOKEN_REDUCTIONS, build_pruned_hubert, load_hubert_weights
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,11 @@ class HubertTransformerPruningModel(FairseqEncoderDecoderModel):
                             help="schedule: updates to go from max to min rate")
         parser.add_argument("--hubert-padding-mask-from-conv-lengths", action="store_true",
                             help="frame mask from conv output lengths (batch-invariant)")
+        parser.add_argument("--token-reduction", choices=TOKEN_REDUCTIONS,
+                            help="prune (the method), merge (ToMe matching, same frame "
+                                 "counts) or conv (one strided conv after the init layer)")
+        parser.add_argument("--conv-reduction-stride", type=int,
+                            help="stride of --token-reduction conv")
         parser.add_argument("--conv-kernel-sizes", type=str, help="subsampler kernels, e.g. 5,5")
         parser.add_argument("--conv-channels", type=int, help="subsampler channels")
         parser.add_argument("--load-pretrained-mt-encoder-decoder-from", type=str, metavar="FILE",
@@ -133,13 +138,14 @@ class HubertTransformerPruningModel(FairseqEncoderDecoderModel):
             args.hubert_cfg, pruning_rate=args.pruning_rate,
             pruning_init_layer=args.pruning_init_layer,
             padding_mask_from_conv_lengths=args.hubert_padding_mask_from_conv_lengths,
+            token_reduction=args.token_reduction, conv_stride=args.conv_reduction_stride,
             **schedule,
         )
         hubert.remove_pretraining_modules()
         if fresh:
             weights = {k: v for k, v in state["model"].items()
                        if not k.startswith(("final_proj.", "label_embs_concat", "target_glu."))}
-            hubert.load_state_dict(weights, strict=True)
+            load_hubert_weights(hubert, weights, args.hubert_model_path)
             logger.info("loaded HuBERT from %s", args.hubert_model_path)
         return hubert
 
@@ -181,6 +187,8 @@ def _pruning_defaults(args):
     args.pruning_rate = getattr(args, "pruning_rate", 0.9)
     args.pruning_init_layer = getattr(args, "pruning_init_layer", 0)
     args.freeze_hubert = getattr(args, "freeze_hubert", False)
+    args.token_reduction = getattr(args, "token_reduction", "prune")
+    args.conv_reduction_stride = getattr(args, "conv_reduction_stride", 2)
     args.hubert_padding_mask_from_conv_lengths = getattr(
         args, "hubert_padding_mask_from_conv_lengths", False)
     args.conv_kernel_sizes = getattr(args, "conv_kernel_sizes", "5,5")

@@ -11,7 +11,9 @@ Thin fairseq glue over ``modules/frame_pruning.py``:
 * ``PrunedHubertModel`` swaps in that encoder and returns the pruned padding
   mask. Parameter names are fairseq's, so official state dicts load as-is.
 """
+import contextlib
 import logging
+import time
 from typing import List, Optional
 
 import numpy as np
@@ -32,25 +34,51 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ..checkpoint_loading import load_checkpoint
 from ..modules.frame_pruning import gather_frames, received_attention, select_frames
 from ..modules.keep_rate import KeepRateSchedule
+from ..modules.token_merging import StridedConvReduction, merge_tokens
 
 logger = logging.getLogger(__name__)
 
 
-class ReceivedAttention(MultiheadAttention):
-    """Self-attention that can report, per key frame, the attention it receives.
+class Stopwatch:
+    """Accumulates wall time of the ``with stopwatch():`` blocks while
+    ``seconds`` is a number (None = off, no synchronisation cost). On CUDA it
+    synchronises around each block, so it is for measuring overhead only."""
 
-    With ``report_scores`` off this is fairseq's module unchanged (fast path).
-    With it on, attention is computed explicitly — the probabilities are
-    needed anyway — with the softmax and the scores in fp32 whatever the
-    input dtype, and the second output is a B x T fp32 score instead of
-    attention weights.
+    seconds = None
+
+    @contextlib.contextmanager
+    def __call__(self):
+        if self.seconds is None:
+            yield
+            return
+        sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+        sync()
+        start = time.perf_counter()
+        yield
+        sync()
+        self.seconds += time.perf_counter() - start
+
+
+class ReceivedAttention(MultiheadAttention):
+    """Self-attention that can also report what frame reduction needs.
+
+    ``report = None``: fairseq's module unchanged (fast path). ``"scores"``:
+    attention is computed explicitly — the probabilities are needed anyway —
+    with the softmax and the scores in fp32 whatever the input dtype, and the
+    second output is the B x T fp32 attention each key frame receives.
+    ``"keys"``: the second output is the head-averaged keys B x T x d (token
+    merging's similarity metric). ``key_log_size`` (B x T), when set, is added
+    to the logits: ToMe's proportional attention, so a merged token counts
+    as many times as the frames it stands for.
     """
 
-    report_scores = False
+    report = None
+    key_log_size = None
+    stopwatch = Stopwatch()  # the encoder gives each layer its shared one
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
                 attn_mask=None, **kwargs):
-        if not self.report_scores:
+        if self.report is None and self.key_log_size is None:
             return super().forward(query, key, value, key_padding_mask=key_padding_mask,
                                    need_weights=need_weights, attn_mask=attn_mask, **kwargs)
         tgt_len, bsz, embed_dim = query.shape
@@ -65,13 +93,20 @@ class ReceivedAttention(MultiheadAttention):
         logits = torch.matmul(q, k.transpose(-1, -2))
         if attn_mask is not None:
             logits = logits + attn_mask
+        if self.key_log_size is not None:
+            logits = logits + self.key_log_size[:, None, None, :].to(logits.dtype)
         if key_padding_mask is not None:
             logits = logits.masked_fill(key_padding_mask[:, None, None, :].bool(), float("-inf"))
         probs = logits.float().softmax(dim=-1)
-        scores = received_attention(probs, key_padding_mask)
+        extra = None
+        with self.stopwatch():
+            if self.report == "scores":
+                extra = received_attention(probs, key_padding_mask)
+            elif self.report == "keys":
+                extra = k.mean(dim=1)
         out = torch.matmul(self.dropout_module(probs.type_as(v)), v)  # B x H x T x d
         out = out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, embed_dim)
-        return self.out_proj(out), scores
+        return self.out_proj(out), extra
 
 
 def _swap_in_received_attention(layer: TransformerSentenceEncoderLayer) -> None:
@@ -83,10 +118,18 @@ def _swap_in_received_attention(layer: TransformerSentenceEncoderLayer) -> None:
     layer.self_attn = new
 
 
-class PrunedTransformerEncoder(TransformerEncoder):
-    """wav2vec2/HuBERT transformer that prunes frames after each layer >= init."""
+TOKEN_REDUCTIONS = ("prune", "merge", "conv")
 
-    def __init__(self, args, schedule: KeepRateSchedule, pruning_init_layer: int = 0):
+
+class PrunedTransformerEncoder(TransformerEncoder):
+    """wav2vec2/HuBERT transformer that shortens the sequence from layer
+    ``pruning_init_layer`` on. ``token_reduction``: ``"prune"`` (the method:
+    keep the ceil(rate * n) frames that receive the most attention, after
+    every layer >= init), ``"merge"`` (ToMe matching to the same counts), or
+    ``"conv"`` (one stride-``conv_stride`` convolution after layer init)."""
+
+    def __init__(self, args, schedule: KeepRateSchedule, pruning_init_layer: int = 0,
+                 token_reduction: str = "prune", conv_stride: int = 2):
         super().__init__(args)
         num_layers = len(self.layers)
         if not 0 <= pruning_init_layer <= num_layers:
@@ -100,13 +143,25 @@ class PrunedTransformerEncoder(TransformerEncoder):
                 f"checkpoint_activations, got layer_type={args.layer_type!r}, "
                 f"checkpoint_activations={args.checkpoint_activations}"
             )
+        if token_reduction not in TOKEN_REDUCTIONS:
+            raise ValueError(f"token_reduction must be one of {TOKEN_REDUCTIONS}, "
+                             f"got {token_reduction!r}")
         self.schedule = schedule
         self.pruning_init_layer = pruning_init_layer
+        self.token_reduction = token_reduction
         self.num_updates = 0
-        for layer in self.layers[pruning_init_layer:]:
-            _swap_in_received_attention(layer)
+        if token_reduction == "conv":
+            self.length_reduction = StridedConvReduction(self.embedding_dim, conv_stride)
+        else:
+            for layer in self.layers[pruning_init_layer:]:
+                _swap_in_received_attention(layer)
         self.last_kept_indices: List[torch.Tensor] = []
         self.last_padding_mask: Optional[torch.Tensor] = None
+        # benchmarks set stopwatch.seconds = 0.0 to time scoring + top-k + gather
+        self.stopwatch = Stopwatch()
+        for layer in self.layers:
+            if isinstance(layer.self_attn, ReceivedAttention):
+                layer.self_attn.stopwatch = self.stopwatch
 
     def set_num_updates(self, num_updates):
         """Called by fairseq's trainer, and on checkpoint load."""
@@ -137,29 +192,37 @@ class PrunedTransformerEncoder(TransformerEncoder):
 
         # original frame index of every current position
         positions = torch.arange(x.size(0), device=x.device).unsqueeze(0).expand(bsz, -1)
+        sizes = None  # frames per token, token merging only
         kept_indices, layer_results = [], []
         pruned = False
+        mode = self.token_reduction
         for i, layer in enumerate(self.layers):
             # draw like fairseq does, so RNG streams match the dense encoder
             dropout_probability = np.random.random() if self.layerdrop > 0 else 1
             if not self.training or dropout_probability > self.layerdrop:
-                prunes_here = i >= self.pruning_init_layer
-                if prunes_here:
-                    layer.self_attn.report_scores = rate < 1.0
-                x, (scores, layer_result) = layer(
+                reduces_here = i >= self.pruning_init_layer and (
+                    rate < 1.0 if mode != "conv" else i == self.pruning_init_layer)
+                if i >= self.pruning_init_layer and mode != "conv":
+                    layer.self_attn.report = (
+                        ("scores" if mode == "prune" else "keys") if reduces_here else None)
+                    layer.self_attn.key_log_size = None if sizes is None else sizes.log()
+                x, (extra, layer_result) = layer(
                     x, self_attn_padding_mask=padding_mask, need_weights=False
                 )
-                if prunes_here and rate < 1.0:
-                    indices, padding_mask = select_frames(scores, padding_mask, rate)
-                    x = gather_frames(x.transpose(0, 1), indices).transpose(0, 1)
-                    positions = positions.gather(1, indices)
+                if reduces_here:
+                    with self.stopwatch():
+                        x, padding_mask, positions, sizes = self._reduce(
+                            x, extra, padding_mask, positions, sizes, rate)
                     pruned = True
-                if prunes_here:
+                if i >= self.pruning_init_layer:
                     kept_indices.append(positions[:, : positions.size(1) - (0 if pruned else pad_length)])
                 if i >= min_layer:
                     layer_results.append((x, None, layer_result))
             if i == tgt_layer:
                 break
+        for layer in self.layers[self.pruning_init_layer:]:
+            if isinstance(layer.self_attn, ReceivedAttention):
+                layer.self_attn.key_log_size = None  # do not hold on to this batch
 
         x = x.transpose(0, 1)  # B x T x C
         if pad_length > 0 and not pruned:
@@ -169,6 +232,22 @@ class PrunedTransformerEncoder(TransformerEncoder):
         self.last_kept_indices = kept_indices
         self.last_padding_mask = padding_mask
         return x, layer_results
+
+    def _reduce(self, x, extra, padding_mask, positions, sizes, rate):
+        """One reduction step on T x B x C states -> (x, mask, positions, sizes)."""
+        if self.token_reduction == "prune":
+            indices, padding_mask = select_frames(extra, padding_mask, rate)
+            x = gather_frames(x.transpose(0, 1), indices).transpose(0, 1)
+            return x, padding_mask, positions.gather(1, indices), sizes
+        if self.token_reduction == "merge":
+            if sizes is None:
+                sizes = x.new_ones(x.size(1), x.size(0), dtype=torch.float32)
+            x, sizes, positions, padding_mask = merge_tokens(
+                x.transpose(0, 1), extra, sizes, positions, padding_mask, rate)
+            return x.transpose(0, 1), padding_mask, positions, sizes
+        x, new_mask = self.length_reduction(x.transpose(0, 1), padding_mask)
+        positions = positions[:, :: self.length_reduction.stride]
+        return x.transpose(0, 1), new_mask, positions, sizes
 
 
 def _hubert_config(model_cfg) -> HubertConfig:
@@ -193,9 +272,11 @@ class PrunedHubertModel(HubertModel):
 
     def __init__(self, cfg: HubertConfig, task_cfg, dictionaries: List[Optional[Dictionary]],
                  schedule: KeepRateSchedule, pruning_init_layer: int = 0,
-                 padding_mask_from_conv_lengths: bool = False):
+                 padding_mask_from_conv_lengths: bool = False, token_reduction: str = "prune",
+                 conv_stride: int = 2):
         super().__init__(cfg, task_cfg, dictionaries)
-        self.encoder = PrunedTransformerEncoder(cfg, schedule, pruning_init_layer)
+        self.encoder = PrunedTransformerEncoder(cfg, schedule, pruning_init_layer,
+                                                token_reduction, conv_stride)
         self.conv_layers = eval(cfg.conv_feature_layers)  # noqa: S307 (fairseq's format)
         self.padding_mask_from_conv_lengths = padding_mask_from_conv_lengths
 
@@ -245,6 +326,7 @@ def build_pruned_hubert(model_cfg, task_cfg=None, dictionaries=None,
                         pruning_min_rate: Optional[float] = None,
                         pruning_schedule_updates: int = 0,
                         padding_mask_from_conv_lengths: bool = False,
+                        token_reduction: str = "prune", conv_stride: int = 2,
                         **model_overrides) -> PrunedHubertModel:
     """Build (random weights) from a HuBERT ``cfg.model``. A schedule is used
     when ``pruning_max_rate``/``pruning_min_rate`` are given; ``model_overrides``
@@ -266,8 +348,18 @@ def build_pruned_hubert(model_cfg, task_cfg=None, dictionaries=None,
         task_cfg = OmegaConf.create({"sample_rate": 16000})
     return PrunedHubertModel(
         cfg, task_cfg, dictionaries or [None], schedule, pruning_init_layer,
-        padding_mask_from_conv_lengths,
+        padding_mask_from_conv_lengths, token_reduction, conv_stride,
     )
+
+
+def load_hubert_weights(model: PrunedHubertModel, weights: dict, path: str) -> None:
+    """Strict load of official weights; only the conv reduction (new, not in
+    any HuBERT file) may be missing."""
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    missing = [k for k in missing if not k.startswith("encoder.length_reduction.")]
+    if missing or unexpected:
+        raise ValueError(f"{path}: HuBERT weights do not fit its own config: missing "
+                         f"{missing[:5]}, unexpected {unexpected[:5]}")
 
 
 def load_pruned_hubert(path: str, pruning_rate: float = 1.0, pruning_init_layer: int = 0,
@@ -288,8 +380,5 @@ def load_pruned_hubert(path: str, pruning_rate: float = 1.0, pruning_init_layer:
         state["cfg"]["model"], state["cfg"].get("task"), dictionaries,
         pruning_rate=pruning_rate, pruning_init_layer=pruning_init_layer, **kwargs,
     )
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{path}: HuBERT weights do not fit its own config: {e}") from e
+    load_hubert_weights(model, weights, path)
     return model.eval()

@@ -123,29 +123,53 @@ class SpeechAndTextTranslationTask(FairseqTask):
         )
 
     # multitask: one MT batch joins each ST update
+    def _mt_epoch_iterator(self):
+        """Next epoch of MT batches for this worker. Each worker reads its own
+        shard; when the text has fewer batches than workers, workers share
+        batches rather than one of them waiting forever for a batch that its
+        (empty) shard never yields while the others block in all-reduce."""
+        shards, shard = 1, 0
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            shards = distributed_utils.get_data_parallel_world_size()
+            shard = distributed_utils.get_data_parallel_rank()
+
+        def iterator(num_shards, shard_id):
+            return self.get_batch_iterator(
+                self._mt_train, max_tokens=self.args.max_tokens_text,
+                max_positions=(self.args.max_text_positions, self.args.max_text_positions),
+                ignore_invalid_inputs=True, seed=self.args.seed + self._mt_epoch,
+                num_shards=num_shards, shard_id=shard_id,
+                epoch=self._mt_epoch, disable_iterator_cache=True,
+            )
+
+        if shards > 1:
+            num_batches = len(iterator(1, 0))
+            if num_batches < shards:
+                logger.warning("MT data has %d batch(es) for %d workers: workers share them",
+                               num_batches, shards)
+                shards, shard = max(num_batches, 1), shard % max(num_batches, 1)
+        return iterator(shards, shard).next_epoch_itr(shuffle=True)
+
     def _next_mt_batch(self, model):
         if self._mt_train is None:
             self._mt_train = self.load_text_dataset("train")
+        empty_epochs = 0
+        found = self._mt_batches is not None  # mid-epoch: it has yielded batches
         while True:
             if self._mt_batches is None:
                 self._mt_epoch += 1
-                shards, shard = 1, 0
-                if torch.distributed.is_available() and torch.distributed.is_initialized():
-                    shards = distributed_utils.get_data_parallel_world_size()
-                    shard = distributed_utils.get_data_parallel_rank()
-                itr = self.get_batch_iterator(
-                    self._mt_train, max_tokens=self.args.max_tokens_text,
-                    max_positions=(self.args.max_text_positions, self.args.max_text_positions),
-                    ignore_invalid_inputs=True, seed=self.args.seed + self._mt_epoch,
-                    num_shards=shards, shard_id=shard,
-                    epoch=self._mt_epoch, disable_iterator_cache=True,
-                )
-                self._mt_batches = itr.next_epoch_itr(shuffle=True)
+                self._mt_batches = self._mt_epoch_iterator()
+                found = False
             batch = next(self._mt_batches, None)
             if batch is None:
                 self._mt_batches = None
+                empty_epochs += 0 if found else 1
+                if empty_epochs >= 2:
+                    raise ValueError(f"{self.args.text_data}: MT train split yields no batch "
+                                     "(all pairs longer than --max-text-positions?)")
                 continue
             if batch:
+                found = True
                 device = next(model.parameters()).device
                 return utils.move_to_cuda(batch, device) if device.type == "cuda" else batch
 

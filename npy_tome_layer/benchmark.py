@@ -1,0 +1,458 @@
+"""Benchmark the pruned HuBERT encoder against its FLOP ideal and the alternatives.
+
+  python -m npy_tome_layer.benchmark --out bench/            # full grid, official base size
+  python -m npy_tome_layer.benchmark --out bench/ --size tiny --durations 1 --batches 2 \\
+      --rates 1.0 0.9 --init-layers 0 --repeats 1          # seconds; what CI runs
+
+Random weights in the official configuration (no download). Per setting
+(duration x batch x keep rate x init layer): median latency of --repeats
+forward passes after --warmup, throughput (seconds of audio per second),
+peak memory of one pass, FLOPs counted by torch.utils.flop_counter.FlopCounterMode,
+the FLOP-ideal speedup (dense FLOPs / these FLOPs), the measured speedup, and
+the share of time spent scoring, selecting (top-k) and gathering frames.
+Alternatives at (about) the same number of frames leaving the encoder:
+a stride-2 convolution after layer k, and ToMe-style token merging.
+Optionally (--decode-checkpoints) end-to-end beam search dense vs pruned.
+
+Writes OUT/results.json, OUT/benchmark.md (the tables) and OUT/*.png.
+Peak memory: on CUDA torch.cuda.max_memory_allocated; on the CPU the growth of
+the process's peak resident set (VmHWM, reset through /proc/self/clear_refs
+after glibc's malloc_trim) during the pass — the CPU allocator keeps no count.
+"""
+import argparse
+import contextlib
+import ctypes
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from typing import Dict, List, Optional
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from .models.pruned_hubert import PrunedHubertModel, ReceivedAttention, build_pruned_hubert
+from .modules.keep_rate import KeepRateSchedule
+from .modules.token_merging import StridedConvReduction
+from .standins import hubert_model_config
+
+SAMPLE_RATE = 16000
+
+
+# --- the analytic ideal -------------------------------------------------------
+
+def conv_frames(num_samples: int, conv_layers) -> int:
+    n = num_samples
+    for _, kernel, stride in conv_layers:
+        n = (n - kernel) // stride + 1
+    return n
+
+
+def reduced_lengths(frames: int, num_layers: int, rate: float, init_layer: int,
+                    reduction: str = "prune", stride: int = 2, seq_multiple: int = 1):
+    """(sequence length each transformer layer runs on, valid frames leaving)."""
+    valid = frames
+    run = frames + (-frames) % seq_multiple  # fairseq pads to required_seq_len_multiple
+    lengths = []
+    for i in range(num_layers):
+        lengths.append(run)
+        if i >= init_layer and reduction in ("prune", "merge") and rate < 1.0:
+            valid = run = max(1, math.ceil(rate * valid))
+        elif i == init_layer and reduction == "conv":
+            valid, run = math.ceil(valid / stride), math.ceil(run / stride)
+    return lengths, valid
+
+
+def encoder_flops_formula(model_cfg: Dict, num_samples: int, batch: int = 1, rate: float = 1.0,
+                          init_layer: int = 0, reduction: str = "prune",
+                          stride: int = 2) -> Dict[str, int]:
+    """Multiply-add FLOPs (2 per MAC, as FlopCounterMode counts) of
+    ``extract_features``: conv front end, projection, positional conv, layers.
+    A layer on n frames: 8nC^2 (q, k, v, out) + 4n^2C (QK^T, AV) + 4nCF (FFN)."""
+    conv_layers = eval(model_cfg["conv_feature_layers"])  # noqa: S307 (fairseq's format)
+    c, f = model_cfg["encoder_embed_dim"], model_cfg["encoder_ffn_embed_dim"]
+    front, n_in, c_in = 0, num_samples, 1
+    for dim, kernel, stride_ in conv_layers:
+        n_out = (n_in - kernel) // stride_ + 1
+        front += 2 * c_in * dim * kernel * n_out
+        n_in, c_in = n_out, dim
+    frames = n_in
+    if c_in != c:
+        front += 2 * c_in * c * frames  # post_extract_proj (absent when the dims agree)
+    k, groups = model_cfg["conv_pos"], model_cfg["conv_pos_groups"]
+    front += 2 * (c // groups) * c * k * (frames + 2 * (k // 2) - k + 1)  # pos_conv before SamePad
+    lengths, frames_out = reduced_lengths(
+        frames, model_cfg["encoder_layers"], rate, init_layer, reduction, stride,
+        model_cfg.get("required_seq_len_multiple", 1))
+    layers = sum(8 * n * c * c + 4 * n * n * c + 4 * n * c * f for n in lengths)
+    if reduction == "conv" and init_layer < model_cfg["encoder_layers"]:
+        layers += 2 * c * c * stride * lengths[min(init_layer + 1, len(lengths) - 1)]
+    return {"front_end": batch * front, "layers": batch * layers,
+            "total": batch * (front + layers), "frames_out": frames_out}
+
+
+def _cpu_flash_attention_flops(query, key, value, *args, out_shape=None, **kwargs):
+    return sdpa_flop_count(query, key, value)
+
+
+# torch counts the CUDA attention kernels but not the CPU one that fairseq's
+# fast path reaches through scaled_dot_product_attention: without this the
+# dense model's attention would count as free and the ideal speedup would shrink
+_CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
+                  _cpu_flash_attention_flops}
+
+
+def count_flops(model: PrunedHubertModel, audio: torch.Tensor) -> int:
+    with torch.inference_mode(), FlopCounterMode(display=False,
+                                                 custom_mapping=_CPU_ATTENTION) as counter:
+        model.extract_features(audio, padding_mask=None, mask=False)
+    return int(counter.get_total_flops())
+
+
+# --- measuring ----------------------------------------------------------------
+
+class PeakMemory:
+    """Peak memory of the block, in bytes above what was held before it."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.bytes = None
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
+        else:
+            self.start = _reset_peak_rss()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.bytes = torch.cuda.max_memory_allocated(self.device) - self.start
+        elif self.start is not None:
+            self.bytes = max(0, _status_kib("VmHWM") * 1024 - self.start)
+        return False
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _reset_peak_rss() -> Optional[int]:
+    """Return freed heap to the OS, reset VmHWM to the current RSS; the RSS in bytes."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _status_kib("VmRSS") * 1024
+    except OSError:
+        return None  # not Linux/glibc: no CPU peak memory
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def configure(model: PrunedHubertModel, mode: str, rate: float, init_layer: int,
+              conv: Optional[StridedConvReduction] = None) -> None:
+    """Point one model (built with init layer 0, so every layer can report
+    scores) at a setting; all settings share the same weights."""
+    enc = model.encoder
+    assert all(isinstance(layer.self_attn, ReceivedAttention) for layer in enc.layers)
+    enc.schedule = KeepRateSchedule.fixed(rate)
+    enc.pruning_init_layer = init_layer
+    enc.token_reduction = mode
+    if mode == "conv":
+        enc.length_reduction = conv
+    for layer in enc.layers:
+        layer.self_attn.report = None
+
+
+def measure(model, audio, warmup: int, repeats: int) -> Dict[str, float]:
+    device = audio.device
+    enc = model.encoder
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model.extract_features(audio, padding_mask=None, mask=False)
+        _sync(device)
+        times, peak = [], PeakMemory(device)
+        with peak:
+            for _ in range(repeats):
+                start = time.perf_counter()
+                x, mask = model.extract_features(audio, padding_mask=None, mask=False)
+                _sync(device)
+                times.append(time.perf_counter() - start)
+        # scoring + top-k + gather: timed in a separate pass (the stopwatch
+        # synchronises CUDA, which would distort the latency above)
+        enc.stopwatch.seconds = 0.0
+        start = time.perf_counter()
+        model.extract_features(audio, padding_mask=None, mask=False)
+        _sync(device)
+        total = time.perf_counter() - start
+        overhead = enc.stopwatch.seconds
+        enc.stopwatch.seconds = None
+    frames_out = x.size(1) if mask is None else int((~mask[0]).sum())
+    return {"latency_s": statistics.median(times), "peak_bytes": peak.bytes,
+            "overhead_share": overhead / total, "frames_out": frames_out}
+
+
+def run_setting(model, conv, cfg, mode, rate, init, duration, batch, device, dtype, warmup,
+                repeats) -> Dict:
+    configure(model, mode, rate, init, conv)
+    num_samples = int(duration * SAMPLE_RATE)
+    g = torch.Generator().manual_seed(0)
+    audio = (0.1 * torch.randn(batch, num_samples, generator=g)).to(device=device, dtype=dtype)
+    row = {"mode": mode, "rate": rate, "init_layer": init, "duration_s": duration,
+           "batch": batch, "frames_in": conv_frames(num_samples, eval(cfg["conv_feature_layers"]))}
+    row.update(measure(model, audio, warmup, repeats))
+    # FLOPs scale exactly with the batch (equal lengths, no padding): count one row
+    row["flops"] = count_flops(model, audio[:1]) * batch
+    row["flops_formula"] = encoder_flops_formula(cfg, num_samples, batch, rate, init, mode)["total"]
+    row["throughput"] = batch * duration / row["latency_s"]
+    return row
+
+
+def build_model(size: str, device, dtype):
+    torch.manual_seed(0)
+    cfg = hubert_model_config(size)
+    model = build_pruned_hubert(cfg, pruning_rate=1.0, pruning_init_layer=0)
+    model.remove_pretraining_modules()
+    conv = StridedConvReduction(model.encoder.embedding_dim, 2)
+    return cfg, model.to(device=device, dtype=dtype).eval(), conv.to(device=device, dtype=dtype)
+
+
+def run_grid(args) -> List[Dict]:
+    device = torch.device(args.device)
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    cfg, model, conv = build_model(args.size, device, dtype)
+    rows = []
+
+    def add(**kw):
+        row = run_setting(model, conv, cfg, duration=kw.pop("duration"), batch=kw.pop("batch"),
+                          device=device, dtype=dtype, warmup=args.warmup, repeats=args.repeats,
+                          **kw)
+        rows.append(row)
+        print(f"  {row['mode']:5s} rate {row['rate']:.3f} init {row['init_layer']:2d} "
+              f"{row['duration_s']:4g}s x{row['batch']}: {row['latency_s'] * 1000:8.1f} ms "
+              f"frames {row['frames_out']}/{row['frames_in']}", flush=True)
+
+    for duration in args.durations:
+        for batch in args.batches:
+            add(mode="prune", rate=1.0, init=0, duration=duration, batch=batch)
+            for init in args.init_layers:
+                for rate in args.rates:
+                    if rate < 1.0:
+                        add(mode="prune", rate=rate, init=init, duration=duration, batch=batch)
+    if args.alternatives:
+        duration, batch = args.alternatives_duration, args.alternatives_batch
+        layers = cfg["encoder_layers"]
+        for init in args.init_layers:
+            # the rate that leaves about half the frames, as one stride-2 conv does
+            half = round(0.5 ** (1 / (layers - init)), 4)
+            for mode, rate in (("prune", half), ("merge", half), ("conv", 1.0)):
+                add(mode=mode, rate=rate, init=init, duration=duration, batch=batch)
+            if 0.9 in args.rates:
+                add(mode="merge", rate=0.9, init=init, duration=duration, batch=batch)
+    for row in rows:
+        dense = next(r for r in rows if r["mode"] == "prune" and r["rate"] == 1.0
+                     and r["duration_s"] == row["duration_s"] and r["batch"] == row["batch"])
+        row["ideal_speedup"] = dense["flops"] / row["flops"]
+        row["measured_speedup"] = dense["latency_s"] / row["latency_s"]
+        row["peak_vs_dense"] = (None if not row["peak_bytes"] or not dense["peak_bytes"]
+                                else row["peak_bytes"] / dense["peak_bytes"])
+    return rows
+
+
+# --- reporting ----------------------------------------------------------------
+
+def _mib(b):
+    return "n/a" if b is None else f"{b / 2 ** 20:.0f}"
+
+
+def markdown(rows: List[Dict], machine: str) -> str:
+    out = [f"Machine: {machine}", "",
+           "| mode | audio | batch | keep rate | init | frames out/in | latency ms (median) "
+           "| audio s/s | peak MiB | GFLOPs | ideal speedup | measured speedup | measured/ideal "
+           "| score+top-k+gather |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        out.append(
+            f"| {r['mode']} | {r['duration_s']:g} s | {r['batch']} | {r['rate']:g} "
+            f"| {r['init_layer']} | {r['frames_out']}/{r['frames_in']} "
+            f"| {r['latency_s'] * 1000:.1f} | {r['throughput']:.1f} | {_mib(r['peak_bytes'])} "
+            f"| {r['flops'] / 1e9:.1f} | {r['ideal_speedup']:.2f}x | {r['measured_speedup']:.2f}x "
+            f"| {r['measured_speedup'] / r['ideal_speedup']:.2f} | {100 * r['overhead_share']:.1f} % |")
+    return "\n".join(out)
+
+
+def targets(rows: List[Dict]) -> str:
+    """The issue's targets at rate 0.9 from layer 0, 10 s, batch 8, where measured."""
+    def find(mode, rate, dur=10, batch=8, init=0):
+        return next((r for r in rows if r["mode"] == mode and r["rate"] == rate
+                     and r["duration_s"] == dur and r["batch"] == batch
+                     and r["init_layer"] == init), None)
+    prune, merge = find("prune", 0.9), find("merge", 0.9)
+    if prune is None:
+        return "Targets: not measured (needs rate 0.9, init 0, 10 s, batch 8 in the grid)."
+    ratio = prune["measured_speedup"] / prune["ideal_speedup"]
+    lines = ["| target (rate 0.9, init 0, 10 s, batch 8) | measured | met |", "| --- | --- | --- |",
+             f"| speedup >= 0.9 x FLOP ideal | {prune['measured_speedup']:.2f}x vs ideal "
+             f"{prune['ideal_speedup']:.2f}x = {ratio:.2f} | {'yes' if ratio >= 0.9 else 'no'} |",
+             f"| score+top-k+gather <= 3 % of encoder time | {100 * prune['overhead_share']:.1f} % "
+             f"| {'yes' if prune['overhead_share'] <= 0.03 else 'no'} |"]
+    if merge is not None:
+        lines.append(f"| pruning faster than merging at equal frames | prune "
+                     f"{prune['latency_s'] * 1000:.0f} ms, merge {merge['latency_s'] * 1000:.0f} ms "
+                     f"| {'yes' if prune['latency_s'] < merge['latency_s'] else 'no'} |")
+    peaks = [r["peak_vs_dense"] for r in rows if r["peak_vs_dense"] is not None
+             and r["mode"] == "prune"]
+    if peaks:
+        worst = max(peaks)
+        lines.append(f"| peak memory never above dense | worst pruned/dense {worst:.2f} "
+                     f"| {'yes' if worst <= 1.0 else 'no'} |")
+    return "\n".join(lines)
+
+
+def plots(rows: List[Dict], out: str) -> List[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    prune = [r for r in rows if r["mode"] == "prune"]
+    for duration in sorted({r["duration_s"] for r in prune}):
+        for batch in sorted({r["batch"] for r in prune}):
+            sel = [r for r in prune if r["duration_s"] == duration and r["batch"] == batch]
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for init in sorted({r["init_layer"] for r in sel if r["rate"] < 1.0}):
+                pts = sorted([r for r in sel if r["init_layer"] == init or r["rate"] == 1.0],
+                             key=lambda r: -r["rate"])
+                rates = [r["rate"] for r in pts]
+                line, = ax.plot(rates, [r["measured_speedup"] for r in pts], "o-",
+                                label=f"measured, init {init}")
+                ax.plot(rates, [r["ideal_speedup"] for r in pts], "--",
+                        color=line.get_color(), label=f"FLOP ideal, init {init}")
+            ax.set_xlabel("keep rate per layer")
+            ax.set_ylabel("speedup over dense")
+            ax.invert_xaxis()
+            ax.set_title(f"HuBERT encoder, {duration:g} s audio, batch {batch}")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+            path = os.path.join(out, f"speedup_{duration:g}s_b{batch}.png")
+            fig.tight_layout()
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+            written.append(path)
+    alt = [r for r in rows if r["mode"] in ("merge", "conv") or
+           (r["mode"] == "prune" and any(a["mode"] != "prune" and a["rate"] == r["rate"]
+                                         and a["init_layer"] == r["init_layer"]
+                                         and a["duration_s"] == r["duration_s"]
+                                         and a["batch"] == r["batch"] for a in rows))]
+    if alt:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        labels = [f"{r['mode']}\nr={r['rate']:g} k={r['init_layer']}" for r in alt]
+        ax.bar(range(len(alt)), [r["latency_s"] * 1000 for r in alt],
+               color=[{"prune": "C0", "merge": "C1", "conv": "C2"}[r["mode"]] for r in alt])
+        ax.set_xticks(range(len(alt)))
+        ax.set_xticklabels(labels, fontsize=6)
+        ax.set_ylabel("latency (ms)")
+        ax.set_title("pruning vs merging vs strided conv")
+        fig.tight_layout()
+        path = os.path.join(out, "alternatives.png")
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def decode_timing(checkpoints: Dict[str, str], data: str, subset: str, beam: int) -> str:
+    """End-to-end fairseq beam search over a subset, batch 1, per checkpoint."""
+    from argparse import Namespace
+
+    from .compare_runs import load_st_model
+
+    lines = [f"| model | beam | utterances | decode s (total) | of which speech encoder s |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, ckpt in checkpoints.items():
+        model, dataset = load_st_model(ckpt, data, subset)
+        from fairseq import checkpoint_utils
+        _, _, task = checkpoint_utils.load_model_ensemble_and_task([ckpt],
+                                                                   arg_overrides={"data": data})
+        generator = task.build_generator([model], Namespace(beam=beam, max_len_a=0, max_len_b=50,
+                                                            lenpen=1.0))
+        samples = [dataset.collater([dataset[i]]) for i in range(len(dataset))]
+        enc_time, start = 0.0, time.perf_counter()
+        with torch.inference_mode():
+            for s in samples:
+                t0 = time.perf_counter()
+                model.encoder(**s["net_input"])
+                enc_time += time.perf_counter() - t0
+                task.inference_step(generator, [model], s)
+        total = time.perf_counter() - start - enc_time  # the encoder ran twice per sample
+        lines.append(f"| {name} | {beam} | {len(samples)} | {total:.2f} | {enc_time:.2f} |")
+    return "\n".join(lines)
+
+
+def machine_description(device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return (f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, "
+            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--size", default="base", choices=["base", "large", "small", "tiny"])
+    parser.add_argument("--durations", type=float, nargs="+", default=[5, 10, 20])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--rates", type=float, nargs="+", default=[1.0, 0.95, 0.9, 0.85, 0.8])
+    parser.add_argument("--init-layers", type=int, nargs="+", default=[0, 4, 6])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--no-alternatives", dest="alternatives", action="store_false")
+    parser.add_argument("--alternatives-duration", type=float, default=10)
+    parser.add_argument("--alternatives-batch", type=int, default=8)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--decode-checkpoints", nargs="*", metavar="NAME=CKPT",
+                        help="also time beam search of these ST checkpoints on --decode-data")
+    parser.add_argument("--decode-data")
+    parser.add_argument("--decode-subset", default="tst-COMMON")
+    parser.add_argument("--beam", type=int, default=5)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    machine = machine_description(torch.device(args.device))
+    print(f"[benchmark] {args.size} HuBERT, random weights, {args.dtype}, {machine}", flush=True)
+    rows = run_grid(args)
+    report = [f"# HuBERT-{args.size} encoder benchmark ({args.dtype}, random weights)", "",
+              markdown(rows, machine), "", targets(rows)]
+    if args.decode_checkpoints:
+        runs = dict(spec.split("=", 1) for spec in args.decode_checkpoints)
+        report += ["", f"End-to-end decoding ({args.decode_subset}, batch 1):", "",
+                   decode_timing(runs, args.decode_data, args.decode_subset, args.beam)]
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"machine": machine, "args": vars(args), "rows": rows}, f, indent=1)
+    with open(os.path.join(args.out, "benchmark.md"), "w") as f:
+        f.write("\n".join(report) + "\n")
+    written = plots(rows, args.out)
+    print("\n".join(report))
+    print(f"[benchmark] wrote {args.out}/benchmark.md, results.json, "
+          + ", ".join(os.path.basename(p) for p in written))
+
+
+if __name__ == "__main__":
+    main()

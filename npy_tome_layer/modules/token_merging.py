@@ -1,0 +1,121 @@
+"""The two alternatives to pruning, as small tensor modules.
+
+* ``merge_tokens``: ToMe-style bipartite soft matching (Bolya et al., 2023)
+  with the same per-row count as pruning, ``ceil(rate * n)`` tokens left.
+  Valid tokens alternate into sets A (even) and B (odd); each A token's most
+  similar B token (cosine of the head-averaged attention keys) is its edge;
+  the ``n - ceil(rate * n)`` strongest edges merge A into B by a size-weighted
+  average. Unlike ToMe on images, the survivors stay in time order (the
+  subsampler after HuBERT is a convolution over time).
+* ``StridedConvReduction``: a stride-s Conv1d over time that shortens every
+  sequence once, ``ceil(n / s)`` frames, initialised as average pooling so a
+  pretrained encoder starts from sensible features.
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .frame_pruning import keep_counts
+
+
+def _valid_lengths(padding_mask: Optional[Tensor], bsz: int, tsz: int, device) -> Tensor:
+    if padding_mask is None:
+        return torch.full((bsz,), tsz, dtype=torch.long, device=device)
+    return (~padding_mask).sum(dim=1)
+
+
+def merge_tokens(
+    x: Tensor, keys: Tensor, sizes: Tensor, positions: Tensor,
+    padding_mask: Optional[Tensor], rate: float,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Merge each row's n tokens down to ``ceil(rate * n)``.
+
+    x: B x T x C hidden states; keys: B x T x d (similarity metric);
+    sizes: B x T frames each token stands for; positions: B x T original
+    frame index of each token; padding_mask: B x T (True = pad), valid
+    tokens first. rate must be >= 0.5 (one matching merges at most half).
+    Returns (x, sizes, positions, padding_mask), each B x W, W = max_b k_b.
+    """
+    if not 0.5 <= rate <= 1.0:
+        raise ValueError(f"token merging needs a keep rate in [0.5, 1.0], got {rate}")
+    bsz, tsz, _ = x.shape
+    n = _valid_lengths(padding_mask, bsz, tsz, x.device)
+    k = keep_counts(n, rate)
+    r = n - k  # merges per row; <= ceil(n / 2) = |A| since rate >= 0.5
+    t = torch.arange(tsz, device=x.device)
+    valid = t.unsqueeze(0) < n.unsqueeze(1)
+
+    metric = keys.float()
+    metric = metric / metric.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+    a, b = metric[:, 0::2], metric[:, 1::2]
+    sim = a @ b.transpose(1, 2)  # B x Ta x Tb
+    sim = sim.masked_fill(~valid[:, 1::2].unsqueeze(1), float("-inf"))
+    best, dst = sim.max(dim=-1)  # every A token's best B partner
+    best = best.masked_fill(~valid[:, 0::2], float("-inf"))
+    # rank A tokens by edge strength; the r strongest merge
+    order = best.argsort(dim=-1, descending=True)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.size(1), device=x.device)
+                                            .unsqueeze(0).expand_as(order))
+    merged_a = (rank < r.unsqueeze(1)) & valid[:, 0::2]  # B x Ta
+
+    # size-weighted sum into the B tokens (in fp32), then divide by the new size
+    size_f = sizes.float()
+    weighted = x.float() * size_f.unsqueeze(-1)
+    w_a, w_b = weighted[:, 0::2], weighted[:, 1::2].clone()
+    s_a, s_b = size_f[:, 0::2], size_f[:, 1::2].clone()
+    take = merged_a.unsqueeze(-1).float()
+    w_b.scatter_add_(1, dst.unsqueeze(-1).expand(-1, -1, w_a.size(-1)), w_a * take)
+    s_b.scatter_add_(1, dst, s_a * merged_a.float())
+    merged = weighted.clone()
+    merged[:, 1::2] = w_b
+    new_sizes = size_f.clone()
+    new_sizes[:, 1::2] = s_b
+    merged = (merged / new_sizes.clamp(min=1e-6).unsqueeze(-1)).to(x.dtype)
+
+    keep = valid.clone()
+    keep[:, 0::2] &= ~merged_a
+    # survivors in time order, then filler (the sort key pushes dropped tokens last)
+    width = int(k.max())
+    order_key = torch.where(keep, t.unsqueeze(0), t.unsqueeze(0) + tsz)
+    idx = order_key.sort(dim=1).values[:, :width]
+    idx = idx - (idx >= tsz).long() * tsz
+    new_mask = torch.arange(width, device=x.device).unsqueeze(0) >= k.unsqueeze(1)
+    out = merged.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.size(-1)))
+    return (out, new_sizes.gather(1, idx).to(sizes.dtype), positions.gather(1, idx), new_mask)
+
+
+class StridedConvReduction(nn.Module):
+    """Conv1d over time with kernel = stride = s: n frames -> ceil(n / s).
+
+    Odd tails are zero-padded; padded input frames are zeroed first so they
+    never leak into a valid output frame. Initialised to average pooling.
+    """
+
+    def __init__(self, dim: int, stride: int = 2):
+        super().__init__()
+        if stride < 2:
+            raise ValueError(f"conv length reduction needs stride >= 2, got {stride}")
+        self.stride = stride
+        self.conv = nn.Conv1d(dim, dim, kernel_size=stride, stride=stride)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            for j in range(stride):
+                self.conv.weight[:, :, j] = torch.eye(dim) / stride
+            self.conv.bias.zero_()
+
+    def forward(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
+        """x: B x T x C -> (B x ceil(T/s) x C, new padding mask or None)."""
+        bsz, tsz, _ = x.shape
+        if padding_mask is not None:
+            x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
+        pad = (-tsz) % self.stride
+        y = nn.functional.pad(x.transpose(1, 2), (0, pad))
+        y = self.conv(y).transpose(1, 2)
+        if padding_mask is None:
+            return y, None
+        n = _valid_lengths(padding_mask, bsz, tsz, x.device)
+        out_len = torch.div(n + self.stride - 1, self.stride, rounding_mode="floor")
+        new_mask = torch.arange(y.size(1), device=x.device).unsqueeze(0) >= out_len.unsqueeze(1)
+        return y, new_mask

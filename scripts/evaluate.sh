@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Usage: scripts/evaluate.sh TGT_LANG CHECKPOINT
+# fairseq-generate on tst-COMMON (configs: beam 8) with the language's length
+# penalty from configs/lenpen.tsv; hypotheses and BLEU go to
+# CHECKPOINT_DIR/generate-<checkpoint name>.txt, the BLEU line also to stdout.
+source "$(dirname "$0")/env.sh"
+TGT=${1:-}; check_lang "$TGT"
+CKPT=${2:?usage: evaluate.sh TGT_LANG CHECKPOINT}
+[ -f "$CKPT" ] || { echo "error: checkpoint $CKPT not found" >&2; exit 2; }
+LENPEN=$(awk -v l="$TGT" '$1 == l {print $2}' "$REPO/configs/lenpen.tsv")
+ARGS=$(config_args "$CONFIG_DIR/generate.args")
+[ -n "$LENPEN" ] || { echo "error: no length penalty for $TGT in configs/lenpen.tsv" >&2; exit 2; }
+OUT=$(dirname "$CKPT")/generate-$(basename "$CKPT" .pt).txt
+device_args=(); [ "$DEVICE" = cpu ] && device_args=(--cpu)
+run "$BIN/fairseq-generate" "$DATA_ROOT/en-$TGT" --user-dir "$REPO/npy_tome_layer" \
+  --task speech_and_text_translation --tgt-lang "$TGT" --path "$CKPT" --lenpen "$LENPEN" \
+  "${device_args[@]}" $ARGS $EXTRA_ARGS > "$OUT.tmp"
+mv "$OUT.tmp" "$OUT"
+echo "en-$TGT $(basename "$(dirname "$CKPT")")/$(basename "$CKPT") lenpen $LENPEN: $(grep '^Generate' "$OUT")"

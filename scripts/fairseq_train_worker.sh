@@ -1,0 +1,2 @@
+#!/usr/bin/env bash
+exec "${FAIRSEQ_TRAIN:-fairseq-train}" "$@" --distributed-rank "$RANK"

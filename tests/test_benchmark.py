@@ -1,0 +1,111 @@
+"""Benchmark and visualisation: FLOP counts follow the formula, the tiny
+benchmark writes its table and plots, the pruning picture is drawn."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from npy_tome_layer.benchmark import (
+    PeakMemory,
+    build_model,
+    configure,
+    count_flops,
+    encoder_flops_formula,
+)
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_model("tiny", torch.device("cpu"), torch.float32)
+
+
+@pytest.mark.parametrize("mode,rate,init", [("prune", 0.9, 0), ("prune", 0.8, 1),
+                                            ("prune", 0.5, 1), ("merge", 0.9, 0),
+                                            ("conv", 1.0, 1)])
+@pytest.mark.parametrize("num_samples", [16000, 3 * 16000 + 123])
+def test_flop_ratio_matches_the_analytic_ideal(tiny, mode, rate, init, num_samples):
+    cfg, model, conv = tiny
+    audio = torch.randn(1, num_samples)
+    configure(model, "prune", 1.0, 0, conv)
+    dense = count_flops(model, audio)
+    configure(model, mode, rate, init, conv)
+    reduced = count_flops(model, audio)
+    f_dense = encoder_flops_formula(cfg, num_samples)["total"]
+    f_reduced = encoder_flops_formula(cfg, num_samples, 1, rate, init, mode)["total"]
+    assert dense == f_dense  # every matmul/conv accounted for, incl. CPU fused attention
+    # merging adds its similarity matmul, which the formula leaves out
+    assert (dense / reduced) == pytest.approx(f_dense / f_reduced, rel=0.01)
+    assert reduced < dense
+
+
+def test_flops_scale_with_the_batch_and_follow_the_keep_counts(tiny):
+    cfg, model, conv = tiny
+    configure(model, "prune", 0.7, 0, conv)
+    audio = torch.randn(3, 32000)
+    assert count_flops(model, audio) == 3 * count_flops(model, audio[:1])
+    out = encoder_flops_formula(cfg, 32000, 1, 0.7, 0)
+    n = 99  # frames of 2 s
+    for _ in range(cfg["encoder_layers"]):
+        n = math.ceil(0.7 * n)
+    assert out["frames_out"] == n
+
+
+def test_peak_memory_sees_a_large_allocation():
+    with PeakMemory(torch.device("cpu")) as peak:
+        x = torch.ones(64 * 2 ** 20 // 4)  # 64 MiB
+        x += 1
+    del x
+    assert peak.bytes is not None and peak.bytes >= 60 * 2 ** 20
+
+
+def test_tiny_benchmark_writes_table_json_and_plots(tmp_path):
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [sys.executable, "-m", "npy_tome_layer.benchmark", "--out", str(out), "--size", "tiny",
+         "--durations", "1", "--batches", "1", "2", "--rates", "1.0", "0.9", "--init-layers", "0",
+         "1", "--repeats", "1", "--alternatives-duration", "1", "--alternatives-batch", "2"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = (out / "benchmark.md").read_text()
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    # grid: per batch 1 dense + 2 inits x 1 rate; alternatives: 2 inits x (prune, merge, conv, merge 0.9)
+    assert len(rows) == 2 * 3 + 2 * 4
+    assert sum(1 for line in table.splitlines() if line.startswith("| prune |")) == 2 * 3 + 2
+    assert "| merge |" in table and "| conv |" in table and "score+top-k+gather" in table
+    for r in rows:
+        assert r["flops"] > 0 and r["latency_s"] > 0 and r["frames_out"] <= r["frames_in"]
+        if r["mode"] == "prune" and r["rate"] == 0.9:
+            assert r["ideal_speedup"] > 1.0
+    for name in ("speedup_1s_b1.png", "speedup_1s_b2.png", "alternatives.png"):
+        assert (out / name).read_bytes()[:8] == PNG, name
+
+
+def test_visualisation_of_a_hubert_file(hubert_tiny, tmp_path):
+    from npy_tome_layer.visualize_pruning import load_for_visualisation, survival
+
+    wav = tmp_path / "a.wav"
+    sf.write(wav, (0.1 * np.random.default_rng(0).standard_normal(24000)).astype(np.float32), 16000)
+    model = load_for_visualisation(hubert_tiny, 0.8, 1)
+    grid = survival(model, sf.read(wav, dtype="float32")[0])
+    n = int(model.frame_lengths(torch.tensor(24000)))
+    assert grid.shape == (2, n)  # one row per pruning layer (1 and 2 of 3)
+    first = math.ceil(0.8 * n)
+    assert grid.sum(axis=1).tolist() == [first, math.ceil(0.8 * first)]
+    assert ((grid[1] <= grid[0])).all()  # a frame dropped once never comes back
+    out = tmp_path / "p.png"
+    proc = subprocess.run([sys.executable, "-m", "npy_tome_layer.visualize_pruning", "--wav", str(wav),
+                           "--checkpoint", hubert_tiny, "--rate", "0.8", "--init-layer", "1",
+                           "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.read_bytes()[:8] == PNG and "frames leave" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "npy_tome_layer.visualize_pruning", "--wav",
+                           str(tmp_path / "none.wav"), "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode != 0 and "cannot read" in proc.stderr and "Traceback" not in proc.stderr

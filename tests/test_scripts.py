@@ -1,0 +1,102 @@
+"""The per-pair shell scripts as a user runs them: 2-worker CPU training over
+gloo with fairseq's own torch.distributed support, the whole demo end to end
+at the smallest size, per-language length penalties, and argument errors."""
+import os
+import re
+import subprocess
+
+import pytest
+
+from .conftest import REPO, TINY_DELTALM, VENV_BIN
+
+SCRIPTS = os.path.join(REPO, "scripts")
+
+
+def run_script(name, args, env, check=True):
+    full_env = dict(os.environ, PY=os.path.join(VENV_BIN, "python"), **env)
+    proc = subprocess.run(["bash", os.path.join(SCRIPTS, name)] + list(args),
+                          capture_output=True, text=True, env=full_env, cwd=REPO,
+                          timeout=900)  # a hung worker fails the test, not CI
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{name} failed ({proc.returncode}):\n{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture
+def pair_env(st_corpus, mt_checkpoint, tmp_path):
+    """Environment for scripts/*.sh over the test corpus (DATA_ROOT/en-de)."""
+    data_root = tmp_path / "data"
+    data_root.mkdir()
+    os.symlink(st_corpus["data"], data_root / "en-de")
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "st.args").write_text(
+        "# tiny sizes\n" + " ".join(TINY_DELTALM) + "\n--conv-channels 32\n"
+        "--criterion speech_and_text_translation --label-smoothing 0.1 --optimizer adam --lr 1e-3\n"
+        "--max-tokens 100000 --max-tokens-text 300 --max-update 3 --required-batch-size-multiple 1\n"
+        "--valid-subset dev --no-epoch-checkpoints --log-format simple --log-interval 1 --seed 1\n")
+    with open(os.path.join(REPO, "configs", "mustc", "st_fixed.args")) as f:
+        (configs / "st_fixed.args").write_text(f.read())
+    return {"DATA_ROOT": str(data_root), "CKPT_ROOT": str(tmp_path / "ckpt"),
+            "CONFIG_DIR": str(configs), "HUBERT": st_corpus["hubert"],
+            "MT_CHECKPOINT": mt_checkpoint[0], "DEVICE": "cpu"}
+
+
+def test_two_cpu_workers_over_gloo(pair_env, tmp_path):
+    proc = run_script("train_st.sh", ["de", "fixed"], dict(pair_env, NPROC="2"))
+    log = proc.stdout + proc.stderr
+    # the script prints what it runs: torchrun on fairseq's own distributed options
+    assert re.search(r"\+ \S*torchrun --standalone --nproc_per_node 2 --no-python "
+                     r"\S*fairseq_train_worker.sh", log)
+    assert "--distributed-backend gloo --distributed-init-method env:// --distributed-no-spawn " \
+           "--ddp-backend legacy_ddp" in log
+    assert "distributed init (rank 0)" in log and "distributed init (rank 1)" in log
+    assert "training on 2 devices" in log
+    assert re.search(r"num_updates 3\b", log)
+    assert os.path.isfile(tmp_path / "ckpt" / "en-de" / "st_fixed" / "checkpoint_last.pt")
+
+
+def test_demo_end_to_end_at_the_smallest_size(tmp_path):
+    proc = run_script("demo.sh", [], {"WORK": str(tmp_path / "demo"), "HUBERT_SIZE": "tiny",
+                                      "TRAIN_TALKS": "3", "NPROC": "1"})
+    out = proc.stdout + proc.stderr
+    # every step a MuST-C user runs, through the same scripts
+    for step in ("prepare_mustc", "fairseq-train", "average_checkpoints", "fairseq-generate",
+                 "compare_runs"):
+        assert f"{step} " in out, step
+    assert re.search(r"en-de st_baseline/avg_last_3.pt lenpen 1.2: Generate tst-COMMON with "
+                     r"beam=8: BLEU = [0-9.]+", out)
+    rows = {m.group(1): m for m in re.finditer(
+        r"^\| (baseline|fixed) \| ([0-9.]+) \(0\) \| ([0-9.]+) \| (\d+)/(\d+) \(([0-9.]+) %\) "
+        r"\| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+)x \|$", proc.stdout, flags=re.M)}
+    assert set(rows) == {"baseline", "fixed"}, proc.stdout[-2000:]
+    base, fixed = rows["baseline"], rows["fixed"]
+    assert base.group(2) == "1" and fixed.group(2) == "0.9"
+    assert base.group(4) == base.group(5) and base.group(5) == fixed.group(5)
+    # tiny HuBERT has 3 layers: each utterance keeps ceil(0.9 ceil(0.9 ceil(0.9 n))) frames
+    assert int(fixed.group(4)) < 0.75 * int(fixed.group(5)) + 6 * 3
+    assert int(fixed.group(4)) < int(base.group(4))
+
+
+@pytest.mark.parametrize("lang,lenpen", [("de", "1.2"), ("fr", "1.8"), ("es", "0.6"),
+                                         ("ro", "1.4"), ("ru", "0.8"), ("it", "1.0"),
+                                         ("pt", "1.4"), ("nl", "1.0")])
+def test_length_penalty_per_language(lang, lenpen):
+    with open(os.path.join(REPO, "configs", "lenpen.tsv")) as f:
+        table = dict(line.split() for line in f if line.strip() and not line.startswith("#"))
+    assert table[lang] == lenpen
+
+
+def test_bad_arguments_fail_with_one_line(pair_env, tmp_path):
+    proc = run_script("train_st.sh", ["xx", "fixed"], pair_env, check=False)
+    assert proc.returncode == 2
+    assert "target language must be one of de es fr it nl pt ro ru, got 'xx'" in proc.stderr
+    proc = run_script("train_st.sh", ["de", "sparse"], pair_env, check=False)
+    assert proc.returncode == 2 and "mode must be baseline, fixed or schedule" in proc.stderr
+    proc = run_script("train_st.sh", ["de", "fixed"],
+                      dict(pair_env, MT_CHECKPOINT=str(tmp_path / "none.pt")), check=False)
+    assert proc.returncode == 2 and "none.pt not found (run scripts/train_mt.sh de)" in proc.stderr
+    proc = run_script("train_st.sh", ["de", "schedule"], pair_env, check=False)
+    assert proc.returncode == 2 and "st_schedule.args not found" in proc.stderr
+    proc = run_script("evaluate.sh", ["de", str(tmp_path / "missing.pt")], pair_env, check=False)
+    assert proc.returncode == 2 and "missing.pt not found" in proc.stderr

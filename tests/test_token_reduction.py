@@ -1,0 +1,128 @@
+"""The alternatives to pruning: ToMe-style merging and a strided conv.
+Requested frame counts, correct padding masks, no batch dependence, and the
+encoder/CLI switch --token-reduction."""
+import math
+
+import pytest
+import torch
+
+from npy_tome_layer.models.pruned_hubert import build_pruned_hubert, load_pruned_hubert
+from npy_tome_layer.modules.token_merging import StridedConvReduction, merge_tokens
+from npy_tome_layer.standins import hubert_model_config
+
+
+def _batch(lengths, dim=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    tsz = max(lengths)
+    x = torch.randn(len(lengths), tsz, dim, generator=g)
+    keys = torch.randn(len(lengths), tsz, 4, generator=g)
+    mask = torch.arange(tsz).unsqueeze(0) >= torch.tensor(lengths).unsqueeze(1)
+    return x, keys, mask
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.7, 0.9, 0.95, 1.0])
+def test_merge_keeps_ceil_rate_n_with_a_correct_mask(rate):
+    lengths = [37, 20, 9, 1]
+    x, keys, mask = _batch(lengths)
+    sizes = torch.ones(x.shape[:2])
+    positions = torch.arange(x.size(1)).expand(len(lengths), -1)
+    y, new_sizes, new_pos, new_mask = merge_tokens(x, keys, sizes, positions, mask, rate)
+    expected = [max(1, math.ceil(rate * n)) for n in lengths]
+    assert (~new_mask).sum(1).tolist() == expected
+    assert y.shape == (4, max(expected), 8) and new_sizes.shape == new_mask.shape
+    for b, n in enumerate(lengths):
+        k = expected[b]
+        assert not new_mask[b, :k].any() and new_mask[b, k:].all()  # valid first
+        valid_pos = new_pos[b, :k]
+        assert (valid_pos[1:] > valid_pos[:-1]).all() and (valid_pos < n).all()  # time order
+        # every valid frame is represented exactly once, and the mean is conserved
+        assert new_sizes[b, :k].sum().item() == pytest.approx(n)
+        torch.testing.assert_close((y[b, :k] * new_sizes[b, :k, None]).sum(0), x[b, :n].sum(0),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_merge_joins_the_most_similar_pair():
+    # A = tokens 0, 2; B = tokens 1, 3. Token 2's key equals token 3's: that edge wins.
+    keys = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, 1.0]]])
+    x = torch.tensor([[[1.0], [2.0], [3.0], [5.0]]])
+    y, sizes, pos, mask = merge_tokens(x, keys, torch.ones(1, 4), torch.arange(4)[None], None, 0.75)
+    assert pos.tolist() == [[0, 1, 3]] and sizes.tolist() == [[1.0, 1.0, 2.0]]
+    assert y.squeeze(-1).tolist() == [[1.0, 2.0, 4.0]] and not mask.any()
+
+
+def test_merge_refuses_rates_below_one_half():
+    x, keys, mask = _batch([10])
+    with pytest.raises(ValueError, match=r"keep rate in \[0.5, 1.0\], got 0.4"):
+        merge_tokens(x, keys, torch.ones(1, 10), torch.arange(10)[None], mask, 0.4)
+
+
+def test_conv_reduction_halves_with_a_correct_mask_and_starts_as_average_pooling():
+    lengths = [9, 4, 1]
+    x, _, mask = _batch(lengths)
+    conv = StridedConvReduction(8, stride=2)
+    y, new_mask = conv(x, mask)
+    assert (~new_mask).sum(1).tolist() == [5, 2, 1] and y.size(1) == 5
+    torch.testing.assert_close(y[1, :2], (x[1, 0:4:2] + x[1, 1:4:2]) / 2)
+    # padded input never leaks into valid output frames
+    noisy = x.masked_fill(mask.unsqueeze(-1), 1e4)
+    y2, _ = conv(noisy, mask)
+    torch.testing.assert_close(y2.masked_fill(new_mask.unsqueeze(-1), 0), y.masked_fill(new_mask.unsqueeze(-1), 0))
+    y3, m3 = conv(x[:1], None)
+    assert m3 is None and y3.size(1) == 5
+
+
+def _tiny(token_reduction, rate=0.9, init=1, **kw):
+    torch.manual_seed(0)
+    cfg = hubert_model_config("tiny", layer_norm_first=True, extractor_mode="layer_norm",
+                              encoder_layers=4)
+    return build_pruned_hubert(cfg, pruning_rate=rate, pruning_init_layer=init,
+                               token_reduction=token_reduction, **kw).eval()
+
+
+def _padded_and_alone(model):
+    torch.manual_seed(1)
+    audio = torch.randn(2, 48000)
+    lengths = [29200, 15120]  # the conv front end gives these the same frames padded or alone
+    padding = torch.arange(48000).unsqueeze(0) >= torch.tensor(lengths).unsqueeze(1)
+    audio = audio.masked_fill(padding, 0.0)
+    with torch.no_grad():
+        y, mask = model.extract_features(audio, padding_mask=padding)
+        alone = [model.extract_features(audio[b:b + 1, :n])[0] for b, n in enumerate(lengths)]
+    return y, mask, alone
+
+
+@pytest.mark.parametrize("mode", ["merge", "conv"])
+def test_encoder_alternatives_are_batch_invariant(mode):
+    model = _tiny(mode)
+    y, mask, alone = _padded_and_alone(model)
+    for b, single in enumerate(alone):
+        n = int((~mask[b]).sum())
+        assert n == single.size(1)
+        torch.testing.assert_close(y[b, :n], single[0], rtol=1e-4, atol=1e-4)
+
+
+def test_merge_leaves_as_many_frames_as_prune_and_conv_halves_once():
+    counts = {}
+    for mode in ("prune", "merge", "conv"):
+        _, mask, alone = _padded_and_alone(_tiny(mode))
+        counts[mode] = [a.size(1) for a in alone]
+    assert counts["merge"] == counts["prune"]
+    frames = [91, 47]  # conv front end of 29200 and 15120 samples
+    chain = []
+    for n in frames:  # init layer 1 of 4: three pruning steps
+        for _ in range(3):
+            n = math.ceil(0.9 * n)
+        chain.append(n)
+    assert counts["prune"] == chain
+    assert counts["conv"] == [math.ceil(n / 2) for n in frames]
+
+
+def test_conv_mode_loads_official_weights_and_rejects_foreign_ones(hubert_tiny, tmp_path):
+    model = load_pruned_hubert(hubert_tiny, token_reduction="conv", pruning_init_layer=1)
+    assert model.encoder.length_reduction.stride == 2
+    state = torch.load(hubert_tiny, weights_only=True)
+    state["model"].pop("encoder.layers.0.fc1.weight")
+    broken = tmp_path / "broken.pt"
+    torch.save(state, broken)
+    with pytest.raises(ValueError, match=r"broken.pt: HuBERT weights do not fit .*encoder.layers.0.fc1.weight"):
+        load_pruned_hubert(str(broken), token_reduction="conv")
