@@ -36,6 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from .models.pruned_hubert import PrunedHubertModel, ReceivedAttention, build_pruned_hubert
 from .modules.keep_rate import KeepRateSchedule
 from .modules.token_merging import StridedConvReduction
+from .plotting import pyplot
 from .standins import hubert_model_config
 
 SAMPLE_RATE = 16000
@@ -323,9 +324,7 @@ def targets(rows: List[Dict]) -> str:
 
 
 def plots(rows: List[Dict], out: str) -> List[str]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     written = []
     prune = [r for r in rows if r["mode"] == "prune"]

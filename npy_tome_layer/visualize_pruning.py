@@ -24,6 +24,7 @@ from .models.pruned_hubert import (
     load_hubert_weights,
     load_pruned_hubert,
 )
+from .plotting import pyplot
 from .standins import hubert_model_config
 
 FRAME_SECONDS = 0.02
@@ -75,9 +76,7 @@ def survival(model: PrunedHubertModel, audio: np.ndarray) -> np.ndarray:
 
 
 def draw(audio: np.ndarray, grid: np.ndarray, first_layer: int, title: str, out: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     seconds = len(audio) / 16000
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 2 + 0.25 * len(grid)), sharex=True,

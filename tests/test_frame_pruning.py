@@ -39,6 +39,19 @@ def test_received_attention_averages_heads_in_fp32():
     assert torch.allclose(scores, torch.tensor([[1.0, 1.0]]))
 
 
+def test_received_attention_matches_the_definition_per_head_with_padding():
+    g = torch.Generator().manual_seed(0)
+    attn = torch.rand(3, 4, 7, 7, generator=g).softmax(dim=-1)  # B x H x Tq x Tk
+    mask = torch.zeros(3, 7, dtype=torch.bool)
+    mask[1, 5:] = True
+    mask[2, 2:] = True
+    head_avg = attn.mean(dim=1)
+    expected = (head_avg * (~mask).float().unsqueeze(-1)).sum(dim=1)  # attn.sum(dim=1), valid rows
+    assert torch.allclose(received_attention(attn, mask), expected, atol=1e-6)
+    assert torch.allclose(received_attention(head_avg, mask), expected, atol=1e-6)
+    assert torch.allclose(received_attention(attn, None), head_avg.sum(dim=1), atol=1e-6)
+
+
 def test_padding_never_wins_and_order_is_kept():
     scores = torch.tensor([[0.1, 5.0, 0.3, 4.0, 99.0, 98.0]])
     mask = torch.tensor([[False, False, False, False, True, True]])

@@ -204,3 +204,35 @@ def test_init_layer_equal_to_depth_is_dense(hubert_tiny):
         x_ref, _ = fairseq_hubert(hubert_tiny).extract_features(source)
     assert model.last_kept_indices == []
     assert (x - x_ref).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("block_bytes", [1, 4 * 9 * 9 * 2, 4 * 9 * 9 * 8])  # 1 head, 2 heads, 2 rows
+def test_attention_in_blocks_equals_one_block(block_bytes):
+    from npy_tome_layer.models.pruned_hubert import ReceivedAttention
+
+    torch.manual_seed(0)
+    attn = ReceivedAttention(32, 4, self_attention=True).double()
+    x = torch.randn(9, 3, 32, dtype=torch.float64, requires_grad=True)  # T x B x C
+    mask = torch.zeros(3, 9, dtype=torch.bool)
+    mask[1, 6:] = True
+    mask[2, 3:] = True
+    attn.report = "scores"
+    attn.key_log_size = torch.rand(3, 9, dtype=torch.float64)
+
+    def run(block):
+        attn.cpu_block_bytes = block
+        out, scores = attn(x, x, x, key_padding_mask=mask)
+        grad, = torch.autograd.grad((out ** 2).sum() + scores.sum(), x)
+        return out, scores, grad
+
+    whole = run(1 << 30)
+    for a, b in zip(run(block_bytes), whole):
+        assert torch.allclose(a, b, atol=1e-6)
+    # and the output is fairseq's attention when no size bias is added
+    attn.key_log_size = None
+    attn.cpu_block_bytes = block_bytes
+    ours, _ = attn(x, x, x, key_padding_mask=mask)
+    attn.report = None
+    theirs, _ = attn(x, x, x, key_padding_mask=mask, need_weights=False)
+    valid = ~mask.t()
+    assert torch.allclose(ours[valid], theirs[valid], atol=1e-6)

@@ -32,11 +32,16 @@ def received_attention(attn: Tensor, padding_mask: Optional[Tensor] = None) -> T
     Returns B x Tk.
     """
     attn = attn.float()
-    if attn.dim() == 4:
-        attn = attn.mean(dim=1)
-    if padding_mask is not None:
-        attn = attn.masked_fill(padding_mask.unsqueeze(-1), 0.0)
-    return attn.sum(dim=1)
+    if attn.dim() == 3:
+        attn = attn.unsqueeze(1)
+    # Sum over queries first, then average heads: one read of the B x H x T x T
+    # map and a B x H x T result, instead of two full-size temporaries.
+    if padding_mask is None:
+        per_head = attn.sum(dim=2)
+    else:
+        valid_queries = (~padding_mask).to(attn.dtype)[:, None, None, :]  # B x 1 x 1 x Tq
+        per_head = torch.matmul(valid_queries, attn).squeeze(2)
+    return per_head.mean(dim=1)
 
 
 def select_frames(
