@@ -29,10 +29,12 @@ def test_training_logs_both_losses(st_checkpoint):
     assert "accuracy" in log and "num_updates 4" in log
 
 
-def test_generate_without_the_hubert_file(st_checkpoint, st_corpus, tmp_path):
+def test_generate_without_the_pretrained_files(st_checkpoint, st_corpus, mt_checkpoint, tmp_path):
     ckpt, _ = st_checkpoint
-    moved = str(tmp_path / "hubert_moved.pt")
-    shutil.move(st_corpus["hubert"], moved)
+    gone = {st_corpus["hubert"]: str(tmp_path / "hubert_moved.pt"),
+            mt_checkpoint[0]: str(tmp_path / "mt_moved.pt")}
+    for path, moved in gone.items():
+        shutil.move(path, moved)
     try:
         out = run_cli("fairseq-generate", [
             st_corpus["data"], "--user-dir", os.path.join(REPO, "npy_tome_layer"),
@@ -41,7 +43,8 @@ def test_generate_without_the_hubert_file(st_checkpoint, st_corpus, tmp_path):
             "--max-tokens", "100000", "--cpu", "--max-len-a", "0", "--max-len-b", "8",
             "--required-batch-size-multiple", "1"])
     finally:
-        shutil.move(moved, st_corpus["hubert"])
+        for path, moved in gone.items():
+            shutil.move(moved, path)
     assert re.search(r"Generate tst-COMMON with beam=8: BLEU = [0-9.]+", out)
     assert re.search(r"sacreBLEU signature: nrefs:1\|case:mixed\|eff:no\|tok:13a\|smooth:exp\|version:", out)
     assert len(re.findall(r"^D-\d+\t", out, flags=re.M)) == 4

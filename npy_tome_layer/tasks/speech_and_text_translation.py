@@ -90,6 +90,20 @@ class SpeechAndTextTranslationTask(FairseqTask):
             return self.args.max_audio_samples, self.args.max_text_positions
         return self.args.max_text_positions, self.args.max_text_positions
 
+    # the pretrained files a fresh model starts from; a checkpoint brings its own weights
+    PRETRAINED_PATH_ARGS = ("pretrained_deltalm_checkpoint", "load_pretrained_mt_encoder_decoder_from")
+
+    def build_model(self, args, from_checkpoint=False):
+        """fairseq passes ``from_checkpoint=True`` when it rebuilds a model to
+        load a checkpoint (fairseq-generate): the DeltaLM / MT files named in
+        its args may no longer exist and would be overwritten anyway."""
+        if from_checkpoint and isinstance(args, Namespace):
+            args = Namespace(**vars(args))
+            for name in self.PRETRAINED_PATH_ARGS:
+                if getattr(args, name, None):
+                    setattr(args, name, None)
+        return super().build_model(args, from_checkpoint)
+
     def build_bpe(self, args=None):
         bpe = dict(self.data_cfg["bpe_tokenizer"])
         if "sentencepiece_model" in bpe:
