@@ -185,13 +185,18 @@ def measure(model, audio, warmup: int, repeats: int) -> Dict[str, float]:
         for _ in range(warmup):
             model.extract_features(audio, padding_mask=None, mask=False)
         _sync(device)
-        times, peak = [], PeakMemory(device)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            x, mask = model.extract_features(audio, padding_mask=None, mask=False)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+        # peak memory in a pass of its own: resetting the CPU peak returns the
+        # heap to the OS, and the page faults that follow must not be timed
+        del x
+        peak = PeakMemory(device)
         with peak:
-            for _ in range(repeats):
-                start = time.perf_counter()
-                x, mask = model.extract_features(audio, padding_mask=None, mask=False)
-                _sync(device)
-                times.append(time.perf_counter() - start)
+            x, mask = model.extract_features(audio, padding_mask=None, mask=False)
         # scoring + top-k + gather: timed in a separate pass (the stopwatch
         # synchronises CUDA, which would distort the latency above)
         enc.stopwatch.seconds = 0.0
@@ -202,7 +207,8 @@ def measure(model, audio, warmup: int, repeats: int) -> Dict[str, float]:
         overhead = enc.stopwatch.seconds
         enc.stopwatch.seconds = None
     frames_out = x.size(1) if mask is None else int((~mask[0]).sum())
-    return {"latency_s": statistics.median(times), "peak_bytes": peak.bytes,
+    return {"latency_s": statistics.median(times), "latency_range_s": (min(times), max(times)),
+            "peak_bytes": peak.bytes,
             "overhead_share": overhead / total, "frames_out": frames_out}
 
 
@@ -281,15 +287,17 @@ def _mib(b):
 
 def markdown(rows: List[Dict], machine: str) -> str:
     out = [f"Machine: {machine}", "",
-           "| mode | audio | batch | keep rate | init | frames out/in | latency ms (median) "
+           "| mode | audio | batch | keep rate | init | frames out/in | latency ms median (min-max) "
            "| audio s/s | peak MiB | GFLOPs | ideal speedup | measured speedup | measured/ideal "
            "| score+top-k+gather |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
+        lo, hi = r["latency_range_s"]
         out.append(
             f"| {r['mode']} | {r['duration_s']:g} s | {r['batch']} | {r['rate']:g} "
             f"| {r['init_layer']} | {r['frames_out']}/{r['frames_in']} "
-            f"| {r['latency_s'] * 1000:.1f} | {r['throughput']:.1f} | {_mib(r['peak_bytes'])} "
+            f"| {r['latency_s'] * 1000:.0f} ({lo * 1000:.0f}-{hi * 1000:.0f}) "
+            f"| {r['throughput']:.1f} | {_mib(r['peak_bytes'])} "
             f"| {r['flops'] / 1e9:.1f} | {r['ideal_speedup']:.2f}x | {r['measured_speedup']:.2f}x "
             f"| {r['measured_speedup'] / r['ideal_speedup']:.2f} | {100 * r['overhead_share']:.1f} % |")
     return "\n".join(out)
