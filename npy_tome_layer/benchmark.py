@@ -178,54 +178,75 @@ def configure(model: PrunedHubertModel, mode: str, rate: float, init_layer: int,
         layer.self_attn.report = None
 
 
-def measure(model, audio, warmup: int, repeats: int) -> Dict[str, float]:
-    device = audio.device
+def _timed_pass(model, audio) -> float:
+    start = time.perf_counter()
+    model.extract_features(audio, padding_mask=None, mask=False)
+    _sync(audio.device)
+    return time.perf_counter() - start
+
+
+def measure_group(model, conv, settings: List[Dict], audio, warmup: int,
+                  repeats: int) -> List[Dict]:
+    """Latency, peak memory, overhead share and frames out of settings that
+    share one input. The timed passes go round-robin over the settings
+    (repeat 1 of every setting, then repeat 2, ...): on a shared machine the
+    speed drifts by tens of percent over minutes, and interleaving makes that
+    drift hit dense and pruned alike instead of whichever ran later."""
     enc = model.encoder
+    times = [[] for _ in settings]
     with torch.inference_mode():
-        for _ in range(warmup):
-            model.extract_features(audio, padding_mask=None, mask=False)
-        _sync(device)
-        times = []
+        for s in settings:
+            configure(model, conv=conv, **s)
+            for _ in range(warmup):
+                _timed_pass(model, audio)
         for _ in range(repeats):
-            start = time.perf_counter()
-            x, mask = model.extract_features(audio, padding_mask=None, mask=False)
-            _sync(device)
-            times.append(time.perf_counter() - start)
-        # peak memory in a pass of its own: resetting the CPU peak returns the
-        # heap to the OS, and the page faults that follow must not be timed
-        del x
-        peak = PeakMemory(device)
-        with peak:
-            x, mask = model.extract_features(audio, padding_mask=None, mask=False)
-        # scoring + top-k + gather: timed in a separate pass (the stopwatch
-        # synchronises CUDA, which would distort the latency above)
-        enc.stopwatch.seconds = 0.0
-        start = time.perf_counter()
-        model.extract_features(audio, padding_mask=None, mask=False)
-        _sync(device)
-        total = time.perf_counter() - start
-        overhead = enc.stopwatch.seconds
-        enc.stopwatch.seconds = None
-    frames_out = x.size(1) if mask is None else int((~mask[0]).sum())
-    return {"latency_s": statistics.median(times), "latency_range_s": (min(times), max(times)),
-            "peak_bytes": peak.bytes,
-            "overhead_share": overhead / total, "frames_out": frames_out}
+            for i, s in enumerate(settings):
+                configure(model, conv=conv, **s)
+                times[i].append(_timed_pass(model, audio))
+        results = []
+        for i, s in enumerate(settings):
+            configure(model, conv=conv, **s)
+            # peak memory in a pass of its own: resetting the CPU peak returns
+            # the heap to the OS, and the page faults that follow are not timed
+            peak = PeakMemory(audio.device)
+            with peak:
+                x, mask = model.extract_features(audio, padding_mask=None, mask=False)
+            frames_out = x.size(1) if mask is None else int((~mask[0]).sum())
+            del x, mask
+            # scoring + top-k + gather: a separate pass (the stopwatch
+            # synchronises CUDA, which would distort the latency above)
+            enc.stopwatch.seconds = 0.0
+            total = _timed_pass(model, audio)
+            overhead, enc.stopwatch.seconds = enc.stopwatch.seconds, None
+            results.append({"latency_s": statistics.median(times[i]),
+                            "latency_range_s": (min(times[i]), max(times[i])),
+                            "peak_bytes": peak.bytes, "overhead_share": overhead / total,
+                            "frames_out": frames_out})
+    return results
 
 
-def run_setting(model, conv, cfg, mode, rate, init, duration, batch, device, dtype, warmup,
-                repeats) -> Dict:
-    configure(model, mode, rate, init, conv)
+def run_group(model, conv, cfg, settings: List[Dict], duration: float, batch: int, device,
+              dtype, warmup: int, repeats: int) -> List[Dict]:
+    """One row per setting ({mode, rate, init_layer}) on duration x batch audio."""
     num_samples = int(duration * SAMPLE_RATE)
     g = torch.Generator().manual_seed(0)
     audio = (0.1 * torch.randn(batch, num_samples, generator=g)).to(device=device, dtype=dtype)
-    row = {"mode": mode, "rate": rate, "init_layer": init, "duration_s": duration,
-           "batch": batch, "frames_in": conv_frames(num_samples, eval(cfg["conv_feature_layers"]))}
-    row.update(measure(model, audio, warmup, repeats))
-    # FLOPs scale exactly with the batch (equal lengths, no padding): count one row
-    row["flops"] = count_flops(model, audio[:1]) * batch
-    row["flops_formula"] = encoder_flops_formula(cfg, num_samples, batch, rate, init, mode)["total"]
-    row["throughput"] = batch * duration / row["latency_s"]
-    return row
+    frames_in = conv_frames(num_samples, eval(cfg["conv_feature_layers"]))
+    rows = []
+    for s, measured in zip(settings, measure_group(model, conv, settings, audio, warmup,
+                                                   repeats)):
+        configure(model, conv=conv, **s)
+        row = {**s, "duration_s": duration, "batch": batch, "frames_in": frames_in, **measured}
+        # FLOPs scale exactly with the batch (equal lengths, no padding): count one row
+        row["flops"] = count_flops(model, audio[:1]) * batch
+        row["flops_formula"] = encoder_flops_formula(
+            cfg, num_samples, batch, s["rate"], s["init_layer"], s["mode"])["total"]
+        row["throughput"] = batch * duration / row["latency_s"]
+        rows.append(row)
+        print(f"  {row['mode']:5s} rate {row['rate']:.3f} init {row['init_layer']:2d} "
+              f"{duration:4g}s x{batch}: {row['latency_s'] * 1000:8.1f} ms "
+              f"frames {row['frames_out']}/{frames_in}", flush=True)
+    return rows
 
 
 def build_model(size: str, device, dtype):
@@ -243,35 +264,35 @@ def run_grid(args) -> List[Dict]:
     cfg, model, conv = build_model(args.size, device, dtype)
     rows = []
 
-    def add(**kw):
-        row = run_setting(model, conv, cfg, duration=kw.pop("duration"), batch=kw.pop("batch"),
-                          device=device, dtype=dtype, warmup=args.warmup, repeats=args.repeats,
-                          **kw)
-        rows.append(row)
-        print(f"  {row['mode']:5s} rate {row['rate']:.3f} init {row['init_layer']:2d} "
-              f"{row['duration_s']:4g}s x{row['batch']}: {row['latency_s'] * 1000:8.1f} ms "
-              f"frames {row['frames_out']}/{row['frames_in']}", flush=True)
+    def group(name, duration, batch, settings):
+        print(f"[benchmark] {name}: {duration:g} s x {batch}, {len(settings)} settings, "
+              "round-robin", flush=True)
+        rows.extend({"group": name, **row} for row in run_group(
+            model, conv, cfg, settings, duration, batch, device, dtype, args.warmup,
+            args.repeats))
 
+    dense = {"mode": "prune", "rate": 1.0, "init_layer": 0}
     for duration in args.durations:
         for batch in args.batches:
-            add(mode="prune", rate=1.0, init=0, duration=duration, batch=batch)
-            for init in args.init_layers:
-                for rate in args.rates:
-                    if rate < 1.0:
-                        add(mode="prune", rate=rate, init=init, duration=duration, batch=batch)
+            group("grid", duration, batch, [dense] + [
+                {"mode": "prune", "rate": rate, "init_layer": init}
+                for init in args.init_layers for rate in args.rates if rate < 1.0])
     if args.alternatives:
-        duration, batch = args.alternatives_duration, args.alternatives_batch
         layers = cfg["encoder_layers"]
+        settings = [dense]  # each group has its own dense reference, measured alongside
         for init in args.init_layers:
             # the rate that leaves about half the frames, as one stride-2 conv does
             half = round(0.5 ** (1 / (layers - init)), 4)
-            for mode, rate in (("prune", half), ("merge", half), ("conv", 1.0)):
-                add(mode=mode, rate=rate, init=init, duration=duration, batch=batch)
+            settings += [{"mode": mode, "rate": rate, "init_layer": init}
+                         for mode, rate in (("prune", half), ("merge", half), ("conv", 1.0))]
             if 0.9 in args.rates:
-                add(mode="merge", rate=0.9, init=init, duration=duration, batch=batch)
+                settings.append({"mode": "prune", "rate": 0.9, "init_layer": init})
+                settings.append({"mode": "merge", "rate": 0.9, "init_layer": init})
+        group("alternatives", args.alternatives_duration, args.alternatives_batch, settings)
     for row in rows:
         dense = next(r for r in rows if r["mode"] == "prune" and r["rate"] == 1.0
-                     and r["duration_s"] == row["duration_s"] and r["batch"] == row["batch"])
+                     and r["group"] == row["group"] and r["duration_s"] == row["duration_s"]
+                     and r["batch"] == row["batch"])
         row["ideal_speedup"] = dense["flops"] / row["flops"]
         row["measured_speedup"] = dense["latency_s"] / row["latency_s"]
         row["peak_vs_dense"] = (None if not row["peak_bytes"] or not dense["peak_bytes"]
@@ -285,9 +306,8 @@ def _mib(b):
     return "n/a" if b is None else f"{b / 2 ** 20:.0f}"
 
 
-def markdown(rows: List[Dict], machine: str) -> str:
-    out = [f"Machine: {machine}", "",
-           "| mode | audio | batch | keep rate | init | frames out/in | latency ms median (min-max) "
+def markdown(rows: List[Dict]) -> str:
+    out = ["| mode | audio | batch | keep rate | init | frames out/in | latency ms median (min-max) "
            "| audio s/s | peak MiB | GFLOPs | ideal speedup | measured speedup | measured/ideal "
            "| score+top-k+gather |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -305,11 +325,13 @@ def markdown(rows: List[Dict], machine: str) -> str:
 
 def targets(rows: List[Dict]) -> str:
     """The issue's targets at rate 0.9 from layer 0, 10 s, batch 8, where measured."""
-    def find(mode, rate, dur=10, batch=8, init=0):
-        return next((r for r in rows if r["mode"] == mode and r["rate"] == rate
-                     and r["duration_s"] == dur and r["batch"] == batch
+    def find(group, mode, rate=0.9, dur=10, batch=8, init=0):
+        return next((r for r in rows if r["group"] == group and r["mode"] == mode
+                     and r["rate"] == rate and r["duration_s"] == dur and r["batch"] == batch
                      and r["init_layer"] == init), None)
-    prune, merge = find("prune", 0.9), find("merge", 0.9)
+    prune = find("grid", "prune")
+    # prune vs merge from the alternatives group, where they ran interleaved
+    alt_prune, merge = find("alternatives", "prune"), find("alternatives", "merge")
     if prune is None:
         return "Targets: not measured (needs rate 0.9, init 0, 10 s, batch 8 in the grid)."
     ratio = prune["measured_speedup"] / prune["ideal_speedup"]
@@ -318,10 +340,11 @@ def targets(rows: List[Dict]) -> str:
              f"{prune['ideal_speedup']:.2f}x = {ratio:.2f} | {'yes' if ratio >= 0.9 else 'no'} |",
              f"| score+top-k+gather <= 3 % of encoder time | {100 * prune['overhead_share']:.1f} % "
              f"| {'yes' if prune['overhead_share'] <= 0.03 else 'no'} |"]
-    if merge is not None:
+    if merge is not None and alt_prune is not None:
         lines.append(f"| pruning faster than merging at equal frames | prune "
-                     f"{prune['latency_s'] * 1000:.0f} ms, merge {merge['latency_s'] * 1000:.0f} ms "
-                     f"| {'yes' if prune['latency_s'] < merge['latency_s'] else 'no'} |")
+                     f"{alt_prune['latency_s'] * 1000:.0f} ms, merge "
+                     f"{merge['latency_s'] * 1000:.0f} ms "
+                     f"| {'yes' if alt_prune['latency_s'] < merge['latency_s'] else 'no'} |")
     peaks = [r["peak_vs_dense"] for r in rows if r["peak_vs_dense"] is not None
              and r["mode"] == "prune"]
     if peaks:
@@ -335,7 +358,7 @@ def plots(rows: List[Dict], out: str) -> List[str]:
     plt = pyplot()
 
     written = []
-    prune = [r for r in rows if r["mode"] == "prune"]
+    prune = [r for r in rows if r["mode"] == "prune" and r["group"] == "grid"]
     for duration in sorted({r["duration_s"] for r in prune}):
         for batch in sorted({r["batch"] for r in prune}):
             sel = [r for r in prune if r["duration_s"] == duration and r["batch"] == batch]
@@ -359,11 +382,7 @@ def plots(rows: List[Dict], out: str) -> List[str]:
             fig.savefig(path, dpi=100)
             plt.close(fig)
             written.append(path)
-    alt = [r for r in rows if r["mode"] in ("merge", "conv") or
-           (r["mode"] == "prune" and any(a["mode"] != "prune" and a["rate"] == r["rate"]
-                                         and a["init_layer"] == r["init_layer"]
-                                         and a["duration_s"] == r["duration_s"]
-                                         and a["batch"] == r["batch"] for a in rows))]
+    alt = [r for r in rows if r["group"] == "alternatives"]
     if alt:
         fig, ax = plt.subplots(figsize=(7, 4))
         labels = [f"{r['mode']}\nr={r['rate']:g} k={r['init_layer']}" for r in alt]
@@ -445,8 +464,19 @@ def main(argv=None):
     machine = machine_description(torch.device(args.device))
     print(f"[benchmark] {args.size} HuBERT, random weights, {args.dtype}, {machine}", flush=True)
     rows = run_grid(args)
+    grid = [r for r in rows if r["group"] == "grid"]
+    alternatives = [r for r in rows if r["group"] == "alternatives"]
     report = [f"# HuBERT-{args.size} encoder benchmark ({args.dtype}, random weights)", "",
-              markdown(rows, machine), "", targets(rows)]
+              f"Machine: {machine}; median of {args.repeats} passes after {args.warmup} "
+              "warm-up, settings of one table section interleaved.", "",
+              "Keep rates x init layers (speedups against the dense row of the same input):", "",
+              markdown(grid)]
+    if alternatives:
+        report += ["", f"Alternatives at about equal frames leaving the encoder "
+                       f"({args.alternatives_duration:g} s x {args.alternatives_batch}; "
+                       "prune/merge at the rate that halves the frames, conv stride 2; "
+                       "own dense reference):", "", markdown(alternatives)]
+    report += ["", targets(rows)]
     if args.decode_checkpoints:
         runs = dict(spec.split("=", 1) for spec in args.decode_checkpoints)
         report += ["", f"End-to-end decoding ({args.decode_subset}, batch 1):", "",

@@ -17,6 +17,7 @@ from npy_tome_layer.benchmark import (
     configure,
     count_flops,
     encoder_flops_formula,
+    measure_group,
 )
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -58,6 +59,27 @@ def test_flops_scale_with_the_batch_and_follow_the_keep_counts(tiny):
     assert out["frames_out"] == n
 
 
+def test_timed_passes_interleave_the_settings(tiny, monkeypatch):
+    import npy_tome_layer.benchmark as benchmark
+
+    cfg, model, conv = tiny
+    seen = []
+    real = benchmark._timed_pass
+
+    def spy(m, audio):
+        seen.append((m.encoder.token_reduction, m.encoder.keep_rate))
+        return real(m, audio)
+
+    monkeypatch.setattr(benchmark, "_timed_pass", spy)
+    settings = [{"mode": "prune", "rate": 1.0, "init_layer": 0},
+                {"mode": "merge", "rate": 0.8, "init_layer": 1}]
+    out = measure_group(model, conv, settings, 0.1 * torch.randn(1, 8000), warmup=1, repeats=3)
+    a, b = ("prune", 1.0), ("merge", 0.8)
+    assert seen == [a, b] * (1 + 3 + 1)  # warm-up, 3 timed rounds, overhead pass
+    assert out[0]["frames_out"] > out[1]["frames_out"]
+    assert all(lo <= r["latency_s"] <= hi for r in out for lo, hi in [r["latency_range_s"]])
+
+
 def test_peak_memory_sees_a_large_allocation():
     with PeakMemory(torch.device("cpu")) as peak:
         x = torch.ones(64 * 2 ** 20 // 4)  # 64 MiB
@@ -76,9 +98,14 @@ def test_tiny_benchmark_writes_table_json_and_plots(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = (out / "benchmark.md").read_text()
     rows = json.loads((out / "results.json").read_text())["rows"]
-    # grid: per batch 1 dense + 2 inits x 1 rate; alternatives: 2 inits x (prune, merge, conv, merge 0.9)
-    assert len(rows) == 2 * 3 + 2 * 4
-    assert sum(1 for line in table.splitlines() if line.startswith("| prune |")) == 2 * 3 + 2
+    # grid: per batch 1 dense + 2 inits x 1 rate; alternatives: its own dense, then
+    # 2 inits x (prune half, merge half, conv, prune 0.9, merge 0.9)
+    assert len(rows) == 2 * 3 + 1 + 2 * 5
+    assert [r["group"] for r in rows] == ["grid"] * 6 + ["alternatives"] * 11
+    assert sum(1 for line in table.splitlines() if line.startswith("| prune |")) == 2 * 3 + 1 + 4
+    for r in rows:  # speedups are against the dense row measured in the same group
+        if r["mode"] == "prune" and r["rate"] == 1.0:
+            assert r["measured_speedup"] == 1.0
     assert "| merge |" in table and "| conv |" in table and "score+top-k+gather" in table
     for r in rows:
         assert r["flops"] > 0 and r["latency_s"] > 0 and r["frames_out"] <= r["frames_in"]
