@@ -39,7 +39,7 @@ def load_st_model(checkpoint: str, data: str, subset: str):
     models, _, task = checkpoint_utils.load_model_ensemble_and_task(
         [checkpoint], arg_overrides={"data": data})
     task.load_dataset(subset)
-    return models[0].eval(), task.datasets[subset]
+    return models[0].eval(), task.datasets[subset], task
 
 
 @torch.inference_mode()
@@ -114,7 +114,7 @@ def main(argv=None):
             bleu = bleu_from_generate_output(generate_out) if generate_out else None
         except ValueError as e:
             sys.exit(f"compare_runs: {e}")
-        model, dataset = load_st_model(ckpt, args.data, args.subset)
+        model, dataset, _ = load_st_model(ckpt, args.data, args.subset)
         rows.append({"name": name, "bleu": bleu, **measure_speech_encoder(model, dataset,
                                                                           args.repeats)})
     r = rows[0]

@@ -94,3 +94,14 @@ def test_train_the_alternatives_from_the_command_line(st_corpus, mt_checkpoint, 
     has_conv = "encoder.hubert.encoder.length_reduction.conv.weight" in state["model"]
     assert has_conv == (reduction == "conv")
     assert state["cfg"]["model"].token_reduction == reduction
+
+
+def test_decode_timing_of_a_checkpoint(st_checkpoint, st_corpus):
+    from npy_tome_layer.benchmark import decode_timing
+
+    ckpt, _ = st_checkpoint
+    table = decode_timing({"pruned": ckpt}, st_corpus["data"], "tst-COMMON", beam=2)
+    row = next(line for line in table.splitlines() if line.startswith("| pruned |"))
+    _, _, beam, utterances, decode_s, encoder_s, _ = row.split("|")
+    assert int(beam) == 2 and int(utterances) == 4
+    assert float(decode_s) >= float(encoder_s) > 0
