@@ -44,13 +44,6 @@ SAMPLE_RATE = 16000
 
 # --- the analytic ideal -------------------------------------------------------
 
-def conv_frames(num_samples: int, conv_layers) -> int:
-    n = num_samples
-    for _, kernel, stride in conv_layers:
-        n = (n - kernel) // stride + 1
-    return n
-
-
 def reduced_lengths(frames: int, num_layers: int, rate: float, init_layer: int,
                     reduction: str = "prune", stride: int = 2, seq_multiple: int = 1):
     """(sequence length each transformer layer runs on, valid frames leaving)."""
@@ -231,7 +224,7 @@ def run_group(model, conv, cfg, settings: List[Dict], duration: float, batch: in
     num_samples = int(duration * SAMPLE_RATE)
     g = torch.Generator().manual_seed(0)
     audio = (0.1 * torch.randn(batch, num_samples, generator=g)).to(device=device, dtype=dtype)
-    frames_in = conv_frames(num_samples, eval(cfg["conv_feature_layers"]))
+    frames_in = int(model.frame_lengths(torch.tensor(num_samples)))
     rows = []
     for s, measured in zip(settings, measure_group(model, conv, settings, audio, warmup,
                                                    repeats)):

@@ -22,6 +22,13 @@ def keep_counts(num_valid: Tensor, rate: float) -> Tensor:
     return k.clamp(min=1)
 
 
+def valid_lengths(padding_mask: Optional[Tensor], bsz: int, tsz: int, device) -> Tensor:
+    """Valid frames per row (B,); every frame when there is no mask."""
+    if padding_mask is None:
+        return torch.full((bsz,), tsz, dtype=torch.long, device=device)
+    return (~padding_mask).sum(dim=1)
+
+
 def received_attention(attn: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
     """Attention each key frame receives, in fp32.
 
@@ -55,10 +62,8 @@ def select_frames(
     filler positions that the new mask marks as padding.
     """
     bsz, tsz = scores.shape
-    if padding_mask is None:
-        num_valid = torch.full((bsz,), tsz, dtype=torch.long, device=scores.device)
-    else:
-        num_valid = (~padding_mask).sum(dim=1)
+    num_valid = valid_lengths(padding_mask, bsz, tsz, scores.device)
+    if padding_mask is not None:
         scores = scores.float().masked_fill(padding_mask, float("-inf"))
     k = keep_counts(num_valid, rate).clamp(max=tsz)
     width = int(k.max())

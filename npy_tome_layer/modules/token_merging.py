@@ -17,13 +17,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .frame_pruning import keep_counts
-
-
-def _valid_lengths(padding_mask: Optional[Tensor], bsz: int, tsz: int, device) -> Tensor:
-    if padding_mask is None:
-        return torch.full((bsz,), tsz, dtype=torch.long, device=device)
-    return (~padding_mask).sum(dim=1)
+from .frame_pruning import keep_counts, valid_lengths
 
 
 def merge_tokens(
@@ -41,7 +35,7 @@ def merge_tokens(
     if not 0.5 <= rate <= 1.0:
         raise ValueError(f"token merging needs a keep rate in [0.5, 1.0], got {rate}")
     bsz, tsz, _ = x.shape
-    n = _valid_lengths(padding_mask, bsz, tsz, x.device)
+    n = valid_lengths(padding_mask, bsz, tsz, x.device)
     k = keep_counts(n, rate)
     r = n - k  # merges per row; <= ceil(n / 2) = |A| since rate >= 0.5
     t = torch.arange(tsz, device=x.device)
@@ -115,7 +109,7 @@ class StridedConvReduction(nn.Module):
         y = self.conv(y).transpose(1, 2)
         if padding_mask is None:
             return y, None
-        n = _valid_lengths(padding_mask, bsz, tsz, x.device)
+        n = valid_lengths(padding_mask, bsz, tsz, x.device)
         out_len = torch.div(n + self.stride - 1, self.stride, rounding_mode="floor")
         new_mask = torch.arange(y.size(1), device=x.device).unsqueeze(0) >= out_len.unsqueeze(1)
         return y, new_mask

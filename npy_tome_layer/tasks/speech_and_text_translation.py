@@ -100,8 +100,7 @@ class SpeechAndTextTranslationTask(FairseqTask):
         if from_checkpoint and isinstance(args, Namespace):
             args = Namespace(**vars(args))
             for name in self.PRETRAINED_PATH_ARGS:
-                if getattr(args, name, None):
-                    setattr(args, name, None)
+                setattr(args, name, None)
         return super().build_model(args, from_checkpoint)
 
     def build_bpe(self, args=None):
