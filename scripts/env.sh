@@ -32,22 +32,45 @@ check_lang() {
   esac
 }
 
+# The configs give --update-freq as worker-batches per update over all
+# workers (the paper: 4 GPUs x 2 = 8); fairseq's --update-freq is per worker,
+# so divide by NPROC (rounded up) to keep the effective batch.
+# Sets the array TRAIN_ARGS.
+per_worker_update_freq() {
+  TRAIN_ARGS=()
+  while [ $# -gt 0 ]; do
+    if [ "$1" = --update-freq ] && [ $# -ge 2 ]; then
+      TRAIN_ARGS+=(--update-freq "$(( ($2 + NPROC - 1) / NPROC ))"); shift 2
+    else
+      TRAIN_ARGS+=("$1"); shift
+    fi
+  done
+}
+
 # fairseq-train, on NPROC workers through fairseq's own torch.distributed
 # support: on CUDA fairseq spawns one process per GPU itself; on CPU torchrun
 # starts the workers and fairseq joins them over gloo (fairseq's torchrun
 # detection divides by the CUDA device count and pytorch_ddp passes
-# device_ids=[0]; both fail on CPU, hence env:// and legacy_ddp).
+# device_ids=[0]; both fail on CPU, hence env://). Always legacy_ddp, as the
+# paper: MT batches and layerdrop leave parameters without gradients, which
+# pytorch_ddp rejects. On CUDA, $CONFIG_DIR/cuda.args is added (fp16).
 fairseq_train() {
-  local device_args=()
-  [ "$DEVICE" = cpu ] && device_args=(--cpu)
+  local device_args=() cuda_args=""
+  per_worker_update_freq "$@"
+  if [ "$DEVICE" = cpu ]; then
+    device_args=(--cpu)
+  elif [ -f "$CONFIG_DIR/cuda.args" ]; then
+    cuda_args=$(config_args "$CONFIG_DIR/cuda.args")
+  fi
   if [ "$NPROC" -le 1 ]; then
-    run "$BIN/fairseq-train" "$@" "${device_args[@]}" $EXTRA_ARGS
+    run "$BIN/fairseq-train" "${TRAIN_ARGS[@]}" "${device_args[@]}" $cuda_args $EXTRA_ARGS
   elif [ "$DEVICE" = cpu ]; then
     FAIRSEQ_TRAIN="$BIN/fairseq-train" run "$BIN/torchrun" --standalone --nproc_per_node "$NPROC" \
-      --no-python "$REPO/scripts/fairseq_train_worker.sh" "$@" --cpu \
+      --no-python "$REPO/scripts/fairseq_train_worker.sh" "${TRAIN_ARGS[@]}" --cpu \
       --distributed-world-size "$NPROC" --distributed-backend gloo \
       --distributed-init-method env:// --distributed-no-spawn --ddp-backend legacy_ddp $EXTRA_ARGS
   else
-    run "$BIN/fairseq-train" "$@" --distributed-world-size "$NPROC" $EXTRA_ARGS
+    run "$BIN/fairseq-train" "${TRAIN_ARGS[@]}" --distributed-world-size "$NPROC" --ddp-backend legacy_ddp \
+      $cuda_args $EXTRA_ARGS
   fi
 }

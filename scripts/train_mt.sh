@@ -7,6 +7,6 @@ TGT=${1:-}; check_lang "$TGT"
 DATA=$DATA_ROOT/en-$TGT
 ARGS=$(config_args "$CONFIG_DIR/mt.args")
 fairseq_train "$DATA" --user-dir "$REPO/npy_tome_layer" --task speech_and_text_translation \
-  --tgt-lang "$TGT" --text-data "$DATA/mt" --mt-finetune \
+  --tgt-lang "$TGT" --text-data "$DATA/mt" --ext-mt-training \
   --pretrained-deltalm-checkpoint "$DELTALM" --save-dir "$CKPT_ROOT/en-$TGT/mt" \
   $ARGS

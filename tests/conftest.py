@@ -87,7 +87,8 @@ def mt_checkpoint(st_corpus):
     """fairseq-train MT fine-tuning from the released-format DeltaLM file."""
     save = st_corpus["root"] / "ckpt_mt"
     log = run_cli("fairseq-train", common_train_args(st_corpus, save) + [
-        "--mt-finetune", "--arch", "deltalm_base",
+        "--ext-mt-training", "--arch", "deltalm_base",
         "--pretrained-deltalm-checkpoint", st_corpus["deltalm"],
-        "--max-tokens", "500", "--max-update", "3", "--valid-subset", "valid"])
+        "--max-tokens", "100000", "--max-tokens-text", "500", "--max-update", "3",
+        "--valid-subset", "dev"])
     return str(save / "checkpoint_last.pt"), log

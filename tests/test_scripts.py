@@ -34,7 +34,10 @@ def pair_env(st_corpus, mt_checkpoint, tmp_path):
         "# tiny sizes\n" + " ".join(TINY_DELTALM) + "\n--conv-channels 32\n"
         "--criterion speech_and_text_translation --label-smoothing 0.1 --optimizer adam --lr 1e-3\n"
         "--max-tokens 100000 --max-tokens-text 300 --max-update 3 --required-batch-size-multiple 1\n"
-        "--valid-subset dev --no-epoch-checkpoints --log-format simple --log-interval 1 --seed 1\n")
+        "# worker-batches per update over all workers, as configs/mustc\n--update-freq 2\n"
+        "--valid-subset dev --no-epoch-checkpoints --log-format simple --log-interval 1 --seed 1\n"
+        '--eval-bleu --eval-bleu-args {"beam":2} --best-checkpoint-metric bleu '
+        "--maximize-best-checkpoint-metric --ddp-backend legacy_ddp\n")
     with open(os.path.join(REPO, "configs", "mustc", "st_fixed.args")) as f:
         (configs / "st_fixed.args").write_text(f.read())
     return {"DATA_ROOT": str(data_root), "CKPT_ROOT": str(tmp_path / "ckpt"),
@@ -53,6 +56,12 @@ def test_two_cpu_workers_over_gloo(pair_env, tmp_path):
     assert "distributed init (rank 0)" in log and "distributed init (rank 1)" in log
     assert "training on 2 devices" in log
     assert re.search(r"num_updates 3\b", log)
+    # the config's 2 worker-batches per update are 1 per worker on 2 workers
+    assert re.search(r"--update-freq 1 ", log) and "--update-freq 2" not in log
+    # the paper's flags: the MT loss of the transcripts, dev BLEU selects the best checkpoint
+    assert re.search(r"\| train \|.* st_loss [0-9.]+ \| mt_loss [0-9.]+", log)
+    assert re.search(r"\| valid on 'dev' subset \|.* bleu [0-9.]+", log)
+    assert os.path.isfile(tmp_path / "ckpt" / "en-de" / "st_fixed" / "checkpoint_best.pt")
     assert os.path.isfile(tmp_path / "ckpt" / "en-de" / "st_fixed" / "checkpoint_last.pt")
 
 
@@ -76,6 +85,17 @@ def test_demo_end_to_end_at_the_smallest_size(tmp_path):
     # tiny HuBERT has 3 layers: each utterance keeps ceil(0.9 ceil(0.9 ceil(0.9 n))) frames
     assert int(fixed.group(4)) < 0.75 * int(fixed.group(5)) + 6 * 3
     assert int(fixed.group(4)) < int(base.group(4))
+
+
+@pytest.mark.parametrize("nproc,total,per_worker", [("1", "8", "8"), ("2", "8", "4"),
+                                                      ("3", "8", "3"), ("4", "2", "1")])
+def test_update_freq_keeps_the_effective_batch(nproc, total, per_worker):
+    script = (f'source "{SCRIPTS}/env.sh"; per_worker_update_freq --lr 1 --update-freq {total} '
+              '--seed 1; echo "${TRAIN_ARGS[@]}"')
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, NPROC=nproc, DEVICE="cpu",
+                                  PY=os.path.join(VENV_BIN, "python"))).stdout
+    assert out.split() == ["--lr", "1", "--update-freq", per_worker, "--seed", "1"]
 
 
 @pytest.mark.parametrize("lang,lenpen", [("de", "1.2"), ("fr", "1.8"), ("es", "0.6"),

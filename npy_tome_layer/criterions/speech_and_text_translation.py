@@ -1,4 +1,15 @@
-"""Label-smoothed cross-entropy that reports ST and MT losses separately."""
+"""Label-smoothed cross-entropy with CRESS's multitask semantics.
+
+A speech batch in training with ``--st-training --mt-finetune`` gives two
+losses on the same sentences: ST (audio -> translation) and MT (the batch's
+own transcripts -> the same translation). ``loss = st_loss + mt_loss`` and
+the sample size is the ST batch's target tokens, so ST and MT weigh 1:1 on
+the shared DeltaLM parameters. In validation (and without ``--mt-finetune``)
+a speech batch gives the ST loss alone. A text batch (the MT stage, or the
+extra batches of ``--st-training --ext-mt-training``) is logged as
+``ext_mt_loss``. ``nll_loss``/``ppl``/``accuracy`` are those of the first
+loss of the batch (ST for speech).
+"""
 import math
 from dataclasses import dataclass, field
 
@@ -18,21 +29,33 @@ class SpeechAndTextTranslationCriterionConfig(LabelSmoothedCrossEntropyCriterion
 @register_criterion("speech_and_text_translation",
                     dataclass=SpeechAndTextTranslationCriterionConfig)
 class SpeechAndTextTranslationCriterion(LabelSmoothedCrossEntropyCriterion):
-    MODES = ("st", "mt")
+    LOSSES = ("st", "mt", "ext_mt")
 
     def forward(self, model, sample, reduce=True):
+        speech = sample["net_input"]["src_tokens"].is_floating_point()
         loss, sample_size, logs = super().forward(model, sample, reduce)
-        mode = "st" if sample["net_input"]["src_tokens"].is_floating_point() else "mt"
-        logs[f"{mode}_loss"] = logs["loss"]
-        logs[f"{mode}_ntokens"] = logs["ntokens"]
+        first = "st" if speech else "ext_mt"
+        parts = {first: loss}
+        if speech and self.training and getattr(self.task, "mt_on_transcripts", False):
+            if "transcript" not in sample:
+                raise ValueError("--mt-finetune with --st-training needs the transcripts "
+                                 "(src_text) of the speech batch")
+            mt_sample = dict(sample, net_input=dict(
+                sample["transcript"], prev_output_tokens=sample["net_input"]["prev_output_tokens"]))
+            parts["mt"], _, _ = super().forward(model, mt_sample, reduce)
+            loss = loss + parts["mt"]
+        logs["loss"] = loss.data
+        for name in self.LOSSES:
+            # one key set for every batch, so logs of mixed batches sum cleanly
+            logs[f"{name}_loss"] = parts[name].data if name in parts else 0
+            logs[f"{name}_sample_size"] = sample_size if name in parts else 0
         return loss, sample_size, logs
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
         super().reduce_metrics(logging_outputs)
-        for mode in cls.MODES:
-            ntokens = sum(log.get(f"{mode}_ntokens", 0) for log in logging_outputs)
-            if ntokens > 0:
-                total = sum(log.get(f"{mode}_loss", 0) for log in logging_outputs)
-                metrics.log_scalar(f"{mode}_loss", total / ntokens / math.log(2), ntokens,
-                                   round=3)
+        for name in cls.LOSSES:
+            size = sum(log.get(f"{name}_sample_size", 0) for log in logging_outputs)
+            if size > 0:
+                total = sum(log.get(f"{name}_loss", 0) for log in logging_outputs)
+                metrics.log_scalar(f"{name}_loss", total / size / math.log(2), size, round=3)

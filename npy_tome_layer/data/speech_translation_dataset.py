@@ -108,13 +108,15 @@ def read_audio(ref: AudioRef, num_samples: int, where: str = "") -> np.ndarray:
 
 
 class SpeechTranslationDataset(FairseqDataset):
-    """Waveform source, token target. Sizes are in audio samples."""
+    """Waveform source, token target, and the transcript as tokens (the MT
+    source of CRESS-style multitask training). Sizes are in audio samples."""
 
     def __init__(self, tsv_path, rows, targets: List[torch.Tensor], dictionary,
-                 shuffle=True):
+                 shuffle=True, transcripts: Optional[List[torch.Tensor]] = None):
         self.tsv_path = tsv_path
         self.rows = rows
         self.targets = targets
+        self.transcripts = transcripts
         self.dictionary = dictionary
         self.shuffle = shuffle
         base = os.path.dirname(os.path.abspath(tsv_path))
@@ -130,9 +132,13 @@ class SpeechTranslationDataset(FairseqDataset):
     @classmethod
     def from_tsv(cls, tsv_path, dictionary, encode_text, shuffle=True):
         rows = read_manifest(tsv_path)
-        targets = [dictionary.encode_line(encode_text(r["tgt_text"]), add_if_not_exist=False,
-                                          append_eos=True).long() for r in rows]
-        return cls(tsv_path, rows, targets, dictionary, shuffle)
+        def encode(text):
+            return dictionary.encode_line(encode_text(text), add_if_not_exist=False,
+                                          append_eos=True).long()
+
+        targets = [encode(r["tgt_text"]) for r in rows]
+        transcripts = [encode(r["src_text"]) for r in rows]
+        return cls(tsv_path, rows, targets, dictionary, shuffle, transcripts)
 
     def where(self, row) -> str:
         return f"{self.tsv_path}:{row['_line']} (id {row['id']})"
@@ -142,7 +148,10 @@ class SpeechTranslationDataset(FairseqDataset):
 
     def __getitem__(self, index):
         wav = read_audio(self.refs[index], int(self.sizes[index]), self.where(self.rows[index]))
-        return {"id": index, "source": torch.from_numpy(wav), "target": self.targets[index]}
+        item = {"id": index, "source": torch.from_numpy(wav), "target": self.targets[index]}
+        if self.transcripts is not None:
+            item["transcript"] = self.transcripts[index]
+        return item
 
     def collater(self, samples):
         if not samples:
@@ -153,7 +162,7 @@ class SpeechTranslationDataset(FairseqDataset):
         for i, s in enumerate(samples):
             audio[i, : s["source"].numel()] = s["source"]
         targets = [s["target"] for s in samples]
-        return {
+        batch = {
             "id": torch.tensor([s["id"] for s in samples], dtype=torch.long),
             "nsentences": len(samples),
             "ntokens": sum(len(t) for t in targets),
@@ -166,6 +175,15 @@ class SpeechTranslationDataset(FairseqDataset):
             "target": data_utils.collate_tokens(targets, pad, eos, left_pad=False),
             "target_lengths": torch.tensor([len(t) for t in targets], dtype=torch.long),
         }
+        if self.transcripts is not None:
+            # outside net_input: the model's forward never sees it, the criterion
+            # feeds it to the text encoder for the MT loss on the same batch
+            transcripts = [s["transcript"] for s in samples]
+            batch["transcript"] = {
+                "src_tokens": data_utils.collate_tokens(transcripts, pad, eos, left_pad=False),
+                "src_lengths": torch.tensor([len(t) for t in transcripts], dtype=torch.long),
+            }
+        return batch
 
     def num_tokens(self, index):
         return int(self.sizes[index])

@@ -83,7 +83,7 @@ class DeltaLMEncoder(TransformerEncoderBase):
         """features: B x T x C in place of token embeddings; padding_mask B x T.
 
         Goes through fairseq's own forward with ``token_embeddings``; the stand-in
-        tokens only tell it (and the learned positions) where the padding is.
+        tokens only tell it where the padding is.
         """
         tokens = torch.full(features.shape[:2], self.dictionary.unk(), dtype=torch.long,
                             device=features.device)
@@ -91,6 +91,21 @@ class DeltaLMEncoder(TransformerEncoderBase):
             tokens = tokens.masked_fill(padding_mask, self.padding_idx)
         lengths = tokens.ne(self.padding_idx).sum(dim=1)
         return self.forward(tokens, lengths, token_embeddings=features)
+
+    def forward_embedding(self, src_tokens, token_embedding: Optional[torch.Tensor] = None):
+        """Changed for speech features (``token_embedding`` given): no learned
+        positions and no embedding scale, as CRESS's speech path. Positions are
+        DeltaLM's 512 text positions; the subsampled speech of a long talk
+        segment exceeds them, and the convolutions already encode order."""
+        if token_embedding is None:
+            return super().forward_embedding(src_tokens)
+        x = token_embedding
+        if self.layernorm_embedding is not None:
+            x = self.layernorm_embedding(x)
+        x = self.dropout_module(x)
+        if self.quant_noise is not None:
+            x = self.quant_noise(x)
+        return x, token_embedding
 
 
 class DeltaLMDecoder(TransformerDecoderBase):
