@@ -51,6 +51,20 @@ def last_checkpoints(directory: str, num: int, by_update: bool = False) -> List[
     return [path for _, path in sorted(found, reverse=True)[:num]]
 
 
+# model arguments that make two checkpoints different models (not training options)
+MODEL_SETTINGS = ("arch", "pruning_", "token_reduction", "conv_", "encoder_", "decoder_",
+                  "hubert_cfg", "hubert_normalize", "hubert_padding_mask", "share_",
+                  "layernorm_embedding")
+
+
+def model_settings(state: Dict) -> Dict:
+    args = (state.get("cfg") or {}).get("model") or state.get("args")
+    if args is None:
+        return {}
+    items = vars(args) if hasattr(args, "__dict__") and not hasattr(args, "keys") else args
+    return {k: items[k] for k in items if str(k).startswith(MODEL_SETTINGS)}
+
+
 def average_model_states(paths: Sequence[str]) -> Dict:
     """The newest checkpoint's state with ``model`` replaced by the mean."""
     if not paths:
@@ -69,6 +83,14 @@ def average_model_states(paths: Sequence[str]) -> Dict:
             newest = state
             continue
         ref_path, ref_model = reference
+        settings, ref_settings = model_settings(state), model_settings(newest)
+        differ = sorted(k for k in set(settings) | set(ref_settings)
+                        if settings.get(k) != ref_settings.get(k))
+        if differ:
+            k = differ[0]
+            raise AveragingError(f"{path}: a different model from {ref_path} ({k} "
+                                 f"{settings.get(k)} vs {ref_settings.get(k)}"
+                                 f"{f', and {len(differ) - 1} more settings' if len(differ) > 1 else ''})")
         if set(model) != set(ref_model):
             only_here = sorted(set(model) - set(ref_model))[:5]
             only_ref = sorted(set(ref_model) - set(model))[:5]

@@ -18,11 +18,13 @@ import argparse
 import functools
 import os
 import pickle
+import shutil
 import zipfile
 
 import torch
 from fairseq import checkpoint_utils
 from fairseq.data.dictionary import Dictionary
+from fairseq.file_io import PathManager
 
 SAFE_GLOBALS = [argparse.Namespace, Dictionary]
 
@@ -57,18 +59,94 @@ def _wrap_with_path(load):
 
     @functools.wraps(load)
     def load_checkpoint_to_cpu(path, *args, **kwargs):
-        check_checkpoint_file(path)
         try:
-            return load(path, *args, **kwargs)
-        except (pickle.UnpicklingError, EOFError) as e:
-            detail = next(
-                (ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln),
-                str(e).splitlines()[0] if str(e) else type(e).__name__,
-            )
-            raise CheckpointError(f"{path}: cannot unpickle checkpoint: {detail}") from e
+            check_checkpoint_file(path)
+            try:
+                return load(path, *args, **kwargs)
+            except (pickle.UnpicklingError, EOFError, RuntimeError) as e:
+                if isinstance(e, RuntimeError) and "zip archive" not in str(e):
+                    raise
+                detail = next(
+                    (ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln),
+                    str(e).splitlines()[0] if str(e) else type(e).__name__,
+                )
+                raise CheckpointError(f"{path}: cannot unpickle checkpoint: {detail}") from e
+        except CheckpointError as e:
+            hint = _resume_hint(path) if os.path.exists(path) else ""
+            if not hint:
+                raise
+            raise CheckpointError(f"{e}{hint}") from e
 
     load_checkpoint_to_cpu._names_path_on_error = True
     return load_checkpoint_to_cpu
+
+
+def newest_readable_checkpoint(directory: str, exclude: str):
+    """The most recently written checkpoint*.pt in directory that looks whole."""
+    candidates = []
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if name.startswith("checkpoint") and name.endswith(".pt") and path != exclude:
+            try:
+                check_checkpoint_file(path)
+            except CheckpointError:
+                continue
+            candidates.append((os.path.getmtime(path), path))
+    return max(candidates)[1] if candidates else None
+
+
+def _resume_hint(path: str) -> str:
+    if os.path.basename(path) != "checkpoint_last.pt":
+        return ""
+    newest = newest_readable_checkpoint(os.path.dirname(os.path.abspath(path)),
+                                        os.path.abspath(path))
+    if newest is None:
+        return "; no other readable checkpoint in its directory"
+    return (f"; the newest readable checkpoint is {newest}: resume from it with "
+            f"--restore-file {newest} (or move the broken file away)")
+
+
+def _atomic_local_copy(copy):
+    """fairseq saves checkpoint_N.pt atomically but then *copies* it over
+    checkpoint_last.pt / checkpoint_best.pt in place, so a kill during the
+    copy truncated a good file. Local copies now go to a temporary name first."""
+    if getattr(copy, "_atomic", False):
+        return copy
+
+    def atomic_copy(src_path, dst_path, overwrite=False):
+        if "://" in src_path or "://" in dst_path:
+            return copy(src_path, dst_path, overwrite=overwrite)
+        if os.path.exists(dst_path) and not overwrite:
+            return False
+        tmp = f"{dst_path}.tmp-{os.getpid()}"
+        try:
+            shutil.copyfile(src_path, tmp)
+            os.replace(tmp, dst_path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return True
+
+    atomic_copy._atomic = True
+    return atomic_copy
+
+
+def _no_leftover_on_error(save):
+    """fairseq writes FILE.tmp and renames it; a failed write left FILE.tmp."""
+    if getattr(save, "_cleans_up", False):
+        return save
+
+    @functools.wraps(save)
+    def torch_persistent_save(obj, filename, *args, **kwargs):
+        try:
+            return save(obj, filename, *args, **kwargs)
+        except BaseException:
+            if isinstance(filename, str) and os.path.exists(filename + ".tmp"):
+                os.remove(filename + ".tmp")
+            raise
+
+    torch_persistent_save._cleans_up = True
+    return torch_persistent_save
 
 
 def _pass_through_weight_files(upgrade):
@@ -94,6 +172,9 @@ def install() -> None:
     checkpoint_utils.load_checkpoint_to_cpu = _wrap_with_path(
         checkpoint_utils.load_checkpoint_to_cpu
     )
+    PathManager.copy = staticmethod(_atomic_local_copy(PathManager.copy))
+    checkpoint_utils.torch_persistent_save = _no_leftover_on_error(
+        checkpoint_utils.torch_persistent_save)
 
 
 def load_checkpoint(path: str) -> dict:

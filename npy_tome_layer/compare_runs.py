@@ -31,26 +31,31 @@ def bleu_from_generate_output(path: str) -> float:
     return float(m.group(1))
 
 
-def load_st_model(checkpoint: str, data: str, subset: str):
+def load_st_model(checkpoint: str, data: str, subset: str, overrides: Optional[Dict] = None):
+    """(model in eval mode, the subset's dataset, task); ``overrides`` change
+    model arguments before the model is built (e.g. the keep rate)."""
     from fairseq import checkpoint_utils
 
     import npy_tome_layer  # noqa: F401  (registers the task/model)
 
     models, _, task = checkpoint_utils.load_model_ensemble_and_task(
-        [checkpoint], arg_overrides={"data": data})
+        [checkpoint], arg_overrides={"data": data, **(overrides or {})})
     task.load_dataset(subset)
     return models[0].eval(), task.datasets[subset], task
 
 
 @torch.inference_mode()
-def measure_speech_encoder(model, dataset, repeats: int = 3) -> Dict[str, float]:
-    """HuBERT frames in/out and seconds for the subset, batch 1, on the CPU."""
+def measure_speech_encoder(model, dataset, repeats: int = 3, warmup: bool = True
+                           ) -> Dict[str, float]:
+    """HuBERT frames in/out and seconds for the subset, batch 1, on the CPU
+    (median of ``repeats`` passes, after one untimed pass if ``warmup``)."""
     hubert = model.encoder.hubert
     audios = [dataset[i]["source"].unsqueeze(0) for i in range(len(dataset))]
     frames_in = sum(int(hubert.frame_lengths(torch.tensor(a.size(1)))) for a in audios)
     frames_out = 0
     hubert_times, encoder_times = [], []
-    for rep in range(repeats + 1):  # pass 0 warms up
+    first = 0 if warmup else 1
+    for rep in range(first, repeats + 1):  # pass 0 warms up
         t_hubert = t_encoder = 0.0
         for a in audios:
             lengths = torch.tensor([a.size(1)])
@@ -60,7 +65,7 @@ def measure_speech_encoder(model, dataset, repeats: int = 3) -> Dict[str, float]
             start = time.perf_counter()
             model.encoder.forward_speech(a, lengths)
             t_encoder += time.perf_counter() - start
-            if rep == 0:
+            if rep == first:
                 frames_out += features.size(1) if mask is None else int((~mask).sum())
         if rep:
             hubert_times.append(t_hubert)

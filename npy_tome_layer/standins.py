@@ -26,6 +26,12 @@ HUBERT_SIZES = {
     "small": dict(encoder_layers=12, encoder_embed_dim=384, encoder_ffn_embed_dim=1536,
                   encoder_attention_heads=6, final_dim=128, extractor_mode="default",
                   layer_norm_first=False),
+    # the built-in demo's: base depth (12 layers, so 0.9^12 is the real saving) and
+    # front-end strides, narrow enough to train from scratch in minutes on a CPU
+    "demo": dict(encoder_layers=12, encoder_embed_dim=64, encoder_ffn_embed_dim=128,
+                 encoder_attention_heads=4, final_dim=32, extractor_mode="default",
+                 layer_norm_first=False, conv_pos=32, conv_pos_groups=4,
+                 conv_feature_layers="[(48,10,5)] + [(48,3,2)] * 4 + [(48,2,2)] * 2"),
     # small enough for unit tests; same front-end strides (320 samples/frame)
     "tiny": dict(encoder_layers=3, encoder_embed_dim=32, encoder_ffn_embed_dim=64,
                  encoder_attention_heads=4, final_dim=16, extractor_mode="default",
@@ -74,6 +80,31 @@ def write_hubert_checkpoint(path: str, size: str = "base", num_clusters: int = 5
     }
     save_atomically(state, path)
     return model_cfg
+
+
+def export_hubert_from_st(st_checkpoint: str, hubert_file: str, out: str) -> None:
+    """Write the HuBERT of a trained ST checkpoint as an official-format file.
+
+    The demo's stand-in for HuBERT pre-training: the official file carries
+    speech knowledge that random weights lack, and pruning by attention only
+    means something when attention does. ``hubert_file`` (the file the ST run
+    started from) gives cfg, task state and the pre-training heads the ST
+    model dropped."""
+    from .checkpoint_loading import load_checkpoint
+
+    # the file as written (fairseq's loader would turn cfg into a DictConfig,
+    # which torch's weights-only loader then refuses to read back)
+    official = torch.load(hubert_file, map_location="cpu", weights_only=True)
+    prefix = "encoder.hubert."
+    trained = {k[len(prefix):]: v for k, v in load_checkpoint(st_checkpoint)["model"].items()
+               if k.startswith(prefix) and not k.startswith(prefix + "encoder.length_reduction.")}
+    missing = [k for k in official["model"] if k not in trained
+               and not k.startswith(("final_proj.", "label_embs_concat", "target_glu."))]
+    if missing or not trained:
+        raise ValueError(f"{st_checkpoint}: its HuBERT does not match {hubert_file} "
+                         f"(missing {missing[:5]})")
+    official["model"] = {k: trained.get(k, v) for k, v in official["model"].items()}
+    save_atomically(official, out)
 
 
 # --- DeltaLM: sentencepiece model, dict.txt, released weights ----------------
@@ -156,7 +187,18 @@ def write_deltalm_checkpoint(path: str, vocab_rows: int = 250104, embed: int = 7
                              seed: Optional[int] = 0) -> dict:
     """Released-format DeltaLM file with random weights; returns the weights."""
     g = torch.Generator().manual_seed(seed or 0)
-    weights = {k: torch.randn(*shape, generator=g) * 0.02
+
+    def init(key, shape):
+        # unit layer norms and zero biases, as fairseq initialises them: random
+        # norm weights (~0.02) would shrink every post-LN layer's output to
+        # almost nothing, and the model would learn to ignore its encoder
+        if "layer_norm" in key:
+            return torch.ones(shape) if key.endswith(".weight") else torch.zeros(shape)
+        if key.endswith(".bias"):
+            return torch.zeros(shape)
+        return torch.randn(*shape, generator=g) * 0.02
+
+    weights = {k: init(k, shape)
                for k, shape in deltalm_released_shapes(vocab_rows, embed, ffn, encoder_layers,
                                                        decoder_layers, positions).items()}
     # the release shares embeddings between both sides
@@ -168,7 +210,9 @@ def write_deltalm_checkpoint(path: str, vocab_rows: int = 250104, embed: int = 7
 
 def main():
     """Write every stand-in the demo needs into --out: spm.model, dict.txt,
-    hubert.pt (official format, small), deltalm.pt (released format, small)."""
+    hubert.pt (official format, small), deltalm.pt (released format, small).
+    With --hubert-from-st CKPT --hubert FILE: write the HuBERT of a trained ST
+    checkpoint (started from FILE) in the official format to --out instead."""
     import argparse
     import os
 
@@ -177,7 +221,15 @@ def main():
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--out", required=True)
     parser.add_argument("--hubert-size", default="tiny", choices=sorted(HUBERT_SIZES))
+    parser.add_argument("--hubert-from-st", metavar="CKPT")
+    parser.add_argument("--hubert", metavar="FILE", help="the HuBERT file CKPT started from")
     args = parser.parse_args()
+    if args.hubert_from_st:
+        if not args.hubert:
+            parser.error("--hubert-from-st needs --hubert FILE")
+        export_hubert_from_st(args.hubert_from_st, args.hubert, args.out)
+        print(args.out)
+        return
     os.makedirs(args.out, exist_ok=True)
     spm_model = write_sentencepiece(all_sentences(), os.path.join(args.out, "spm"), 1000)
     size = write_deltalm_dictionary(spm_model, os.path.join(args.out, "dict.txt"))

@@ -12,6 +12,7 @@ ARGS=$(config_args "$CONFIG_DIR/generate.args")
 [ -n "$LENPEN" ] || { echo "error: no length penalty for $TGT in configs/lenpen.tsv" >&2; exit 2; }
 OUT=$(dirname "$CKPT")/generate-$(basename "$CKPT" .pt).txt
 device_args=(); [ "$DEVICE" = cpu ] && device_args=(--cpu)
+trap 'rm -f "$OUT.tmp"' EXIT  # a failed run leaves no half-written output
 run "$BIN/fairseq-generate" "$DATA_ROOT/en-$TGT" --user-dir "$REPO/npy_tome_layer" \
   --task speech_and_text_translation --tgt-lang "$TGT" --path "$CKPT" --lenpen "$LENPEN" \
   "${device_args[@]}" $ARGS $EXTRA_ARGS > "$OUT.tmp"

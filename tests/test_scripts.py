@@ -1,8 +1,10 @@
 """The per-pair shell scripts as a user runs them: 2-worker CPU training over
 gloo with fairseq's own torch.distributed support, the whole demo end to end
 at the smallest size, per-language length penalties, and argument errors."""
+import json
 import os
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -66,25 +68,43 @@ def test_two_cpu_workers_over_gloo(pair_env, tmp_path):
 
 
 def test_demo_end_to_end_at_the_smallest_size(tmp_path):
-    proc = run_script("demo.sh", [], {"WORK": str(tmp_path / "demo"), "HUBERT_SIZE": "tiny",
-                                      "TRAIN_TALKS": "3", "NPROC": "1"})
+    work = tmp_path / "demo"
+    configs = tmp_path / "configs"
+    shutil.copytree(os.path.join(REPO, "configs", "demo"), configs)
+    with open(configs / "mt.args", "a") as f:
+        f.write("--max-update 5\n")
+    with open(configs / "st.args", "a") as f:
+        # 12 sentences in batches of 4: 3 updates an epoch, 3 epochs to average
+        f.write("--max-update 9 --batch-size 4\n")
+    proc = run_script("demo.sh", [], {
+        "WORK": str(work), "HUBERT_SIZE": "tiny", "TRAIN_TALKS": "3", "SEGMENTS": "4",
+        "PRETRAIN_UPDATES": "3", "NPROC": "1", "CONFIG_DIR": str(configs),
+        "SWEEP_ARGS": "--rates 1.0 0.8 --init-layers 0 --repeats 1 --beam 2"})
     out = proc.stdout + proc.stderr
-    # every step a MuST-C user runs, through the same scripts
+    # every step a MuST-C user runs, through the same scripts, and the stand-in
+    # HuBERT pre-training that the ST modes start from
     for step in ("prepare_mustc", "fairseq-train", "average_checkpoints", "fairseq-generate",
-                 "compare_runs"):
+                 "compare_runs", "standins --out", "sweep"):
         assert f"{step} " in out, step
+    assert "--hubert-from-st" in out and os.path.isfile(
+        work / "pretrained_tiny" / "hubert_pretrained.pt")
     assert re.search(r"en-de st_baseline/avg_last_3.pt lenpen 1.2: Generate tst-COMMON with "
                      r"beam=8: BLEU = [0-9.]+", out)
     rows = {m.group(1): m for m in re.finditer(
-        r"^\| (baseline|fixed) \| ([0-9.]+) \(0\) \| ([0-9.]+) \| (\d+)/(\d+) \(([0-9.]+) %\) "
-        r"\| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+)x \|$", proc.stdout, flags=re.M)}
-    assert set(rows) == {"baseline", "fixed"}, proc.stdout[-2000:]
+        r"^\| (baseline|fixed|schedule) \| ([0-9.]+) \(0\) \| ([0-9.]+) \| (\d+)/(\d+) "
+        r"\(([0-9.]+) %\) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+)x \|$", proc.stdout, flags=re.M)}
+    assert set(rows) == {"baseline", "fixed", "schedule"}, proc.stdout[-2000:]
     base, fixed = rows["baseline"], rows["fixed"]
     assert base.group(2) == "1" and fixed.group(2) == "0.9"
     assert base.group(4) == base.group(5) and base.group(5) == fixed.group(5)
     # tiny HuBERT has 3 layers: each utterance keeps ceil(0.9 ceil(0.9 ceil(0.9 n))) frames
     assert int(fixed.group(4)) < 0.75 * int(fixed.group(5)) + 6 * 3
     assert int(fixed.group(4)) < int(base.group(4))
+    # both inference-time sweeps, and the elapsed time
+    for mode in ("baseline", "fixed"):
+        records = json.loads((work / f"sweep_{mode}" / "sweep.json").read_text())
+        assert [(r["rate"], r["init_layer"]) for r in records] == [(1.0, 0), (0.8, 0)]
+    assert re.search(r"^demo finished in \d+ min \d+ s$", proc.stdout, flags=re.M)
 
 
 @pytest.mark.parametrize("nproc,total,per_worker", [("1", "8", "8"), ("2", "8", "4"),

@@ -1,8 +1,15 @@
 """Write a small corpus in the exact MuST-C v1.0 layout from espeak-ng speech.
 
 ROOT/en-XX/data/{split}/wav/{talk}.wav and txt/{split}.{yaml,en,XX}: several
-talks per split, several speakers (espeak-ng voice variants), each talk the
-concatenation of its segments with silence between, yaml offsets in seconds.
+talks per split, several speakers (espeak-ng pitch/speed variants), each talk
+the concatenation of its segments with silence between, yaml offsets in
+seconds.
+
+For de, es and fr the sentences come from the compositional grammar
+(``demo_grammar``) and dev / tst-COMMON are **held out**: sentences that never
+occur as a whole in train (every word of them does), spoken by speakers not
+used in train. The other targets (it nl pt ro ru) use the 36-sentence phrase
+set, drawn in turn in every split (nothing held out there).
 """
 import argparse
 import os
@@ -13,10 +20,14 @@ import soundfile as sf
 import yaml
 
 from ..speech import SAMPLE_RATE, speak
+from . import demo_grammar
 from .demo_phrases import LANGUAGES, phrase_pairs
 
-# (pitch, speed) per speaker
-SPEAKERS = {"spk_a": (35, 150), "spk_b": (55, 170), "spk_c": (75, 160)}
+# (pitch, speed) per speaker: train speakers, and others for held-out splits
+SPEAKERS = {"spk_a": (35, 150), "spk_b": (55, 170), "spk_c": (75, 160),
+            "spk_d": (45, 155), "spk_e": (65, 165)}
+TRAIN_SPEAKERS = ("spk_a", "spk_b", "spk_c")
+HELD_OUT_SPEAKERS = ("spk_d", "spk_e")
 
 
 def write_talk(wav_path, segments, speaker, rng):
@@ -36,24 +47,37 @@ def write_talk(wav_path, segments, speaker, rng):
     return records
 
 
+def split_sentences(tgt_lang, splits, seed=1):
+    """{split: [(english, translation), ...]} with talks x segments sentences each."""
+    sizes = {split: talks * per_talk for split, (talks, per_talk) in splits.items()}
+    if tgt_lang in demo_grammar.LANGUAGES:
+        combos = demo_grammar.split_combinations(sizes, seed)
+        return {split: demo_grammar.pairs(tgt_lang, combos[split]) for split in splits}
+    phrases, out, cursor = phrase_pairs(tgt_lang), {}, 0
+    for split, n in sizes.items():
+        out[split] = [phrases[(cursor + i) % len(phrases)] for i in range(n)]
+        cursor += n
+    return out
+
+
 def build_demo_corpus(root, tgt_lang="de", splits=None, seed=1):
-    """splits: {split: (talks, segments per talk)}; sentences are drawn from the
-    phrase set in turn so every split sees the whole vocabulary."""
+    """splits: {split: (talks, segments per talk)}, train first."""
     splits = splits or {"train": (6, 6), "dev": (1, 6), "tst-COMMON": (1, 6)}
-    phrases = phrase_pairs(tgt_lang)
+    sentences = split_sentences(tgt_lang, splits, seed)
+    held_out = tgt_lang in demo_grammar.LANGUAGES
     rng = random.Random(seed)
     out = os.path.join(root, f"en-{tgt_lang}", "data")
-    talk_id, cursor = 0, 0
+    talk_id = 0
     for split, (talks, per_talk) in splits.items():
         wav_dir, txt_dir = os.path.join(out, split, "wav"), os.path.join(out, split, "txt")
         os.makedirs(wav_dir, exist_ok=True)
         os.makedirs(txt_dir, exist_ok=True)
+        speakers = HELD_OUT_SPEAKERS if held_out and split != "train" else TRAIN_SPEAKERS
         records, en_lines, tgt_lines = [], [], []
-        for _ in range(talks):
+        for talk in range(talks):
             talk_id += 1
-            chosen = [phrases[(cursor + i) % len(phrases)] for i in range(per_talk)]
-            cursor += per_talk
-            speaker = list(SPEAKERS)[talk_id % len(SPEAKERS)]
+            chosen = sentences[split][talk * per_talk:(talk + 1) * per_talk]
+            speaker = speakers[talk_id % len(speakers)]
             records += write_talk(os.path.join(wav_dir, f"ted_{talk_id}.wav"),
                                   [en for en, _ in chosen], speaker, rng)
             en_lines += [en for en, _ in chosen]
@@ -71,11 +95,13 @@ def main():
     parser.add_argument("root")
     parser.add_argument("--tgt-lang", default="de", choices=LANGUAGES)
     parser.add_argument("--train-talks", type=int, default=6)
+    parser.add_argument("--eval-talks", type=int, default=1, help="talks of dev and tst-COMMON")
     parser.add_argument("--segments-per-talk", type=int, default=6)
     args = parser.parse_args()
     n = args.segments_per_talk
     path = build_demo_corpus(args.root, args.tgt_lang, {
-        "train": (args.train_talks, n), "dev": (1, n), "tst-COMMON": (1, n)})
+        "train": (args.train_talks, n), "dev": (args.eval_talks, n),
+        "tst-COMMON": (args.eval_talks, n)})
     print(path)
 
 

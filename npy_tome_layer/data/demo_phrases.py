@@ -358,6 +358,8 @@ def phrase_pairs(tgt_lang):
 
 
 def all_sentences():
-    """Every sentence of every language (the stand-in sentencepiece model is
-    multilingual, as DeltaLM's is)."""
-    return ENGLISH + [s for lines in TRANSLATIONS.values() for s in lines]
+    """Every sentence of every language, the phrase set's and the grammar's
+    (the stand-in sentencepiece model is multilingual, as DeltaLM's is)."""
+    from .demo_grammar import all_sentences as grammar_sentences
+
+    return ENGLISH + [s for lines in TRANSLATIONS.values() for s in lines] + grammar_sentences()

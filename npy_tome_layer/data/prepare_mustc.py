@@ -38,17 +38,52 @@ def write_text_atomically(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def read_yaml_segments(path: str, split: str) -> List:
+    if not os.path.isfile(path):
+        raise PreparationError(f"{split}: {path} not found")
+    loader = yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader
+    try:
+        with open(path, encoding="utf-8") as f:
+            segments = yaml.load(f, Loader=loader) or []
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise PreparationError(f"{split}: {path}: not valid YAML{at}: {problem}") from e
+    except UnicodeDecodeError as e:
+        raise PreparationError(f"{split}: {path}: not UTF-8 ({e.reason} at byte {e.start})") from e
+    if not isinstance(segments, list):
+        raise PreparationError(f"{split}: {path}: expected a list of segments")
+    return segments
+
+
+def read_lines(path: str, split: str) -> List[str]:
+    """Lines split at \\n only: str.splitlines also splits at U+2028 and other
+    separators that can occur inside a sentence, and would misalign the files."""
+    if not os.path.isfile(path):
+        raise PreparationError(f"{split}: {path} not found")
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise PreparationError(f"{split}: {path}: line {line} is not UTF-8 "
+                               f"(byte {data[e.start]:#04x})") from e
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.rstrip("\r") for line in lines]
+
+
 def read_split(pair_dir: str, split: str, tgt_lang: str) -> List[Dict]:
     """Segments of one split as manifest rows; raises with every bad line."""
     txt = os.path.join(pair_dir, "data", split, "txt")
     wav_dir = os.path.join(pair_dir, "data", split, "wav")
     yaml_path = os.path.join(txt, f"{split}.yaml")
-    with open(yaml_path) as f:
-        segments = yaml.load(f, Loader=yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader) or []
-    texts = {}
-    for lang in ("en", tgt_lang):
-        with open(os.path.join(txt, f"{split}.{lang}"), encoding="utf-8") as f:
-            texts[lang] = f.read().splitlines()
+    segments = read_yaml_segments(yaml_path, split)
+    texts = {lang: read_lines(os.path.join(txt, f"{split}.{lang}"), split)
+             for lang in ("en", tgt_lang)}
     problems = []
     if not (len(segments) == len(texts["en"]) == len(texts[tgt_lang])):
         problems.append(f"{split}: {yaml_path} has {len(segments)} segments, {split}.en "
@@ -62,6 +97,12 @@ def read_split(pair_dir: str, split: str, tgt_lang: str) -> List[Dict]:
             continue
         wav = os.path.abspath(os.path.join(wav_dir, seg["wav"]))
         if wav not in info:
+            if not os.path.isfile(wav):
+                problems.append(f"{where}: {wav} does not exist")
+                continue
+            if os.path.getsize(wav) == 0:
+                problems.append(f"{where}: {wav} is empty (0 bytes)")
+                continue
             try:
                 info[wav] = sf.info(wav)
             except Exception as e:
@@ -128,7 +169,10 @@ def prepare(root, tgt_lang, out, spm_model, dictionary, splits=SPLITS, log=print
             "bpe_tokenizer": {"bpe": "sentencepiece",
                               "sentencepiece_model": os.path.abspath(spm_model)},
         }, sort_keys=False))
-    write_mt_data(out, tgt_lang, rows_by_split, spm_model, dictionary, log)
+    if errors:  # mt/ holds every split or none: a kept mt/ must not lack one
+        log(f"[prepare] {os.path.join(out, 'mt')} not written until every split prepares")
+    else:
+        write_mt_data(out, tgt_lang, rows_by_split, spm_model, dictionary, log)
     if errors:
         raise PreparationError("\n".join(errors))
 

@@ -66,6 +66,8 @@ def read_manifest(tsv_path: str) -> List[Dict[str, str]]:
                                     "is not a non-negative integer")
             row["_line"] = line_no
             rows.append(row)
+    if not rows:
+        raise ManifestError(f"{tsv_path}: no rows (header only)")
     return rows
 
 

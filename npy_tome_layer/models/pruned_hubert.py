@@ -13,6 +13,7 @@ Thin fairseq glue over ``modules/frame_pruning.py``:
 """
 import contextlib
 import logging
+import numbers
 import time
 from typing import List, Optional
 
@@ -169,6 +170,10 @@ class PrunedTransformerEncoder(TransformerEncoder):
                  token_reduction: str = "prune", conv_stride: int = 2):
         super().__init__(args)
         num_layers = len(self.layers)
+        if isinstance(pruning_init_layer, bool) or not isinstance(pruning_init_layer,
+                                                                  numbers.Integral):
+            raise ValueError(f"pruning_init_layer must be a whole number, got "
+                             f"{pruning_init_layer!r}")
         if not 0 <= pruning_init_layer <= num_layers:
             raise ValueError(
                 f"pruning_init_layer must be in [0, {num_layers}] for a "
@@ -327,6 +332,41 @@ class PrunedHubertModel(HubertModel):
             lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
         return lengths
 
+    @property
+    def min_samples(self) -> int:
+        """Samples the conv front end needs for one frame (400 for HuBERT)."""
+        span, step = 1, 1
+        for _, kernel, stride in self.conv_layers:
+            span += (kernel - 1) * step
+            step *= stride
+        return span
+
+    def check_source(self, source, padding_mask=None):
+        """(B x samples float source, padding mask) or a one-line ValueError:
+        a 1-D source is one utterance, float64 is converted to the model's
+        dtype, integer PCM and non-finite samples are refused."""
+        if source.dim() == 1:
+            source = source.unsqueeze(0)
+            padding_mask = None if padding_mask is None else padding_mask.reshape(1, -1)
+        if source.dim() != 2:
+            raise ValueError("source must be B x samples (or one utterance of samples), got "
+                             f"shape {tuple(source.shape)}")
+        if not source.is_floating_point():
+            dtype = str(source.dtype).replace("torch.", "")
+            raise ValueError(f"source is {dtype} PCM: convert to float in [-1, 1] "
+                             "(samples / 32768)")
+        if source.size(1) < self.min_samples:
+            raise ValueError(f"source has {source.size(1)} samples: HuBERT needs at least "
+                             f"{self.min_samples} (one frame)")
+        finite = torch.isfinite(source)
+        if padding_mask is not None:
+            finite = finite | padding_mask  # padding is never read as speech
+        if not bool(finite.all()):
+            row = int((~finite).any(dim=1).nonzero()[0])
+            raise ValueError(f"source has non-finite samples (NaN or inf) in row {row}")
+        dtype = self.layer_norm.weight.dtype
+        return source.to(dtype), padding_mask
+
     def forward_padding_mask(self, features, padding_mask):
         if not self.padding_mask_from_conv_lengths:
             # fairseq: a frame is valid if *any* of its samples is, so a
@@ -338,6 +378,7 @@ class PrunedHubertModel(HubertModel):
 
     def extract_features(self, source, padding_mask=None, mask=False, ret_conv=False,
                          output_layer=None):
+        source, padding_mask = self.check_source(source, padding_mask)
         features, _ = super().extract_features(
             source, padding_mask=padding_mask, mask=mask, ret_conv=ret_conv,
             output_layer=output_layer,

@@ -1,10 +1,12 @@
 """Keep-rate of the pruned encoder: fixed, or a linear schedule over updates."""
+import numbers
 from dataclasses import dataclass
 
 
 def check_rate(name: str, value: float) -> None:
-    if not 0.0 < float(value) <= 1.0:
-        raise ValueError(f"{name} must be in (0, 1], got {value}")
+    # bool is a number to Python, and float("0.9") would hide a string
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value <= 1.0:
+        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
 
 
 @dataclass(frozen=True)

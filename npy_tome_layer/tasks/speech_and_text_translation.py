@@ -5,6 +5,7 @@ import logging
 import os
 from argparse import Namespace
 
+import numpy as np
 import torch
 import yaml
 from fairseq import metrics, utils
@@ -214,6 +215,16 @@ class SpeechAndTextTranslationTask(FairseqTask):
         if not self.speech_input:  # the MT stage sizes text batches by the text limits (CRESS)
             max_tokens = self.args.max_tokens_text or max_tokens
             max_sentences = self.args.batch_size_text or max_sentences
+        elif max_tokens and isinstance(dataset, SpeechTranslationDataset):
+            # fairseq would assert "Sentences lengths should not exceed max_tokens"
+            # without saying which one
+            too_long = np.flatnonzero(dataset.sizes > max_tokens)
+            if len(too_long):
+                i = int(too_long[0])
+                raise ValueError(
+                    f"{dataset.where(dataset.rows[i])}: {dataset.sizes[i]} samples, more than "
+                    f"--max-tokens {max_tokens} (a batch must hold one utterance; "
+                    f"{len(too_long)} utterance(s) too long): raise --max-tokens")
         return super().get_batch_iterator(dataset, max_tokens=max_tokens,
                                           max_sentences=max_sentences, **kwargs)
 

@@ -1,0 +1,113 @@
+"""The demo's corpus holds sentences out, and a trained checkpoint can be
+pruned at inference time by the sweep (the same BLEU fairseq-generate prints)."""
+import json
+import os
+import re
+
+import pytest
+import yaml
+
+from .conftest import REPO, common_train_args, run_cli
+
+
+def test_held_out_sentences_never_occur_in_train():
+    from npy_tome_layer.data import demo_grammar as g
+
+    for sizes in ({"train": 400, "dev": 40, "tst-COMMON": 40},
+                  {"train": 6, "dev": 4, "tst-COMMON": 4}):
+        splits = g.split_combinations(sizes)
+        assert {k: len(v) for k, v in splits.items()} == sizes
+        train = set(splits["train"])
+        train_words = {w for c in train for w in g.sentence("en", c).rstrip(".").lower().split()}
+        for held_out in ("dev", "tst-COMMON"):
+            assert not train & set(splits[held_out])
+            for c in splits[held_out]:  # every word of a held-out sentence occurs in train
+                assert set(g.sentence("en", c).rstrip(".").lower().split()) <= train_words
+        assert not set(splits["dev"]) & set(splits["tst-COMMON"])
+
+
+@pytest.mark.parametrize("lang,expected", [
+    ("de", "Der Arzt will das Buch im Park."),
+    ("es", "El médico quiere el libro en el parque."),
+    ("fr", "Le médecin veut le livre dans le parc.")])
+def test_translations_are_built_word_for_word(lang, expected):
+    from npy_tome_layer.data import demo_grammar as g
+
+    combo = (5, 4, 2, 5)
+    assert g.sentence("en", combo) == "The doctor wants the book in the park."
+    assert g.sentence(lang, combo) == expected
+
+
+def test_held_out_splits_are_spoken_by_unseen_voices(st_corpus):
+    from npy_tome_layer.data.demo_corpus import HELD_OUT_SPEAKERS, TRAIN_SPEAKERS
+
+    txt = os.path.join(str(st_corpus["root"]), "mustc", "en-de", "data", "{0}", "txt", "{0}.{1}")
+    speakers = {}
+    for split in ("train", "dev", "tst-COMMON"):
+        with open(txt.format(split, "yaml")) as f:
+            speakers[split] = {seg["speaker_id"] for seg in yaml.safe_load(f)}
+    assert speakers["train"] <= set(TRAIN_SPEAKERS)
+    assert speakers["dev"] | speakers["tst-COMMON"] <= set(HELD_OUT_SPEAKERS)
+    with open(txt.format("train", "en")) as f:
+        train = set(f.read().splitlines())
+    with open(txt.format("tst-COMMON", "en")) as f:
+        assert not train & set(f.read().splitlines())
+
+
+@pytest.fixture(scope="module")
+def fixed_checkpoint(st_corpus, mt_checkpoint, tmp_path_factory):
+    save = tmp_path_factory.mktemp("sweep_ckpt")
+    run_cli("fairseq-train", common_train_args(st_corpus, save) + [
+        "--st-training", "--mt-finetune", "--arch", "hubert_transformer_pruning_layer",
+        "--pruning-rate", "0.9", "--hubert-model-path", st_corpus["hubert"],
+        "--load-pretrained-mt-encoder-decoder-from", mt_checkpoint[0], "--conv-channels", "32",
+        "--max-tokens", "100000", "--max-update", "2", "--valid-subset", "dev",
+        "--no-epoch-checkpoints"])
+    return str(save / "checkpoint_last.pt")
+
+
+def test_sweep_of_a_trained_checkpoint(fixed_checkpoint, st_corpus, tmp_path):
+    from npy_tome_layer.sweep import main
+
+    out = tmp_path / "sweep"
+    main(["--checkpoint", fixed_checkpoint, "--data", st_corpus["data"], "--subset", "dev",
+          "--rates", "1.0", "0.9", "0.8", "--init-layers", "0", "1", "--out", str(out),
+          "--beam", "2", "--cpu", "--repeats", "2"])
+    records = json.loads((out / "sweep.json").read_text())
+    assert [(r["rate"], r["init_layer"]) for r in records] == [
+        (1.0, 0), (0.9, 0), (0.8, 0), (1.0, 1), (0.9, 1), (0.8, 1)]
+    for r in records:
+        assert set(r) == {"rate", "init_layer", "bleu", "frames_kept", "encoder_seconds",
+                          "speedup"}
+        assert r["encoder_seconds"] > 0 and r["speedup"] > 0 and 0 <= r["bleu"] <= 100
+    layer0 = [r["frames_kept"] for r in records if r["init_layer"] == 0]
+    assert layer0[0] == 1.0 and layer0[0] > layer0[1] > layer0[2]  # falls with the rate
+    assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = (out / "sweep.md").read_text()
+    assert "trained at keep rate 0.9 from layer 0" in table and table.count("\n| 0.8 |") == 2
+
+    # the rate-1.0 row is plain fairseq-generate on the checkpoint trained at 0.9
+    generated = run_cli("fairseq-generate", [
+        st_corpus["data"], "--user-dir", os.path.join(REPO, "npy_tome_layer"),
+        "--task", "speech_and_text_translation", "--gen-subset", "dev",
+        "--path", fixed_checkpoint, "--beam", "2", "--max-tokens", "4000000", "--cpu",
+        "--scoring", "sacrebleu", "--required-batch-size-multiple", "1",
+        "--model-overrides", "{'pruning_rate': 1.0}"])
+    bleu = float(re.search(r"BLEU = ([0-9.]+)", generated).group(1))
+    assert records[0]["bleu"] == pytest.approx(bleu, abs=0.005)
+    # and the 0.9 row is the checkpoint as trained
+    generated = run_cli("fairseq-generate", [
+        st_corpus["data"], "--user-dir", os.path.join(REPO, "npy_tome_layer"),
+        "--task", "speech_and_text_translation", "--gen-subset", "dev",
+        "--path", fixed_checkpoint, "--beam", "2", "--max-tokens", "4000000", "--cpu",
+        "--scoring", "sacrebleu", "--required-batch-size-multiple", "1"])
+    bleu = float(re.search(r"BLEU = ([0-9.]+)", generated).group(1))
+    assert records[1]["bleu"] == pytest.approx(bleu, abs=0.005)
+
+
+def test_sweep_refuses_bad_rates(fixed_checkpoint, st_corpus, tmp_path):
+    from npy_tome_layer.sweep import main
+
+    with pytest.raises(SystemExit, match=r"keep rates must be in \(0, 1\], got \[1.5\]"):
+        main(["--checkpoint", fixed_checkpoint, "--data", st_corpus["data"],
+              "--rates", "1.5", "--out", str(tmp_path)])

@@ -1,0 +1,228 @@
+"""What happens when things go wrong: one clear error naming the thing at
+fault, nothing half-written, no silent wrong result. Numbers refer to the
+bad-input and kill probe (issue 13)."""
+import glob
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from .conftest import REPO
+
+
+# --- 1, 2: checkpoints survive kills, and a resume keeps its place ----------
+
+def test_checkpoint_writes_are_atomic(tmp_path):
+    """fairseq writes checkpoint_N.pt and copies it over checkpoint_last.pt in
+    place; a kill in either left a truncated file. Both now go through a
+    temporary name: an interrupted write leaves the old file whole."""
+    from fairseq import checkpoint_utils
+    from fairseq.file_io import PathManager
+
+    good = tmp_path / "checkpoint_last.pt"
+    checkpoint_utils.torch_persistent_save({"model": {"w": torch.ones(3)}}, str(good))
+    before = good.read_bytes()
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError, match="killed mid-write"):
+        checkpoint_utils.torch_persistent_save({"model": Unpicklable()}, str(good))
+    assert good.read_bytes() == before
+    source = tmp_path / "checkpoint3.pt"
+    checkpoint_utils.torch_persistent_save({"model": {"w": torch.zeros(3)}}, str(source))
+    assert PathManager.copy(str(source), str(good), overwrite=True)
+    assert good.read_bytes() == source.read_bytes()
+    assert not glob.glob(str(tmp_path / "*.tmp*"))  # no temporaries left behind
+
+
+def test_unreadable_last_checkpoint_names_the_newest_readable_one(tmp_path):
+    from fairseq import checkpoint_utils
+
+    from npy_tome_layer.checkpoint_loading import CheckpointError
+
+    for n in (1, 2):
+        checkpoint_utils.torch_persistent_save({"model": {}, "n": n},
+                                               str(tmp_path / f"checkpoint{n}.pt"))
+    (tmp_path / "checkpoint_last.pt").write_bytes(b"PK\x03\x04truncated")
+    with pytest.raises(CheckpointError, match=r"checkpoint_last.pt: .*newest readable "
+                                              r"checkpoint is .*checkpoint2.pt"):
+        checkpoint_utils.load_checkpoint_to_cpu(str(tmp_path / "checkpoint_last.pt"))
+
+
+def test_no_shipped_config_drops_the_update_count():
+    """--no-save-optimizer-state also drops num_updates: a resumed run would
+    restart its keep-rate schedule and train more updates than asked."""
+    for path in glob.glob(os.path.join(REPO, "configs", "*", "*.args")):
+        with open(path) as f:
+            assert "--no-save-optimizer-state" not in f.read(), path
+
+
+# --- 3: averaging refuses checkpoints of different models -------------------
+
+def test_average_refuses_different_model_settings(mt_checkpoint, tmp_path):
+    """A keep-rate-0.9 run averaged with a dense one used to give the cfg of the
+    first and a mean of two different models."""
+    from npy_tome_layer.average_checkpoints import AveragingError, average_model_states
+    from npy_tome_layer.checkpoint_loading import save_atomically
+
+    raw = torch.load(mt_checkpoint[0], weights_only=True)
+    paths = {}
+    for name, rate in (("a.pt", 0.9), ("b.pt", 0.9), ("dense.pt", 1.0)):
+        raw["cfg"]["model"].pruning_rate = rate
+        paths[name] = str(tmp_path / name)
+        save_atomically(raw, paths[name])
+    average_model_states([paths["a.pt"], paths["b.pt"]])  # the same model: fine
+    with pytest.raises(AveragingError, match=r"dense.pt: a different model from .*a.pt "
+                                             r"\(pruning_rate 1.0 vs 0.9\)"):
+        average_model_states([paths["a.pt"], paths["dense.pt"]])
+
+
+# --- 12: a manifest with no rows ---------------------------------------------
+
+def test_header_only_manifest_is_named(tmp_path):
+    from fairseq.data import Dictionary
+
+    from npy_tome_layer.data import ManifestError, SpeechTranslationDataset
+    from npy_tome_layer.data.speech_translation_dataset import COLUMNS
+
+    tsv = tmp_path / "dev.tsv"
+    tsv.write_text("\t".join(COLUMNS) + "\n")
+    with pytest.raises(ManifestError, match=r"dev.tsv: no rows \(header only\)"):
+        SpeechTranslationDataset.from_tsv(str(tsv), Dictionary(), lambda s: s)
+
+
+# --- 14-19: the Python API checks what it is given ---------------------------
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"pruning_rate": "0.9"}, r"pruning_rate must be a number in \(0, 1\], got '0.9'"),
+    ({"pruning_rate": True}, r"pruning_rate must be a number in \(0, 1\], got True"),
+    ({"pruning_rate": 0.0}, r"pruning_rate must be a number in \(0, 1\], got 0.0"),
+    ({"pruning_rate": 1.5}, r"pruning_rate must be a number in \(0, 1\], got 1.5"),
+    ({"pruning_init_layer": 2.5}, r"pruning_init_layer must be a whole number, got 2.5"),
+])
+def test_load_pruned_hubert_checks_its_arguments(hubert_tiny, kwargs, message):
+    from npy_tome_layer import load_pruned_hubert
+
+    with pytest.raises(ValueError, match=message):
+        load_pruned_hubert(hubert_tiny, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def pruned(hubert_tiny):
+    from npy_tome_layer import load_pruned_hubert
+
+    return load_pruned_hubert(hubert_tiny, pruning_rate=0.9)
+
+
+def test_float64_and_one_dimensional_sources_are_accepted(pruned):
+    audio = torch.randn(16000) * 0.1
+    with torch.no_grad():
+        reference, _ = pruned.extract_features(audio.unsqueeze(0), mask=False)
+        as_1d, _ = pruned.extract_features(audio, mask=False)
+        as_f64, _ = pruned.extract_features(audio.double().unsqueeze(0), mask=False)
+    torch.testing.assert_close(as_1d, reference)
+    torch.testing.assert_close(as_f64, reference)
+
+
+@pytest.mark.parametrize("source,message", [
+    (torch.zeros(1, 16000, dtype=torch.int16),
+     r"source is int16 PCM: convert to float in \[-1, 1\] \(samples / 32768\)"),
+    (torch.zeros(2, 1, 16000), r"source must be B x samples \(or one utterance of samples\), "
+                               r"got shape \(2, 1, 16000\)"),
+    (torch.zeros(1, 0), r"source has 0 samples: HuBERT needs at least 400 \(one frame\)"),
+    (torch.zeros(1, 200), r"source has 200 samples: HuBERT needs at least 400 \(one frame\)"),
+    (torch.tensor([[0.0] * 1000 + [float("nan")] * 10 + [0.0] * 1000]),
+     r"source has non-finite samples \(NaN or inf\) in row 0"),
+])
+def test_bad_sources_fail_clearly(pruned, source, message):
+    with pytest.raises(ValueError, match=message):
+        pruned.extract_features(source, mask=False)
+
+
+
+# --- 5-9, 11: preparation of a damaged MuST-C copy ---------------------------
+
+@pytest.fixture
+def mustc(tmp_path, st_corpus):
+    from .test_prepare_mustc import write_corpus
+
+    write_corpus(str(tmp_path / "mustc"), {"train": [[8000, 9000]], "dev": [[7000]]})
+    txt = tmp_path / "mustc" / "en-de" / "data" / "{0}" / "txt" / "{0}.{1}"
+    return {"root": str(tmp_path / "mustc"), "out": str(tmp_path / "out"),
+            "txt": lambda split, ext: txt.parent.parent.parent / split / "txt" / f"{split}.{ext}",
+            "spm": st_corpus["spm"], "dict": st_corpus["dict"]}
+
+
+def prepare_fails(mustc, message):
+    from npy_tome_layer.data.prepare_mustc import PreparationError, prepare
+
+    with pytest.raises(PreparationError, match=message):
+        prepare(mustc["root"], "de", mustc["out"], mustc["spm"], mustc["dict"], log=lambda m: None)
+
+
+def test_malformed_yaml(mustc):
+    mustc["txt"]("dev", "yaml").write_text("- {duration: 1.0, offset: [\n")
+    prepare_fails(mustc, r"dev: .*dev.yaml: not valid YAML at line \d+")
+    assert os.path.isfile(os.path.join(mustc["out"], "train.tsv"))  # other splits go on
+
+
+def test_translation_not_utf8(mustc):
+    path = mustc["txt"]("dev", "de")
+    path.write_bytes(b"Guten Tag\xff\n")
+    prepare_fails(mustc, r"dev: .*dev.de: line 1 is not UTF-8 \(byte 0xff\)")
+
+
+def test_missing_yaml(mustc):
+    os.remove(mustc["txt"]("dev", "yaml"))
+    prepare_fails(mustc, r"dev: .*dev.yaml not found")
+
+
+def test_empty_wav_is_called_empty(mustc):
+    wav = glob.glob(os.path.join(mustc["root"], "en-de", "data", "dev", "wav", "*.wav"))[0]
+    open(wav, "wb").close()
+    prepare_fails(mustc, r"dev: line 1 \(.*\): .*\.wav is empty \(0 bytes\)")
+
+
+def test_failed_split_leaves_no_partial_mt_data(mustc):
+    from npy_tome_layer.data.prepare_mustc import prepare
+
+    os.remove(mustc["txt"]("dev", "yaml"))
+    prepare_fails(mustc, r"dev.yaml not found")
+    assert not os.path.exists(os.path.join(mustc["out"], "mt"))
+    from .test_prepare_mustc import write_corpus  # the data, fixed
+
+    import shutil
+    shutil.rmtree(mustc["root"])
+    write_corpus(mustc["root"], {"train": [[8000, 9000]], "dev": [[7000]]})
+    prepare(mustc["root"], "de", mustc["out"], mustc["spm"], mustc["dict"], log=lambda m: None)
+    assert os.path.isfile(os.path.join(mustc["out"], "mt", "valid.en-de.de.idx"))
+
+
+def test_line_separator_inside_a_sentence(mustc):
+    from npy_tome_layer.data.prepare_mustc import prepare
+
+    path = mustc["txt"]("dev", "de")
+    path.write_text("Ein Satz\u2028mit Trenner.\n", encoding="utf-8")
+    prepare(mustc["root"], "de", mustc["out"], mustc["spm"], mustc["dict"], log=lambda m: None)
+    with open(os.path.join(mustc["out"], "dev.tsv"), encoding="utf-8") as f:
+        assert len(f.read().split("\n")) == 3  # header, one row, final newline
+
+
+# --- 13: an utterance longer than one batch ----------------------------------
+
+def test_utterance_longer_than_max_tokens_is_named(st_corpus):
+    """fairseq asserted "Sentences lengths should not exceed max_tokens", naming nothing."""
+    from fairseq import options, tasks
+
+    parser = options.get_generation_parser()
+    args = options.parse_args_and_arch(parser, [
+        st_corpus["data"], "--user-dir", os.path.join(REPO, "npy_tome_layer"),
+        "--task", "speech_and_text_translation", "--max-tokens", "1000", "--cpu"])
+    task = tasks.setup_task(args)
+    task.load_dataset("tst-COMMON")
+    with pytest.raises(ValueError, match=r"tst-COMMON.tsv:2 \(id ted_\d+_0\): \d+ samples, "
+                                         r"more than --max-tokens 1000"):
+        task.get_batch_iterator(task.datasets["tst-COMMON"], max_tokens=1000)
