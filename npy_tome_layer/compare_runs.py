@@ -7,8 +7,8 @@
 BLEU is read from each run's fairseq-generate output (``scripts/evaluate.sh``
 writes it); frames and times are measured here, now: every utterance of the
 subset goes through the checkpoint's speech encoder one at a time (batch 1,
-so no padding), ``--repeats`` times after one warm-up pass, and the median
-total is reported. Prints a markdown table.
+so no padding), ``--repeats`` times after one warm-up pass, the runs' passes
+interleaved, and the median total is reported. Prints a markdown table.
 """
 import argparse
 import os
@@ -79,6 +79,27 @@ def measure_speech_encoder(model, dataset, repeats: int = 3, warmup: bool = True
             "audio_s": sum(a.size(1) for a in audios) / 16000}
 
 
+def measure_interleaved(pairs, repeats: int = 3) -> List[Dict[str, float]]:
+    """``measure_speech_encoder`` for each (model, dataset), with the timed passes
+    of all of them interleaved (every round times each once): this machine's
+    speed drifts by 10-30 % over minutes, which sequential runs would read as
+    differences between settings."""
+    results, hubert_s, encoder_s = [], [], []
+    for model, dataset in pairs:  # warm-up, frame counts, first timed pass
+        results.append(measure_speech_encoder(model, dataset, repeats=1))
+        hubert_s.append([results[-1]["hubert_s"]])
+        encoder_s.append([results[-1]["encoder_s"]])
+    for _ in range(repeats - 1):
+        for k, (model, dataset) in enumerate(pairs):
+            r = measure_speech_encoder(model, dataset, repeats=1, warmup=False)
+            hubert_s[k].append(r["hubert_s"])
+            encoder_s[k].append(r["encoder_s"])
+    for k, r in enumerate(results):
+        r["hubert_s"] = statistics.median(hubert_s[k])
+        r["encoder_s"] = statistics.median(encoder_s[k])
+    return results
+
+
 def markdown_table(rows: List[Dict], baseline: Optional[str] = None) -> str:
     base = next((r for r in rows if r["name"] == baseline), rows[0])
     lines = ["| run | keep rate (from layer) | BLEU | HuBERT frames kept | HuBERT time (s) "
@@ -106,7 +127,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = []
+    rows, pairs = [], []
     for spec in args.run:
         name, _, paths = spec.partition("=")
         ckpt, _, generate_out = paths.partition(":")
@@ -120,11 +141,13 @@ def main(argv=None):
         except ValueError as e:
             sys.exit(f"compare_runs: {e}")
         model, dataset, _ = load_st_model(ckpt, args.data, args.subset)
-        rows.append({"name": name, "bleu": bleu, **measure_speech_encoder(model, dataset,
-                                                                          args.repeats)})
+        rows.append({"name": name, "bleu": bleu})
+        pairs.append((model, dataset))
+    for row, measured in zip(rows, measure_interleaved(pairs, args.repeats)):
+        row.update(measured)
     r = rows[0]
-    print(f"{args.subset}: {r['utterances']} utterances, {r['audio_s']:.1f} s of audio; "
-          f"batch 1, median of {args.repeats} passes, {torch.get_num_threads()} CPU threads")
+    print(f"{args.subset}: {r['utterances']} utterances, {r['audio_s']:.1f} s of audio; batch 1, "
+          f"median of {args.repeats} interleaved passes, {torch.get_num_threads()} CPU threads")
     print(markdown_table(rows))
 
 

@@ -22,7 +22,7 @@ import statistics
 import sys
 from typing import Dict, List
 
-from .compare_runs import load_st_model, measure_speech_encoder
+from .compare_runs import load_st_model, measure_interleaved
 from .decoding import decode_bleu
 
 
@@ -46,24 +46,17 @@ def trained_setting(checkpoint: str):
 def sweep(checkpoint, data, subset, rates, init_layers, beam=8, lenpen=1.0,
           max_tokens=4000000, cpu=False, repeats=3, log=print) -> List[Dict]:
     settings = [(r, i) for i in init_layers for r in rates]
-    models, records = {}, []
+    pairs = []
     for rate, init in settings:
         model, dataset, _ = load_st_model(checkpoint, data, subset,
                                           overrides=pruning_overrides(rate, init))
-        models[rate, init] = (model, dataset)
-        first = measure_speech_encoder(model, dataset, repeats=1)
-        records.append({"rate": rate, "init_layer": init,
-                        "frames_kept": first["frames_out"] / first["frames_in"],
-                        "_times": [first["encoder_s"]]})
-    for _ in range(repeats - 1):  # interleaved: every setting once per round
-        for record in records:
-            model, dataset = models[record["rate"], record["init_layer"]]
-            record["_times"].append(
-                measure_speech_encoder(model, dataset, repeats=1, warmup=False)["encoder_s"])
-    del models
+        pairs.append((model, dataset))
+    records = [{"rate": rate, "init_layer": init,
+                "frames_kept": m["frames_out"] / m["frames_in"], "encoder_seconds": m["encoder_s"]}
+               for (rate, init), m in zip(settings, measure_interleaved(pairs, repeats))]
+    del pairs
     dense = {}
     for record in records:
-        record["encoder_seconds"] = statistics.median(record.pop("_times"))
         bleu, _, _ = decode_bleu(checkpoint, data, subset, beam=beam, lenpen=lenpen,
                                  max_tokens=max_tokens, cpu=cpu,
                                  model_overrides=pruning_overrides(record["rate"],
