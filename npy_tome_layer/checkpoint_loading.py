@@ -60,7 +60,9 @@ def _wrap_with_path(load):
     @functools.wraps(load)
     def load_checkpoint_to_cpu(path, *args, **kwargs):
         try:
-            check_checkpoint_file(path)
+            # a path behind one of fairseq's PathManager handlers (http, ...) is
+            # checked where the handler puts it, as fairseq's loader reads it
+            check_checkpoint_file(PathManager.get_local_path(path) if "://" in path else path)
             try:
                 return load(path, *args, **kwargs)
             except (pickle.UnpicklingError, EOFError, RuntimeError) as e:

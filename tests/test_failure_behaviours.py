@@ -226,3 +226,28 @@ def test_utterance_longer_than_max_tokens_is_named(st_corpus):
     with pytest.raises(ValueError, match=r"tst-COMMON.tsv:2 \(id ted_\d+_0\): \d+ samples, "
                                          r"more than --max-tokens 1000"):
         task.get_batch_iterator(task.datasets["tst-COMMON"], max_tokens=1000)
+
+
+# --- 4, 10: remote checkpoint paths, two preparations at once ------------------
+
+def test_checkpoint_behind_a_path_handler_is_checked_where_it_lands(tmp_path, monkeypatch):
+    from fairseq import checkpoint_utils
+    from fairseq.file_io import PathManager
+
+    local = tmp_path / "cached.pt"
+    checkpoint_utils.torch_persistent_save(
+        {"model": {}, "args": None, "cfg": None, "optimizer_history": [
+            {"criterion_name": "c", "optimizer_name": "o", "lr_scheduler_state": {"best": 1.0},
+             "num_updates": 1}], "extra_state": {}}, str(local))
+    monkeypatch.setattr(PathManager, "get_local_path",
+                        staticmethod(lambda path, **kw: str(local) if "://" in path else path))
+    state = checkpoint_utils.load_checkpoint_to_cpu("https://example.invalid/model.pt")
+    assert state["optimizer_history"][0]["num_updates"] == 1
+
+
+def test_two_preparations_on_one_output(mustc):
+    from npy_tome_layer.data.prepare_mustc import output_lock
+
+    with output_lock(mustc["out"]):
+        prepare_fails(mustc, r"out: another preparation is writing here")
+    assert not glob.glob(os.path.join(mustc["out"], "*.tsv"))

@@ -11,6 +11,8 @@ that split. Finished outputs are kept on re-runs; every file is written under
 a temporary name and renamed.
 """
 import argparse
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -141,11 +143,29 @@ def tsv_text(rows) -> str:
     return "\n".join(lines) + "\n"
 
 
+@contextlib.contextmanager
+def output_lock(out: str):
+    """One preparation per output directory: two at once raced on the same
+    temporary names and renames."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, ".prepare.lock"), "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PreparationError(f"{out}: another preparation is writing here; wait for it "
+                                   "to finish") from None
+        yield
+
+
 def prepare(root, tgt_lang, out, spm_model, dictionary, splits=SPLITS, log=print):
     pair_dir = os.path.join(root, f"en-{tgt_lang}")
     if not os.path.isdir(pair_dir):
         raise PreparationError(f"{pair_dir}: MuST-C pair directory not found")
-    os.makedirs(out, exist_ok=True)
+    with output_lock(out):
+        _prepare(pair_dir, tgt_lang, out, spm_model, dictionary, splits, log)
+
+
+def _prepare(pair_dir, tgt_lang, out, spm_model, dictionary, splits, log):
     present = [s for s in splits if os.path.isdir(os.path.join(pair_dir, "data", s))]
     rows_by_split = {}
     errors = []
