@@ -11,6 +11,7 @@ best into the table only with ``--write``.
         [--write configs/lenpen.tsv]
 """
 import argparse
+import math
 import os
 import sys
 
@@ -49,6 +50,9 @@ def main(argv=None):
     p.add_argument("--cpu", action="store_true")
     p.add_argument("--write", metavar="TSV", help="put the best penalty into this table")
     args = p.parse_args(argv)
+    bad = [x for x in args.lenpens if not math.isfinite(x)]
+    if bad:
+        sys.exit(f"error: length penalties must be finite numbers, got {bad}")
     for path in (args.checkpoint, os.path.join(args.data, f"{args.subset}.tsv")):
         if not os.path.isfile(path):
             sys.exit(f"error: {path} not found")

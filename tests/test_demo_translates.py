@@ -111,3 +111,22 @@ def test_sweep_refuses_bad_rates(fixed_checkpoint, st_corpus, tmp_path):
     with pytest.raises(SystemExit, match=r"keep rates must be in \(0, 1\], got \[1.5\]"):
         main(["--checkpoint", fixed_checkpoint, "--data", st_corpus["data"],
               "--rates", "1.5", "--out", str(tmp_path)])
+
+
+def test_generate_decodes_every_row_of_a_small_split(fixed_checkpoint, st_corpus):
+    """fairseq's default --required-batch-size-multiple 8 decoded 8 rows of 12,
+    and none (ZeroDivisionError) of a split with fewer than 8."""
+    out = run_cli("fairseq-generate", [
+        st_corpus["data"], "--user-dir", os.path.join(REPO, "npy_tome_layer"),
+        "--task", "speech_and_text_translation", "--gen-subset", "dev",
+        "--path", fixed_checkpoint, "--beam", "2", "--max-tokens", "400000", "--cpu",
+        "--scoring", "sacrebleu", "--max-len-b", "5"])
+    assert len(re.findall(r"^D-\d+\t", out, flags=re.M)) == 4
+
+
+def test_tune_lenpen_refuses_nan(fixed_checkpoint, st_corpus):
+    from npy_tome_layer.tune_lenpen import main
+
+    with pytest.raises(SystemExit, match=r"length penalties must be finite numbers, got \[nan\]"):
+        main(["--checkpoint", fixed_checkpoint, "--data", st_corpus["data"], "--tgt-lang", "de",
+              "--lenpens", "nan", "1.0"])

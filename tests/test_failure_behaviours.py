@@ -142,6 +142,25 @@ def test_bad_sources_fail_clearly(pruned, source, message):
         pruned.extract_features(source, mask=False)
 
 
+@pytest.mark.parametrize("valid,message", [
+    (0, r"row 1 of source has 0 valid samples: HuBERT needs at least 400"),  # gave NaN features
+    (200, r"row 1 of source has 200 valid samples: HuBERT needs at least 400")])
+def test_rows_shorter_than_a_frame_fail_clearly(pruned, valid, message):
+    source = torch.randn(2, 16000) * 0.1
+    padding_mask = torch.zeros(2, 16000, dtype=torch.bool)
+    padding_mask[1, valid:] = True
+    with pytest.raises(ValueError, match=message):
+        pruned.extract_features(source, padding_mask=padding_mask, mask=False)
+
+
+@pytest.mark.parametrize("padding_mask", [torch.zeros(2, 100, dtype=torch.bool),
+                                          torch.zeros(2, 16000)])
+def test_padding_mask_must_match_the_source(pruned, padding_mask):
+    with pytest.raises(ValueError, match=r"padding_mask must be a bool tensor shaped like "
+                                         r"source \(2, 16000\)"):
+        pruned.extract_features(torch.randn(2, 16000), padding_mask=padding_mask, mask=False)
+
+
 
 # --- 5-9, 11: preparation of a damaged MuST-C copy ---------------------------
 
@@ -173,6 +192,19 @@ def test_translation_not_utf8(mustc):
     path = mustc["txt"]("dev", "de")
     path.write_bytes(b"Guten Tag\xff\n")
     prepare_fails(mustc, r"dev: .*dev.de: line 1 is not UTF-8 \(byte 0xff\)")
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("offset", "abc", r"offset 'abc' / duration .* are not numbers of seconds"),
+    ("wav", 11, r"wav 11 is not a file name")])
+def test_segment_fields_of_the_wrong_type(mustc, field, value, message):
+    import yaml
+
+    path = mustc["txt"]("dev", "yaml")
+    segments = yaml.safe_load(path.read_text())
+    segments[0][field] = value
+    path.write_text(yaml.safe_dump(segments))
+    prepare_fails(mustc, r"dev: line 1 \(.*\): " + message)
 
 
 def test_missing_yaml(mustc):

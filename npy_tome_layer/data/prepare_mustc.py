@@ -97,6 +97,15 @@ def read_split(pair_dir: str, split: str, tgt_lang: str) -> List[Dict]:
         if not isinstance(seg, dict) or not {"offset", "duration", "wav"} <= set(seg):
             problems.append(f"{where}: segment lacks offset/duration/wav")
             continue
+        try:
+            float(seg["offset"]), float(seg["duration"])
+        except (TypeError, ValueError):
+            problems.append(f"{where}: offset {seg['offset']!r} / duration "
+                            f"{seg['duration']!r} are not numbers of seconds")
+            continue
+        if not isinstance(seg["wav"], str):
+            problems.append(f"{where}: wav {seg['wav']!r} is not a file name")
+            continue
         wav = os.path.abspath(os.path.join(wav_dir, seg["wav"]))
         if wav not in info:
             if not os.path.isfile(wav):

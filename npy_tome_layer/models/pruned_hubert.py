@@ -358,6 +358,17 @@ class PrunedHubertModel(HubertModel):
         if source.size(1) < self.min_samples:
             raise ValueError(f"source has {source.size(1)} samples: HuBERT needs at least "
                              f"{self.min_samples} (one frame)")
+        if padding_mask is not None:
+            if padding_mask.shape != source.shape or padding_mask.dtype != torch.bool:
+                raise ValueError(f"padding_mask must be a bool tensor shaped like source "
+                                 f"{tuple(source.shape)}, got {padding_mask.dtype} "
+                                 f"{tuple(padding_mask.shape)}")
+            valid = (~padding_mask).sum(dim=1)
+            short = (valid < self.min_samples).nonzero()
+            if len(short):
+                row = int(short[0])
+                raise ValueError(f"row {row} of source has {int(valid[row])} valid samples: "
+                                 f"HuBERT needs at least {self.min_samples} (one frame)")
         finite = torch.isfinite(source)
         if padding_mask is not None:
             finite = finite | padding_mask  # padding is never read as speech

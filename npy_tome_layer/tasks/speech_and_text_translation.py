@@ -215,7 +215,11 @@ class SpeechAndTextTranslationTask(FairseqTask):
         if not self.speech_input:  # the MT stage sizes text batches by the text limits (CRESS)
             max_tokens = self.args.max_tokens_text or max_tokens
             max_sentences = self.args.batch_size_text or max_sentences
-        elif max_tokens and isinstance(dataset, SpeechTranslationDataset):
+        if isinstance(dataset, SpeechTranslationDataset) and not dataset.shuffle:
+            # dev/test: fairseq's default multiple of 8 silently left rows out of
+            # generation (8 of 12 decoded, and none of fewer than 8)
+            kwargs["required_batch_size_multiple"] = 1
+        if self.speech_input and max_tokens and isinstance(dataset, SpeechTranslationDataset):
             # fairseq would assert "Sentences lengths should not exceed max_tokens"
             # without saying which one
             too_long = np.flatnonzero(dataset.sizes > max_tokens)
