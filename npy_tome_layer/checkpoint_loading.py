@@ -16,6 +16,7 @@ assumes a training checkpoint (it reads ``best_loss`` when there is no
 """
 import argparse
 import functools
+import glob
 import os
 import pickle
 import shutil
@@ -120,6 +121,9 @@ def _atomic_local_copy(copy):
             return copy(src_path, dst_path, overwrite=overwrite)
         if os.path.exists(dst_path) and not overwrite:
             return False
+        # one trainer writes a save dir: temporaries of earlier, killed copies are stale
+        for stale in glob.glob(glob.escape(dst_path) + ".tmp-*"):
+            os.remove(stale)
         tmp = f"{dst_path}.tmp-{os.getpid()}"
         try:
             shutil.copyfile(src_path, tmp)

@@ -31,6 +31,7 @@ def test_checkpoint_writes_are_atomic(tmp_path):
     with pytest.raises(RuntimeError, match="killed mid-write"):
         checkpoint_utils.torch_persistent_save({"model": Unpicklable()}, str(good))
     assert good.read_bytes() == before
+    (tmp_path / "checkpoint_last.pt.tmp-99999").write_bytes(b"half a copy")  # a killed copy
     source = tmp_path / "checkpoint3.pt"
     checkpoint_utils.torch_persistent_save({"model": {"w": torch.zeros(3)}}, str(source))
     assert PathManager.copy(str(source), str(good), overwrite=True)
