@@ -133,6 +133,7 @@ def test_float64_and_one_dimensional_sources_are_accepted(pruned):
      r"source is int16 PCM: convert to float in \[-1, 1\] \(samples / 32768\)"),
     (torch.zeros(2, 1, 16000), r"source must be B x samples \(or one utterance of samples\), "
                                r"got shape \(2, 1, 16000\)"),
+    (torch.zeros(16000, 1), r"source has shape \(16000, 1\), samples x 1: pass B x samples"),
     (torch.zeros(1, 0), r"source has 0 samples: HuBERT needs at least 400 \(one frame\)"),
     (torch.zeros(1, 200), r"source has 200 samples: HuBERT needs at least 400 \(one frame\)"),
     (torch.tensor([[0.0] * 1000 + [float("nan")] * 10 + [0.0] * 1000]),

@@ -351,6 +351,9 @@ class PrunedHubertModel(HubertModel):
         if source.dim() != 2:
             raise ValueError("source must be B x samples (or one utterance of samples), got "
                              f"shape {tuple(source.shape)}")
+        if source.size(1) == 1 and source.size(0) >= self.min_samples:
+            raise ValueError(f"source has shape {tuple(source.shape)}, samples x 1: pass "
+                             "B x samples (source.T, or source[:, 0] for one utterance)")
         if not source.is_floating_point():
             dtype = str(source.dtype).replace("torch.", "")
             raise ValueError(f"source is {dtype} PCM: convert to float in [-1, 1] "
