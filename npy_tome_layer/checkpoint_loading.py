@@ -15,6 +15,7 @@ assumes a training checkpoint (it reads ``best_loss`` when there is no
 ``deltalm-base.pt`` (``{"weights": ...}``) is passed through untouched.
 """
 import argparse
+import contextlib
 import functools
 import glob
 import os
@@ -55,9 +56,6 @@ def check_checkpoint_file(path: str) -> None:
 
 
 def _wrap_with_path(load):
-    if getattr(load, "_names_path_on_error", False):
-        return load
-
     @functools.wraps(load)
     def load_checkpoint_to_cpu(path, *args, **kwargs):
         try:
@@ -80,7 +78,6 @@ def _wrap_with_path(load):
                 raise
             raise CheckpointError(f"{e}{hint}") from e
 
-    load_checkpoint_to_cpu._names_path_on_error = True
     return load_checkpoint_to_cpu
 
 
@@ -113,9 +110,6 @@ def _atomic_local_copy(copy):
     """fairseq saves checkpoint_N.pt atomically but then *copies* it over
     checkpoint_last.pt / checkpoint_best.pt in place, so a kill during the
     copy truncated a good file. Local copies now go to a temporary name first."""
-    if getattr(copy, "_atomic", False):
-        return copy
-
     def atomic_copy(src_path, dst_path, overwrite=False):
         if "://" in src_path or "://" in dst_path:
             return copy(src_path, dst_path, overwrite=overwrite)
@@ -124,24 +118,15 @@ def _atomic_local_copy(copy):
         # one trainer writes a save dir: temporaries of earlier, killed copies are stale
         for stale in glob.glob(glob.escape(dst_path) + ".tmp-*"):
             os.remove(stale)
-        tmp = f"{dst_path}.tmp-{os.getpid()}"
-        try:
+        with atomic_destination(dst_path) as tmp:
             shutil.copyfile(src_path, tmp)
-            os.replace(tmp, dst_path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
         return True
 
-    atomic_copy._atomic = True
     return atomic_copy
 
 
 def _no_leftover_on_error(save):
     """fairseq writes FILE.tmp and renames it; a failed write left FILE.tmp."""
-    if getattr(save, "_cleans_up", False):
-        return save
-
     @functools.wraps(save)
     def torch_persistent_save(obj, filename, *args, **kwargs):
         try:
@@ -151,36 +136,37 @@ def _no_leftover_on_error(save):
                 os.remove(filename + ".tmp")
             raise
 
-    torch_persistent_save._cleans_up = True
     return torch_persistent_save
 
 
 def _pass_through_weight_files(upgrade):
-    if getattr(upgrade, "_passes_weight_files", False):
-        return upgrade
-
     @functools.wraps(upgrade)
     def _upgrade_state_dict(state):
         if "weights" in state and "model" not in state and "optimizer_history" not in state:
             return state
         return upgrade(state)
 
-    _upgrade_state_dict._passes_weight_files = True
     return _upgrade_state_dict
+
+
+def _wrap_once(owner, name: str, wrap, static: bool = False) -> None:
+    """Replace ``owner.name`` by ``wrap(owner.name)`` unless that was done
+    already (the package may be imported again through --user-dir)."""
+    current = getattr(owner, name)
+    if getattr(current, "_npy_tome_layer_wrapper", False):
+        return
+    wrapped = wrap(current)
+    wrapped._npy_tome_layer_wrapper = True
+    setattr(owner, name, staticmethod(wrapped) if static else wrapped)
 
 
 def install() -> None:
     """Idempotent; called once on ``import npy_tome_layer``."""
     torch.serialization.add_safe_globals(SAFE_GLOBALS)
-    checkpoint_utils._upgrade_state_dict = _pass_through_weight_files(
-        checkpoint_utils._upgrade_state_dict
-    )
-    checkpoint_utils.load_checkpoint_to_cpu = _wrap_with_path(
-        checkpoint_utils.load_checkpoint_to_cpu
-    )
-    PathManager.copy = staticmethod(_atomic_local_copy(PathManager.copy))
-    checkpoint_utils.torch_persistent_save = _no_leftover_on_error(
-        checkpoint_utils.torch_persistent_save)
+    _wrap_once(checkpoint_utils, "_upgrade_state_dict", _pass_through_weight_files)
+    _wrap_once(checkpoint_utils, "load_checkpoint_to_cpu", _wrap_with_path)
+    _wrap_once(checkpoint_utils, "torch_persistent_save", _no_leftover_on_error)
+    _wrap_once(PathManager, "copy", _atomic_local_copy, static=True)
 
 
 def load_checkpoint(path: str) -> dict:
@@ -188,13 +174,20 @@ def load_checkpoint(path: str) -> dict:
     return checkpoint_utils.load_checkpoint_to_cpu(path)
 
 
-def save_atomically(obj, path: str) -> None:
-    """torch.save to a temporary name, then rename: a crash never leaves a
+@contextlib.contextmanager
+def atomic_destination(path: str):
+    """A temporary name beside ``path`` to write to: it replaces ``path`` when
+    the block succeeds and is removed when it fails, so a crash never leaves a
     half-written file where a good one (or none) was."""
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        torch.save(obj, tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def save_atomically(obj, path: str) -> None:
+    with atomic_destination(path) as tmp:
+        torch.save(obj, tmp)

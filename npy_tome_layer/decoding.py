@@ -7,14 +7,14 @@ times with one setting changed (length penalty, keep rate).
 import io
 import os
 from contextlib import redirect_stdout
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional
 
 USER_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def generate_args(checkpoint: str, data: str, subset: str, *, beam: int = 8,
                   lenpen: float = 1.0, max_tokens: int = 4000000, cpu: bool = False,
-                  model_overrides: Optional[Dict] = None, extra: Sequence[str] = ()):
+                  model_overrides: Optional[Dict] = None):
     from fairseq import options
 
     argv = [data, "--user-dir", USER_DIR, "--task", "speech_and_text_translation",
@@ -26,15 +26,13 @@ def generate_args(checkpoint: str, data: str, subset: str, *, beam: int = 8,
     if model_overrides:
         argv += ["--model-overrides", repr(model_overrides)]
     parser = options.get_generation_parser()
-    return options.parse_args_and_arch(parser, argv + list(extra))
+    return options.parse_args_and_arch(parser, argv)
 
 
-def decode_bleu(checkpoint: str, data: str, subset: str, **kwargs):
-    """(BLEU, the scorer's result line, generate's output) for one setting."""
+def decode_bleu(checkpoint: str, data: str, subset: str, **kwargs) -> float:
+    """sacreBLEU of one setting; generate's per-sentence lines are not printed."""
     from fairseq_cli import generate
 
     args = generate_args(checkpoint, data, subset, **kwargs)
-    out = io.StringIO()
-    with redirect_stdout(out):
-        scorer = generate.main(args)
-    return scorer.score(), scorer.result_string(), out.getvalue()
+    with redirect_stdout(io.StringIO()):
+        return generate.main(args).score()

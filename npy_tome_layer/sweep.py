@@ -57,10 +57,10 @@ def sweep(checkpoint, data, subset, rates, init_layers, beam=8, lenpen=1.0,
     del pairs
     dense = {}
     for record in records:
-        bleu, _, _ = decode_bleu(checkpoint, data, subset, beam=beam, lenpen=lenpen,
-                                 max_tokens=max_tokens, cpu=cpu,
-                                 model_overrides=pruning_overrides(record["rate"],
-                                                                   record["init_layer"]))
+        bleu = decode_bleu(checkpoint, data, subset, beam=beam, lenpen=lenpen,
+                           max_tokens=max_tokens, cpu=cpu,
+                           model_overrides=pruning_overrides(record["rate"],
+                                                             record["init_layer"]))
         record["bleu"] = round(bleu, 2)
         log(f"rate {record['rate']:g} from layer {record['init_layer']}: BLEU {bleu:.2f}, "
             f"{100 * record['frames_kept']:.1f} % frames, {record['encoder_seconds']:.3f} s")

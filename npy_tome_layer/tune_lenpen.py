@@ -59,8 +59,8 @@ def main(argv=None):
 
     scores = []
     for lenpen in args.lenpens:
-        bleu, _, _ = decode_bleu(args.checkpoint, args.data, args.subset, beam=args.beam,
-                                 lenpen=lenpen, max_tokens=args.max_tokens, cpu=args.cpu)
+        bleu = decode_bleu(args.checkpoint, args.data, args.subset, beam=args.beam,
+                           lenpen=lenpen, max_tokens=args.max_tokens, cpu=args.cpu)
         scores.append((lenpen, bleu))
         print(f"lenpen {lenpen:g}: BLEU {bleu:.2f}", file=sys.stderr, flush=True)
     best = max(scores, key=lambda s: s[1])  # the first of equal scores: the smallest tried

@@ -23,6 +23,7 @@ import sentencepiece as spm
 import soundfile as sf
 import yaml
 
+from ..checkpoint_loading import atomic_destination
 from .speech_translation_dataset import COLUMNS, SAMPLE_RATE
 
 SPLITS = ("train", "dev", "tst-COMMON", "tst-HE")
@@ -34,10 +35,8 @@ class PreparationError(ValueError):
 
 
 def write_text_atomically(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_destination(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
 def read_yaml_segments(path: str, split: str) -> List:
