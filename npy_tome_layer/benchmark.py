@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import ctypes
 import json
-import math
 import os
 import platform
 import statistics
@@ -33,30 +32,28 @@ from typing import Dict, List, Optional
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from .models.pruned_hubert import PrunedHubertModel, ReceivedAttention, build_pruned_hubert
-from .modules.keep_rate import KeepRateSchedule
-from .modules.token_merging import StridedConvReduction
+from .models.pruned_hubert import PrunedHubertModel, build_pruned_hubert
+from .modules.token_reduction import PROFILE_LABELS, REDUCTIONS, TokenReduction, build_reduction
 from .plotting import pyplot
+from .speech import SAMPLE_RATE
 from .standins import hubert_model_config
-
-SAMPLE_RATE = 16000
 
 
 # --- the analytic ideal -------------------------------------------------------
 
 def reduced_lengths(frames: int, num_layers: int, rate: float, init_layer: int,
-                    reduction: str = "prune", stride: int = 2, seq_multiple: int = 1):
-    """(sequence length each transformer layer runs on, valid frames leaving)."""
+                    reduction: TokenReduction, seq_multiple: int = 1):
+    """(sequence length each transformer layer runs on, valid frames leaving,
+    sequence lengths each reduction step started from)."""
     valid = frames
     run = frames + (-frames) % seq_multiple  # fairseq pads to required_seq_len_multiple
-    lengths = []
+    lengths, steps = [], []
     for i in range(num_layers):
         lengths.append(run)
-        if i >= init_layer and reduction in ("prune", "merge") and rate < 1.0:
-            valid = run = max(1, math.ceil(rate * valid))
-        elif i == init_layer and reduction == "conv":
-            valid, run = math.ceil(valid / stride), math.ceil(run / stride)
-    return lengths, valid
+        if reduction.acts_after(i, init_layer, rate):
+            steps.append(run)
+            valid, run = reduction.lengths_after(valid, run, rate)
+    return lengths, valid, steps
 
 
 def encoder_flops_formula(model_cfg: Dict, num_samples: int, batch: int = 1, rate: float = 1.0,
@@ -77,12 +74,12 @@ def encoder_flops_formula(model_cfg: Dict, num_samples: int, batch: int = 1, rat
         front += 2 * c_in * c * frames  # post_extract_proj (absent when the dims agree)
     k, groups = model_cfg["conv_pos"], model_cfg["conv_pos_groups"]
     front += 2 * (c // groups) * c * k * (frames + 2 * (k // 2) - k + 1)  # pos_conv before SamePad
-    lengths, frames_out = reduced_lengths(
-        frames, model_cfg["encoder_layers"], rate, init_layer, reduction, stride,
+    step = build_reduction(reduction, 1, stride)  # arithmetic only, its weights unused
+    lengths, frames_out, steps = reduced_lengths(
+        frames, model_cfg["encoder_layers"], rate, init_layer, step,
         model_cfg.get("required_seq_len_multiple", 1))
     layers = sum(8 * n * c * c + 4 * n * n * c + 4 * n * c * f for n in lengths)
-    if reduction == "conv" and init_layer < model_cfg["encoder_layers"]:
-        layers += 2 * c * c * stride * lengths[min(init_layer + 1, len(lengths) - 1)]
+    layers += sum(step.flops(n, c) for n in steps)
     return {"front_end": batch * front, "layers": batch * layers,
             "total": batch * (front + layers), "frames_out": frames_out}
 
@@ -156,19 +153,20 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def configure(model: PrunedHubertModel, mode: str, rate: float, init_layer: int,
-              conv: Optional[StridedConvReduction] = None) -> None:
-    """Point one model (built with init layer 0, so every layer can report
-    scores) at a setting; all settings share the same weights."""
-    enc = model.encoder
-    assert all(isinstance(layer.self_attn, ReceivedAttention) for layer in enc.layers)
-    enc.schedule = KeepRateSchedule.fixed(rate)
-    enc.pruning_init_layer = init_layer
-    enc.token_reduction = mode
-    if mode == "conv":
-        enc.length_reduction = conv
-    for layer in enc.layers:
-        layer.self_attn.report = None
+def setting_model(reference: PrunedHubertModel, cfg: Dict, mode: str, rate: float,
+                  init_layer: int) -> PrunedHubertModel:
+    """A model for one setting, built the public way, sharing the reference's
+    weights (assign=True: no copy); the conv reduction's own weights are new."""
+    model = build_pruned_hubert(cfg, pruning_rate=rate, pruning_init_layer=init_layer,
+                                token_reduction=mode)
+    model.remove_pretraining_modules()
+    param = next(reference.parameters())
+    model.to(device=param.device, dtype=param.dtype)
+    # nn.Module's own: fairseq's override takes no assign
+    missing, unexpected = torch.nn.Module.load_state_dict(
+        model, reference.state_dict(), strict=False, assign=True)
+    assert not unexpected and all(k.startswith("encoder.length_reduction.") for k in missing)
+    return model.eval()
 
 
 def _timed_pass(model, audio) -> float:
@@ -178,27 +176,37 @@ def _timed_pass(model, audio) -> float:
     return time.perf_counter() - start
 
 
-def measure_group(model, conv, settings: List[Dict], audio, warmup: int,
-                  repeats: int) -> List[Dict]:
-    """Latency, peak memory, overhead share and frames out of settings that
-    share one input. The timed passes go round-robin over the settings
-    (repeat 1 of every setting, then repeat 2, ...): on a shared machine the
-    speed drifts by tens of percent over minutes, and interleaving makes that
-    drift hit dense and pruned alike instead of whichever ran later."""
-    enc = model.encoder
-    times = [[] for _ in settings]
+def reduction_share(model, audio) -> float:
+    """Share of one pass spent under the reductions' profiler labels (scoring
+    inside attention, top-k / matching / conv, gathering), from a profiled
+    pass of its own (profiling slows every op alike, roughly)."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if audio.is_cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        total = _timed_pass(model, audio)
+    field = "device_time_total" if audio.is_cuda else "cpu_time_total"
+    spent_us = sum(getattr(e, field) for e in prof.key_averages() if e.key in PROFILE_LABELS)
+    return spent_us / 1e6 / total
+
+
+def measure_group(models, audio, warmup: int, repeats: int) -> List[Dict]:
+    """Latency, peak memory, reduction share and frames out of models (one
+    per setting) on one input. The timed passes go round-robin over the
+    settings (repeat 1 of every setting, then repeat 2, ...): on a shared
+    machine the speed drifts by tens of percent over minutes, and
+    interleaving makes that drift hit dense and pruned alike instead of
+    whichever ran later."""
+    times = [[] for _ in models]
     with torch.inference_mode():
-        for s in settings:
-            configure(model, conv=conv, **s)
+        for model in models:
             for _ in range(warmup):
                 _timed_pass(model, audio)
         for _ in range(repeats):
-            for i, s in enumerate(settings):
-                configure(model, conv=conv, **s)
+            for i, model in enumerate(models):
                 times[i].append(_timed_pass(model, audio))
         results = []
-        for i, s in enumerate(settings):
-            configure(model, conv=conv, **s)
+        for i, model in enumerate(models):
             # peak memory in a pass of its own: resetting the CPU peak returns
             # the heap to the OS, and the page faults that follow are not timed
             peak = PeakMemory(audio.device)
@@ -206,29 +214,25 @@ def measure_group(model, conv, settings: List[Dict], audio, warmup: int,
                 x, mask = model.extract_features(audio, padding_mask=None, mask=False)
             frames_out = x.size(1) if mask is None else int((~mask[0]).sum())
             del x, mask
-            # scoring + top-k + gather: a separate pass (the stopwatch
-            # synchronises CUDA, which would distort the latency above)
-            enc.stopwatch.seconds = 0.0
-            total = _timed_pass(model, audio)
-            overhead, enc.stopwatch.seconds = enc.stopwatch.seconds, None
             results.append({"latency_s": statistics.median(times[i]),
                             "latency_range_s": (min(times[i]), max(times[i])),
-                            "peak_bytes": peak.bytes, "overhead_share": overhead / total,
+                            "peak_bytes": peak.bytes,
+                            "overhead_share": reduction_share(model, audio),
                             "frames_out": frames_out})
     return results
 
 
-def run_group(model, conv, cfg, settings: List[Dict], duration: float, batch: int, device,
+def run_group(reference, cfg, settings: List[Dict], duration: float, batch: int, device,
               dtype, warmup: int, repeats: int) -> List[Dict]:
     """One row per setting ({mode, rate, init_layer}) on duration x batch audio."""
     num_samples = int(duration * SAMPLE_RATE)
     g = torch.Generator().manual_seed(0)
     audio = (0.1 * torch.randn(batch, num_samples, generator=g)).to(device=device, dtype=dtype)
-    frames_in = int(model.frame_lengths(torch.tensor(num_samples)))
+    frames_in = int(reference.frame_lengths(torch.tensor(num_samples)))
+    models = [setting_model(reference, cfg, **s) for s in settings]
     rows = []
-    for s, measured in zip(settings, measure_group(model, conv, settings, audio, warmup,
-                                                   repeats)):
-        configure(model, conv=conv, **s)
+    for s, model, measured in zip(settings, models,
+                                  measure_group(models, audio, warmup, repeats)):
         row = {**s, "duration_s": duration, "batch": batch, "frames_in": frames_in, **measured}
         # FLOPs scale exactly with the batch (equal lengths, no padding): count one row
         row["flops"] = count_flops(model, audio[:1]) * batch
@@ -243,25 +247,25 @@ def run_group(model, conv, cfg, settings: List[Dict], duration: float, batch: in
 
 
 def build_model(size: str, device, dtype):
+    """(HuBERT config, dense reference model whose weights every setting shares)."""
     torch.manual_seed(0)
     cfg = hubert_model_config(size)
     model = build_pruned_hubert(cfg, pruning_rate=1.0, pruning_init_layer=0)
     model.remove_pretraining_modules()
-    conv = StridedConvReduction(model.encoder.embedding_dim, 2)
-    return cfg, model.to(device=device, dtype=dtype).eval(), conv.to(device=device, dtype=dtype)
+    return cfg, model.to(device=device, dtype=dtype).eval()
 
 
 def run_grid(args) -> List[Dict]:
     device = torch.device(args.device)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
-    cfg, model, conv = build_model(args.size, device, dtype)
+    cfg, model = build_model(args.size, device, dtype)
     rows = []
 
     def group(name, duration, batch, settings):
         print(f"[benchmark] {name}: {duration:g} s x {batch}, {len(settings)} settings, "
               "round-robin", flush=True)
         rows.extend({"group": name, **row} for row in run_group(
-            model, conv, cfg, settings, duration, batch, device, dtype, args.warmup,
+            model, cfg, settings, duration, batch, device, dtype, args.warmup,
             args.repeats))
 
     dense = {"mode": "prune", "rate": 1.0, "init_layer": 0}
@@ -276,11 +280,11 @@ def run_grid(args) -> List[Dict]:
         for init in args.init_layers:
             # the rate that leaves about half the frames, as one stride-2 conv does
             half = round(0.5 ** (1 / (layers - init)), 4)
-            settings += [{"mode": mode, "rate": rate, "init_layer": init}
-                         for mode, rate in (("prune", half), ("merge", half), ("conv", 1.0))]
+            settings += [{"mode": mode, "rate": half if cls.uses_rate else 1.0, "init_layer": init}
+                         for mode, cls in REDUCTIONS.items()]
             if 0.9 in args.rates:
-                settings.append({"mode": "prune", "rate": 0.9, "init_layer": init})
-                settings.append({"mode": "merge", "rate": 0.9, "init_layer": init})
+                settings += [{"mode": mode, "rate": 0.9, "init_layer": init}
+                             for mode, cls in REDUCTIONS.items() if cls.uses_rate]
         group("alternatives", args.alternatives_duration, args.alternatives_batch, settings)
     for row in rows:
         dense = next(r for r in rows if r["mode"] == "prune" and r["rate"] == 1.0
@@ -379,12 +383,13 @@ def plots(rows: List[Dict], out: str) -> List[str]:
     if alt:
         fig, ax = plt.subplots(figsize=(7, 4))
         labels = [f"{r['mode']}\nr={r['rate']:g} k={r['init_layer']}" for r in alt]
+        colors = {mode: f"C{i}" for i, mode in enumerate(REDUCTIONS)}
         ax.bar(range(len(alt)), [r["latency_s"] * 1000 for r in alt],
-               color=[{"prune": "C0", "merge": "C1", "conv": "C2"}[r["mode"]] for r in alt])
+               color=[colors[r["mode"]] for r in alt])
         ax.set_xticks(range(len(alt)))
         ax.set_xticklabels(labels, fontsize=6)
         ax.set_ylabel("latency (ms)")
-        ax.set_title("pruning vs merging vs strided conv")
+        ax.set_title(" vs ".join(REDUCTIONS) + " (registered reductions)")
         fig.tight_layout()
         path = os.path.join(out, "alternatives.png")
         fig.savefig(path, dpi=100)

@@ -20,6 +20,8 @@ from typing import Dict, List, Optional
 
 import torch
 
+from .speech import SAMPLE_RATE
+
 BLEU_LINE = re.compile(r"^Generate .*?BLEU = ([0-9.]+)", re.M)
 
 
@@ -76,7 +78,7 @@ def measure_speech_encoder(model, dataset, repeats: int = 3, warmup: bool = True
             "hubert_s": statistics.median(hubert_times),
             "encoder_s": statistics.median(encoder_times),
             "utterances": len(audios),
-            "audio_s": sum(a.size(1) for a in audios) / 16000}
+            "audio_s": sum(a.size(1) for a in audios) / SAMPLE_RATE}
 
 
 def measure_interleaved(pairs, repeats: int = 3) -> List[Dict[str, float]]:

@@ -11,7 +11,8 @@ from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig
 from omegaconf import OmegaConf
 
 from .checkpoint_loading import save_atomically
-from .models.pruned_hubert import _hubert_config
+from .models.pruned_hubert import hubert_config
+from .speech import SAMPLE_RATE
 
 # Official HuBERT shapes (hubert_base_ls960.pt / hubert_large_ll60k.pt).
 HUBERT_SIZES = {
@@ -59,13 +60,13 @@ def write_hubert_checkpoint(path: str, size: str = "base", num_clusters: int = 5
     normalize = model_cfg["extractor_mode"] == "layer_norm"  # as HuBERT large
     task_cfg = OmegaConf.to_container(OmegaConf.structured(HubertPretrainingConfig(
         data="/checkpoint/does-not-exist", label_dir="/checkpoint/labels-do-not-exist",
-        labels=["km"], label_rate=50.0, sample_rate=16000, normalize=normalize,
+        labels=["km"], label_rate=50.0, sample_rate=SAMPLE_RATE, normalize=normalize,
     )), resolve=True, enum_to_str=True)
     task_cfg["_name"] = "hubert_pretraining"
     dictionary = Dictionary()
     for i in range(num_clusters):
         dictionary.add_symbol(str(i))
-    model = HubertModel(_hubert_config(model_cfg), OmegaConf.create(task_cfg), [dictionary])
+    model = HubertModel(hubert_config(model_cfg), OmegaConf.create(task_cfg), [dictionary])
     state = {
         "args": None,
         "cfg": {"_name": None, "common": {"fp16": True, "seed": 1337},

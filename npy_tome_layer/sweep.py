@@ -24,6 +24,8 @@ from typing import Dict, List
 
 from .compare_runs import load_st_model, measure_interleaved
 from .decoding import decode_bleu
+from .models.hubert_transformer import rate_arguments
+from .modules.keep_rate import KeepRateSchedule
 
 
 def pruning_overrides(rate: float, init_layer: int) -> Dict:
@@ -38,8 +40,7 @@ def trained_setting(checkpoint: str):
 
     state = load_checkpoint(checkpoint)
     args = state["cfg"]["model"] if state.get("cfg") else state["args"]
-    rate = getattr(args, "pruning_min_rate", None) if str(args.arch).endswith("_schedule") \
-        else getattr(args, "pruning_rate", None)
+    rate = KeepRateSchedule.from_arguments(**rate_arguments(args)).min_rate
     return rate, getattr(args, "pruning_init_layer", None)
 
 

@@ -18,6 +18,7 @@ import soundfile as sf
 import torch
 
 from .checkpoint_loading import CheckpointError, load_checkpoint
+from .models.hubert_transformer import rate_arguments
 from .models.pruned_hubert import (
     PrunedHubertModel,
     build_pruned_hubert,
@@ -25,6 +26,7 @@ from .models.pruned_hubert import (
     load_pruned_hubert,
 )
 from .plotting import pyplot
+from .speech import SAMPLE_RATE
 from .standins import hubert_model_config
 
 FRAME_SECONDS = 0.02
@@ -45,16 +47,12 @@ def load_for_visualisation(checkpoint: Optional[str], rate: Optional[float],
                                   pruning_init_layer=init_layer or 0)
     args = model_cfg  # an ST checkpoint: HuBERT config in its args, weights in its state
     num_updates = (state.get("optimizer_history") or [{}])[-1].get("num_updates", 0)
-    schedule = {}
-    if args.arch.endswith("_schedule") and rate is None:
-        schedule = dict(pruning_max_rate=args.pruning_max_rate,
-                        pruning_min_rate=args.pruning_min_rate,
-                        pruning_schedule_updates=args.pruning_schedule_updates)
     model = build_pruned_hubert(
-        hubert_cfg, pruning_rate=rate if rate is not None else args.pruning_rate,
+        hubert_cfg,
         pruning_init_layer=init_layer if init_layer is not None else args.pruning_init_layer,
         token_reduction=getattr(args, "token_reduction", "prune"),
-        conv_stride=getattr(args, "conv_reduction_stride", 2), **schedule)
+        conv_stride=getattr(args, "conv_reduction_stride", 2),
+        **(rate_arguments(args) if rate is None else {"pruning_rate": rate}))
     model.remove_pretraining_modules()
     prefix = "encoder.hubert."
     load_hubert_weights(model, {k[len(prefix):]: v for k, v in state["model"].items()
@@ -66,9 +64,9 @@ def load_for_visualisation(checkpoint: Optional[str], rate: Optional[float],
 def survival(model: PrunedHubertModel, audio: np.ndarray) -> np.ndarray:
     """layers x frames, 1 where the frame is still present after that layer."""
     with torch.inference_mode():
-        x, _ = model.extract_features(torch.from_numpy(audio).float().unsqueeze(0))
+        kept: List[torch.Tensor] = model(torch.from_numpy(audio).float().unsqueeze(0),
+                                         mask=False, features_only=True)["kept_indices"]
     frames = int(model.frame_lengths(torch.tensor(len(audio))))
-    kept: List[torch.Tensor] = model.last_kept_indices
     grid = np.zeros((len(kept), frames), dtype=np.float32)
     for row, idx in enumerate(kept):
         grid[row, idx[0][idx[0] < frames].numpy()] = 1.0
@@ -78,10 +76,10 @@ def survival(model: PrunedHubertModel, audio: np.ndarray) -> np.ndarray:
 def draw(audio: np.ndarray, grid: np.ndarray, first_layer: int, title: str, out: str) -> None:
     plt = pyplot()
 
-    seconds = len(audio) / 16000
+    seconds = len(audio) / SAMPLE_RATE
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 2 + 0.25 * len(grid)), sharex=True,
                                       gridspec_kw={"height_ratios": [1, max(1, len(grid) / 4)]})
-    top.plot(np.arange(len(audio)) / 16000, audio, linewidth=0.4, color="0.3")
+    top.plot(np.arange(len(audio)) / SAMPLE_RATE, audio, linewidth=0.4, color="0.3")
     top.set_ylabel("waveform")
     top.set_title(title, fontsize=9)
     extent = (0, grid.shape[1] * FRAME_SECONDS, first_layer + len(grid) - 0.5, first_layer - 0.5)
@@ -111,16 +109,14 @@ def main(argv=None):
         audio, sr = sf.read(args.wav, dtype="float32", always_2d=True)
     except Exception as e:  # soundfile's errors do not always name the file
         sys.exit(f"visualize_pruning: cannot read {args.wav}: {e}")
-    if sr != 16000 or audio.shape[1] != 1:
+    if sr != SAMPLE_RATE or audio.shape[1] != 1:
         sys.exit(f"visualize_pruning: {args.wav} is {sr} Hz x {audio.shape[1]} ch, "
-                 "expected 16000 Hz mono")
+                 f"expected {SAMPLE_RATE} Hz mono")
     audio = audio[:, 0]
     try:
         model = load_for_visualisation(args.checkpoint, args.rate, args.init_layer)
     except (CheckpointError, ValueError) as e:
         sys.exit(f"visualize_pruning: {e}")
-    if model.encoder.token_reduction == "conv":
-        sys.exit("visualize_pruning: a conv-reduction model keeps every other frame; nothing to draw")
     grid = survival(model, audio)
     enc = model.encoder
     title = (f"{args.wav}: keep rate {enc.keep_rate:g} per layer from layer "

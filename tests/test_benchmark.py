@@ -14,10 +14,10 @@ import torch
 from npy_tome_layer.benchmark import (
     PeakMemory,
     build_model,
-    configure,
     count_flops,
     encoder_flops_formula,
     measure_group,
+    setting_model,
 )
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -33,12 +33,10 @@ def tiny():
                                             ("conv", 1.0, 1)])
 @pytest.mark.parametrize("num_samples", [16000, 3 * 16000 + 123])
 def test_flop_ratio_matches_the_analytic_ideal(tiny, mode, rate, init, num_samples):
-    cfg, model, conv = tiny
+    cfg, reference = tiny
     audio = torch.randn(1, num_samples)
-    configure(model, "prune", 1.0, 0, conv)
-    dense = count_flops(model, audio)
-    configure(model, mode, rate, init, conv)
-    reduced = count_flops(model, audio)
+    dense = count_flops(setting_model(reference, cfg, "prune", 1.0, 0), audio)
+    reduced = count_flops(setting_model(reference, cfg, mode, rate, init), audio)
     f_dense = encoder_flops_formula(cfg, num_samples)["total"]
     f_reduced = encoder_flops_formula(cfg, num_samples, 1, rate, init, mode)["total"]
     assert dense == f_dense  # every matmul/conv accounted for, incl. CPU fused attention
@@ -48,8 +46,8 @@ def test_flop_ratio_matches_the_analytic_ideal(tiny, mode, rate, init, num_sampl
 
 
 def test_flops_scale_with_the_batch_and_follow_the_keep_counts(tiny):
-    cfg, model, conv = tiny
-    configure(model, "prune", 0.7, 0, conv)
+    cfg, reference = tiny
+    model = setting_model(reference, cfg, "prune", 0.7, 0)
     audio = torch.randn(3, 32000)
     assert count_flops(model, audio) == 3 * count_flops(model, audio[:1])
     out = encoder_flops_formula(cfg, 32000, 1, 0.7, 0)
@@ -62,7 +60,7 @@ def test_flops_scale_with_the_batch_and_follow_the_keep_counts(tiny):
 def test_timed_passes_interleave_the_settings(tiny, monkeypatch):
     import npy_tome_layer.benchmark as benchmark
 
-    cfg, model, conv = tiny
+    cfg, reference = tiny
     seen = []
     real = benchmark._timed_pass
 
@@ -73,9 +71,15 @@ def test_timed_passes_interleave_the_settings(tiny, monkeypatch):
     monkeypatch.setattr(benchmark, "_timed_pass", spy)
     settings = [{"mode": "prune", "rate": 1.0, "init_layer": 0},
                 {"mode": "merge", "rate": 0.8, "init_layer": 1}]
-    out = measure_group(model, conv, settings, 0.1 * torch.randn(1, 8000), warmup=1, repeats=3)
+    models = [setting_model(reference, cfg, **s) for s in settings]
+    out = measure_group(models, 0.1 * torch.randn(1, 8000), warmup=1, repeats=3)
     a, b = ("prune", 1.0), ("merge", 0.8)
-    assert seen == [a, b] * (1 + 3 + 1)  # warm-up, 3 timed rounds, overhead pass
+    assert seen == [a, b] * (1 + 3 + 1)  # warm-up, 3 timed rounds, profiled pass
+    # every setting runs on the reference's weights
+    assert all(m.encoder.layers[0].fc1.weight is not None and
+               m.encoder.layers[0].fc1.weight.data_ptr() ==
+               reference.encoder.layers[0].fc1.weight.data_ptr() for m in models)
+    assert out[0]["overhead_share"] == 0.0 < out[1]["overhead_share"]
     assert out[0]["frames_out"] > out[1]["frames_out"]
     assert all(lo <= r["latency_s"] <= hi for r in out for lo, hi in [r["latency_range_s"]])
 

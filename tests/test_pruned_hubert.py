@@ -8,13 +8,13 @@ from omegaconf import OmegaConf
 
 from npy_tome_layer import load_pruned_hubert
 from npy_tome_layer.checkpoint_loading import load_checkpoint
-from npy_tome_layer.models.pruned_hubert import _hubert_config, build_pruned_hubert
+from npy_tome_layer.models.pruned_hubert import hubert_config, build_pruned_hubert
 
 
 def fairseq_hubert(path):
     """fairseq's own HubertModel with the checkpoint's weights (the reference)."""
     state = load_checkpoint(path)
-    model = HubertModel(_hubert_config(state["cfg"]["model"]), state["cfg"]["task"],
+    model = HubertModel(hubert_config(state["cfg"]["model"]), state["cfg"]["task"],
                         state["task_state"]["dictionaries"])
     model.load_state_dict(state["model"], strict=True)
     return model.eval()
@@ -168,15 +168,22 @@ def test_training_with_layerdrop_prunes_after_layers_that_ran(hubert_tiny):
         assert x.size(1) == chain(51, 0.5, len(model.last_kept_indices))
 
 
-def test_bf16_runs_with_fp32_scores(hubert_tiny):
+def test_bf16_runs_with_fp32_scores(hubert_tiny, monkeypatch):
+    import npy_tome_layer.modules.token_reduction as token_reduction
+
     model = load_pruned_hubert(hubert_tiny, pruning_rate=0.7).to(torch.bfloat16)
     seen = []
-    model.encoder.layers[0].self_attn.register_forward_hook(
-        lambda m, a, out: seen.append(out[1].dtype))
+    real = token_reduction.select_frames
+
+    def spy(scores, padding_mask, rate):
+        seen.append(scores.dtype)
+        return real(scores, padding_mask, rate)
+
+    monkeypatch.setattr(token_reduction, "select_frames", spy)
     source, _ = waveforms([16640])
     with torch.no_grad():
         x, _ = model.extract_features(source.to(torch.bfloat16))
-    assert seen == [torch.float32] and x.dtype == torch.bfloat16
+    assert seen == [torch.float32] * 3 and x.dtype == torch.bfloat16
     assert x.size(1) == chain(51, 0.7, 3)
 
 
@@ -208,31 +215,35 @@ def test_init_layer_equal_to_depth_is_dense(hubert_tiny):
 
 @pytest.mark.parametrize("block_bytes", [1, 4 * 9 * 9 * 2, 4 * 9 * 9 * 8])  # 1 head, 2 heads, 2 rows
 def test_attention_in_blocks_equals_one_block(block_bytes):
-    from npy_tome_layer.models.pruned_hubert import ReceivedAttention
+    from fairseq.modules import MultiheadAttention
+
+    from npy_tome_layer.models.pruned_hubert import ReducibleAttention, collecting
+    from npy_tome_layer.modules.token_reduction import ReceivedAttentionSum
 
     torch.manual_seed(0)
-    attn = ReceivedAttention(32, 4, self_attention=True).double()
+    attn = MultiheadAttention(32, 4, self_attention=True).double()
+    attn.__class__ = ReducibleAttention  # as the encoder installs it
     x = torch.randn(9, 3, 32, dtype=torch.float64, requires_grad=True)  # T x B x C
     mask = torch.zeros(3, 9, dtype=torch.bool)
     mask[1, 6:] = True
     mask[2, 3:] = True
-    attn.report = "scores"
-    attn.key_log_size = torch.rand(3, 9, dtype=torch.float64)
+    log_size = torch.rand(3, 9, dtype=torch.float64)
 
-    def run(block):
+    def run(block, key_log_size=log_size):
         attn.cpu_block_bytes = block
-        out, scores = attn(x, x, x, key_padding_mask=mask)
-        grad, = torch.autograd.grad((out ** 2).sum() + scores.sum(), x)
-        return out, scores, grad
+        with collecting(ReceivedAttentionSum(key_log_size)) as evidence:
+            out, extra = attn(x, x, x, key_padding_mask=mask)
+        assert extra is None
+        grad, = torch.autograd.grad((out ** 2).sum(), x)
+        return out, evidence.scores, grad
 
     whole = run(1 << 30)
     for a, b in zip(run(block_bytes), whole):
-        assert torch.allclose(a, b, atol=1e-6)
+        assert torch.allclose(a.double(), b.double(), atol=1e-6)
+    # the received attention is the head mean over valid queries
+    assert torch.allclose(whole[1].sum(dim=1), (~mask).sum(dim=1).float(), atol=1e-5)
     # and the output is fairseq's attention when no size bias is added
-    attn.key_log_size = None
-    attn.cpu_block_bytes = block_bytes
-    ours, _ = attn(x, x, x, key_padding_mask=mask)
-    attn.report = None
-    theirs, _ = attn(x, x, x, key_padding_mask=mask, need_weights=False)
+    ours, _, _ = run(block_bytes, key_log_size=None)
+    theirs, _ = attn(x, x, x, key_padding_mask=mask, need_weights=False)  # nothing collected
     valid = ~mask.t()
     assert torch.allclose(ours[valid], theirs[valid], atol=1e-6)

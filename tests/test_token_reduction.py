@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from npy_tome_layer.models.pruned_hubert import build_pruned_hubert, load_pruned_hubert
-from npy_tome_layer.modules.token_merging import StridedConvReduction, merge_tokens
+from npy_tome_layer.modules.token_merging import merge_tokens
+from npy_tome_layer.modules.token_reduction import StridedConvReduction
 from npy_tome_layer.standins import hubert_model_config
 
 

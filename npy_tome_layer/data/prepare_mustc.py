@@ -24,7 +24,8 @@ import soundfile as sf
 import yaml
 
 from ..checkpoint_loading import atomic_destination
-from .speech_translation_dataset import COLUMNS, SAMPLE_RATE
+from ..speech import SAMPLE_RATE
+from .speech_translation_dataset import COLUMNS
 
 SPLITS = ("train", "dev", "tst-COMMON", "tst-HE")
 MT_SPLITS = {"train": "trainpref", "dev": "validpref", "tst-COMMON": "testpref"}

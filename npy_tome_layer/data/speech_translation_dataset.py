@@ -15,7 +15,8 @@ import soundfile as sf
 import torch
 from fairseq.data import FairseqDataset, data_utils
 
-SAMPLE_RATE = 16000
+from ..speech import SAMPLE_RATE
+
 COLUMNS = ("id", "audio", "n_frames", "tgt_text", "src_text", "speaker")
 
 

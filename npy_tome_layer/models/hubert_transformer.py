@@ -27,7 +27,8 @@ from .deltalm import (
     deltalm_base,
     load_released_deltalm,
 )
-from .pruned_hubert import TOKEN_REDUCTIONS, build_pruned_hubert, load_hubert_weights
+from ..modules.token_reduction import REDUCTIONS
+from .pruned_hubert import build_pruned_hubert, load_hubert_weights
 
 logger = logging.getLogger(__name__)
 
@@ -106,9 +107,10 @@ class HubertTransformerPruningModel(FairseqEncoderDecoderModel):
                             help="schedule: updates to go from max to min rate")
         parser.add_argument("--hubert-padding-mask-from-conv-lengths", action="store_true",
                             help="frame mask from conv output lengths (batch-invariant)")
-        parser.add_argument("--token-reduction", choices=TOKEN_REDUCTIONS,
+        parser.add_argument("--token-reduction", choices=list(REDUCTIONS),
                             help="prune (the method), merge (ToMe matching, same frame "
-                                 "counts) or conv (one strided conv after the init layer)")
+                                 "counts), conv (one strided conv after the init layer), "
+                                 "or any other registered reduction")
         parser.add_argument("--conv-reduction-stride", type=int,
                             help="stride of --token-reduction conv")
         parser.add_argument("--conv-kernel-sizes", type=str, help="subsampler kernels, e.g. 5,5")
@@ -129,17 +131,11 @@ class HubertTransformerPruningModel(FairseqEncoderDecoderModel):
             args.hubert_cfg = OmegaConf.to_container(state["cfg"]["model"], resolve=True,
                                                      enum_to_str=True)
             args.hubert_normalize = bool(state["cfg"]["task"].get("normalize", False))
-        schedule = {}
-        if args.arch.endswith("_schedule"):
-            schedule = dict(pruning_max_rate=args.pruning_max_rate,
-                            pruning_min_rate=args.pruning_min_rate,
-                            pruning_schedule_updates=args.pruning_schedule_updates)
         hubert = build_pruned_hubert(
-            args.hubert_cfg, pruning_rate=args.pruning_rate,
-            pruning_init_layer=args.pruning_init_layer,
+            args.hubert_cfg, pruning_init_layer=args.pruning_init_layer,
             padding_mask_from_conv_lengths=args.hubert_padding_mask_from_conv_lengths,
             token_reduction=args.token_reduction, conv_stride=args.conv_reduction_stride,
-            **schedule,
+            **rate_arguments(args),
         )
         hubert.remove_pretraining_modules()
         if fresh:
@@ -183,6 +179,13 @@ def load_mt_encoder_decoder(text_encoder, decoder, path):
     logger.info("loaded MT encoder/decoder from %s", path)
 
 
+def rate_arguments(args) -> dict:
+    """The keep-rate arguments of an ST model's args, for ``KeepRateSchedule.from_arguments``
+    (checkpoints of the fixed arch saved before these defaults lack the schedule's three)."""
+    return {name: getattr(args, name, None) for name in (
+        "pruning_rate", "pruning_max_rate", "pruning_min_rate", "pruning_schedule_updates")}
+
+
 def _pruning_defaults(args):
     args.pruning_rate = getattr(args, "pruning_rate", 0.9)
     args.pruning_init_layer = getattr(args, "pruning_init_layer", 0)
@@ -199,12 +202,17 @@ def _pruning_defaults(args):
 
 @register_model_architecture("hubert_transformer_pruning", "hubert_transformer_pruning_layer")
 def hubert_transformer_pruning_layer(args):
+    # no max/min rate: KeepRateSchedule.from_arguments keeps --pruning-rate fixed
+    args.pruning_max_rate = getattr(args, "pruning_max_rate", None)
+    args.pruning_min_rate = getattr(args, "pruning_min_rate", None)
+    args.pruning_schedule_updates = getattr(args, "pruning_schedule_updates", None)
     _pruning_defaults(args)
 
 
 @register_model_architecture("hubert_transformer_pruning",
                              "hubert_transformer_pruning_layer_schedule")
 def hubert_transformer_pruning_layer_schedule(args):
+    # a max and a min rate: KeepRateSchedule.from_arguments builds the schedule
     args.pruning_max_rate = getattr(args, "pruning_max_rate", 1.0)
     args.pruning_min_rate = getattr(args, "pruning_min_rate", 0.9)
     args.pruning_schedule_updates = getattr(args, "pruning_schedule_updates", 10000)

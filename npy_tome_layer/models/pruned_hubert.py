@@ -1,21 +1,27 @@
-"""HuBERT whose transformer drops the frames that receive the least attention.
+"""HuBERT whose transformer shortens the sequence between layers.
 
-Thin fairseq glue over ``modules/frame_pruning.py``:
+Thin fairseq glue over ``modules/token_reduction.py`` (which reduction, what
+it needs, how it reduces) and ``modules/frame_pruning.py`` (the pruning rule):
 
-* ``ReceivedAttention`` is fairseq's ``MultiheadAttention`` that, when asked,
-  also returns how much attention each key frame receives (fairseq's encoder
-  layer hard-codes ``need_weights=False`` but passes the attention output
-  through, so swapping the attention module is the narrowest hook).
+* ``ReducibleAttention``: fairseq's ``MultiheadAttention`` that, while
+  ``collecting(evidence)`` is active around its layer, computes attention
+  explicitly and hands the reduction what it asked for (blocks of fp32
+  probabilities, or keys). Otherwise it is fairseq's module, fast path
+  included. Installed by changing the class of fairseq's own instances
+  (as ToMe patches timm), so every setting of the original is kept.
 * ``PrunedTransformerEncoder`` overrides only ``extract_features``, the layer
-  loop, to prune after every layer from ``pruning_init_layer`` on.
-* ``PrunedHubertModel`` swaps in that encoder and returns the pruned padding
-  mask. Parameter names are fairseq's, so official state dicts load as-is.
+  loop, and returns the padding mask and kept indices with the states.
+* ``PrunedHubertModel`` overrides ``forward`` (the feature path), so
+  ``forward(features_only=True)``, ``extract_features`` and the ST encoder all
+  return masks aligned with their features. Parameter names are fairseq's
+  (the conv reduction's are ``encoder.length_reduction.*``, as before), so
+  official state dicts and older ST checkpoints load as-is.
 """
 import contextlib
+import contextvars
 import logging
 import numbers
-import time
-from typing import List, Optional
+from typing import Dict, List, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -24,58 +30,47 @@ from fairseq.data.dictionary import Dictionary
 from fairseq.dataclass.utils import merge_with_parent
 from fairseq.models.hubert.hubert import HubertConfig, HubertModel
 from fairseq.models.wav2vec.utils import pad_to_multiple
-from fairseq.models.wav2vec.wav2vec2 import (
-    TransformerEncoder,
-    TransformerSentenceEncoderLayer,
-)
+from fairseq.models.wav2vec.wav2vec2 import TransformerEncoder
 from fairseq.modules import MultiheadAttention
 from fairseq.utils import index_put
 from omegaconf import DictConfig, OmegaConf, open_dict
+from torch.profiler import record_function
 
 from ..checkpoint_loading import load_checkpoint
-from ..modules.frame_pruning import gather_frames, received_attention, select_frames
 from ..modules.keep_rate import KeepRateSchedule
-from ..modules.token_merging import StridedConvReduction, merge_tokens
+from ..modules.token_reduction import (
+    REDUCE_LABEL,
+    AttentionEvidence,
+    Tokens,
+    TokenReduction,
+    build_reduction,
+)
+from ..speech import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
-
-class Stopwatch:
-    """Accumulates wall time of the ``with stopwatch():`` blocks while
-    ``seconds`` is a number (None = off, no synchronisation cost). On CUDA it
-    synchronises around each block, so it is for measuring overhead only."""
-
-    seconds = None
-
-    @contextlib.contextmanager
-    def __call__(self):
-        if self.seconds is None:
-            yield
-            return
-        sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-        sync()
-        start = time.perf_counter()
-        yield
-        sync()
-        self.seconds += time.perf_counter() - start
+# The evidence the running layer's attention fills; set only around one layer call.
+_EVIDENCE: contextvars.ContextVar[Optional[AttentionEvidence]] = contextvars.ContextVar(
+    "token_reduction_evidence", default=None)
 
 
-class ReceivedAttention(MultiheadAttention):
-    """Self-attention that can also report what frame reduction needs.
+@contextlib.contextmanager
+def collecting(evidence: Optional[AttentionEvidence]):
+    """Make the attention inside this block fill ``evidence`` (None: fast path)."""
+    token = _EVIDENCE.set(evidence)
+    try:
+        yield evidence
+    finally:
+        _EVIDENCE.reset(token)
 
-    ``report = None``: fairseq's module unchanged (fast path). ``"scores"``:
-    attention is computed explicitly — the probabilities are needed anyway —
-    with the softmax and the scores in fp32 whatever the input dtype, and the
-    second output is the B x T fp32 attention each key frame receives.
-    ``"keys"``: the second output is the head-averaged keys B x T x d (token
-    merging's similarity metric). ``key_log_size`` (B x T), when set, is added
-    to the logits: ToMe's proportional attention, so a merged token counts
-    as many times as the frames it stands for.
-    """
 
-    report = None
-    key_log_size = None
-    stopwatch = Stopwatch()  # the encoder gives each layer its shared one
+class ReducibleAttention(MultiheadAttention):
+    """fairseq's self-attention, plus: when an ``AttentionEvidence`` is being
+    collected, attention is computed explicitly (the probabilities are needed
+    anyway) with the softmax in fp32 whatever the input dtype, and each block
+    of probabilities or the keys go to the evidence. Changed from fairseq:
+    ``forward`` only; no state of its own."""
+
     # On the CPU the whole B x H x T x T map at once is memory-bound (at 10 s
     # x 8 it took 2.4x as long as fused attention, blocks of ~2 MB 1.3x), so
     # the map is built block by block. CUDA takes it in one go.
@@ -83,7 +78,8 @@ class ReceivedAttention(MultiheadAttention):
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
                 attn_mask=None, **kwargs):
-        if self.report is None and self.key_log_size is None:
+        evidence = _EVIDENCE.get()
+        if evidence is None:
             return super().forward(query, key, value, key_padding_mask=key_padding_mask,
                                    need_weights=need_weights, attn_mask=attn_mask, **kwargs)
         tgt_len, bsz, embed_dim = query.shape
@@ -95,47 +91,40 @@ class ReceivedAttention(MultiheadAttention):
         q = split_heads(self.q_proj(query) * self.scaling)
         k = split_heads(self.k_proj(key))
         v = split_heads(self.v_proj(value))
-        key_bias = None  # B x 1 x 1 x T, added to the logits
-        if self.key_log_size is not None:
-            key_bias = self.key_log_size[:, None, None, :].float()
+        if evidence.needs_keys:
+            evidence.add_keys(k)
+        key_bias = None  # B x 1 x 1 x T fp32, added to the fp32 logits
+        if evidence.key_log_size is not None:
+            key_bias = evidence.key_log_size[:, None, None, :].float()
         if key_padding_mask is not None:
             pad = torch.zeros(bsz, 1, 1, tgt_len, device=q.device).masked_fill_(
                 key_padding_mask[:, None, None, :].bool(), float("-inf"))
             key_bias = pad if key_bias is None else key_bias + pad
         rows_per_block, heads_per_block = self._block_shape(bsz, tgt_len, q.device)
-        outputs, scores = [], []
+        outputs = []
         for r in range(0, bsz, rows_per_block):
-            rows = slice(r, r + rows_per_block)
-            row_outputs, row_scores = [], 0.0
+            rows = slice(r, min(r + rows_per_block, bsz))
+            row_outputs = []
             for h in range(0, heads, heads_per_block):
-                block = (rows, slice(h, h + heads_per_block))
+                block = (rows, slice(h, min(h + heads_per_block, heads)))
                 logits = torch.matmul(q[block], k[block].transpose(-1, -2))
                 # in place: matmul's backward needs q and k, not its output
                 if attn_mask is not None:
                     logits += attn_mask
+                logits = logits.float()
                 if key_bias is not None:
-                    logits += key_bias[rows].to(logits.dtype)
-                probs = logits.float().softmax(dim=-1)
-                if self.report == "scores":
-                    with self.stopwatch():
-                        mask = None if key_padding_mask is None else key_padding_mask[rows]
-                        # the block's head mean, weighted to the mean over all heads
-                        row_scores = row_scores + received_attention(probs, mask) * (
-                            probs.size(1) / heads)
+                    logits = logits + key_bias[rows]
+                probs = logits.softmax(dim=-1)
+                if evidence.needs_probabilities:
+                    evidence.add_probabilities(probs, rows, block[1], heads,
+                                               key_padding_mask)
                 row_outputs.append(
                     torch.matmul(self.dropout_module(probs.type_as(v)), v[block]))
             outputs.append(torch.cat(row_outputs, dim=1) if len(row_outputs) > 1
                            else row_outputs[0])
-            scores.append(row_scores)
         out = torch.cat(outputs, dim=0) if len(outputs) > 1 else outputs[0]  # B x H x T x d
         out = out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, embed_dim)
-        extra = None
-        if self.report == "scores":
-            extra = torch.cat(scores, dim=0) if len(scores) > 1 else scores[0]
-        elif self.report == "keys":
-            with self.stopwatch():
-                extra = k.mean(dim=1)
-        return self.out_proj(out), extra
+        return self.out_proj(out), None
 
     def _block_shape(self, bsz: int, length: int, device: torch.device):
         """(batch rows, heads) per block of the attention map."""
@@ -147,24 +136,27 @@ class ReceivedAttention(MultiheadAttention):
         return 1, per_head
 
 
-def _swap_in_received_attention(layer: TransformerSentenceEncoderLayer) -> None:
-    old = layer.self_attn
-    new = ReceivedAttention(
-        old.embed_dim, old.num_heads, dropout=old.dropout_module.p, self_attention=True
-    )
-    new.load_state_dict(old.state_dict())
-    layer.self_attn = new
+def attention_padding_mask(padding_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """The key mask the attention sees: a row with no valid frame (a caller's
+    empty utterance) attends to its filler, so its states stay finite; its
+    output stays fully masked."""
+    if padding_mask is None:
+        return None
+    return padding_mask & (~padding_mask).any(dim=1, keepdim=True)
 
 
-TOKEN_REDUCTIONS = ("prune", "merge", "conv")
+class EncoderResult(NamedTuple):
+    """Second output of ``PrunedTransformerEncoder`` (fairseq's is layer_results)."""
+
+    padding_mask: Optional[torch.Tensor]  # B x T' for the returned states
+    kept_indices: List[torch.Tensor]  # original frame index per kept position, per layer >= init
+    layer_results: list
 
 
 class PrunedTransformerEncoder(TransformerEncoder):
     """wav2vec2/HuBERT transformer that shortens the sequence from layer
-    ``pruning_init_layer`` on. ``token_reduction``: ``"prune"`` (the method:
-    keep the ceil(rate * n) frames that receive the most attention, after
-    every layer >= init), ``"merge"`` (ToMe matching to the same counts), or
-    ``"conv"`` (one stride-``conv_stride`` convolution after layer init)."""
+    ``pruning_init_layer`` on with a registered ``TokenReduction`` (kept as
+    ``length_reduction``, the conv reduction's state-dict prefix)."""
 
     def __init__(self, args, schedule: KeepRateSchedule, pruning_init_layer: int = 0,
                  token_reduction: str = "prune", conv_stride: int = 2):
@@ -185,25 +177,17 @@ class PrunedTransformerEncoder(TransformerEncoder):
                 f"checkpoint_activations, got layer_type={args.layer_type!r}, "
                 f"checkpoint_activations={args.checkpoint_activations}"
             )
-        if token_reduction not in TOKEN_REDUCTIONS:
-            raise ValueError(f"token_reduction must be one of {TOKEN_REDUCTIONS}, "
-                             f"got {token_reduction!r}")
         self.schedule = schedule
         self.pruning_init_layer = pruning_init_layer
-        self.token_reduction = token_reduction
+        self.length_reduction: TokenReduction = build_reduction(
+            token_reduction, self.embedding_dim, conv_stride)
         self.num_updates = 0
-        if token_reduction == "conv":
-            self.length_reduction = StridedConvReduction(self.embedding_dim, conv_stride)
-        else:
-            for layer in self.layers[pruning_init_layer:]:
-                _swap_in_received_attention(layer)
-        self.last_kept_indices: List[torch.Tensor] = []
-        self.last_padding_mask: Optional[torch.Tensor] = None
-        # benchmarks set stopwatch.seconds = 0.0 to time scoring + top-k + gather
-        self.stopwatch = Stopwatch()
         for layer in self.layers:
-            if isinstance(layer.self_attn, ReceivedAttention):
-                layer.self_attn.stopwatch = self.stopwatch
+            layer.self_attn.__class__ = ReducibleAttention  # adds behaviour, no state
+
+    @property
+    def token_reduction(self) -> str:
+        return self.length_reduction.name
 
     def set_num_updates(self, num_updates):
         """Called by fairseq's trainer, and on checkpoint load."""
@@ -213,9 +197,15 @@ class PrunedTransformerEncoder(TransformerEncoder):
     def keep_rate(self) -> float:
         return self.schedule.rate_at(self.num_updates)
 
+    def shortens(self) -> bool:
+        """Whether the sequence leaves shorter than it came in, at the current rate."""
+        return any(self.length_reduction.acts_after(i, self.pruning_init_layer, self.keep_rate)
+                   for i in range(len(self.layers)))
+
     def extract_features(self, x, padding_mask=None, tgt_layer=None, min_layer=0,
                          corpus_key=None):
-        rate = self.keep_rate
+        """fairseq's layer loop plus the reduction -> (x, EncoderResult)."""
+        rate, reduction, init = self.keep_rate, self.length_reduction, self.pruning_init_layer
         if padding_mask is not None:
             x = index_put(x, padding_mask, 0)
         x = x + self.pos_conv(x.transpose(1, 2)).transpose(1, 2)
@@ -234,68 +224,51 @@ class PrunedTransformerEncoder(TransformerEncoder):
 
         # original frame index of every current position
         positions = torch.arange(x.size(0), device=x.device).unsqueeze(0).expand(bsz, -1)
-        sizes = None  # frames per token, token merging only
+        sizes = None
         kept_indices, layer_results = [], []
-        pruned = False
-        mode = self.token_reduction
+        shortened = False
         for i, layer in enumerate(self.layers):
             # draw like fairseq does, so RNG streams match the dense encoder
             dropout_probability = np.random.random() if self.layerdrop > 0 else 1
             if not self.training or dropout_probability > self.layerdrop:
-                reduces_here = i >= self.pruning_init_layer and (
-                    rate < 1.0 if mode != "conv" else i == self.pruning_init_layer)
-                if i >= self.pruning_init_layer and mode != "conv":
-                    layer.self_attn.report = (
-                        ("scores" if mode == "prune" else "keys") if reduces_here else None)
-                    layer.self_attn.key_log_size = None if sizes is None else sizes.log()
-                x, (extra, layer_result) = layer(
-                    x, self_attn_padding_mask=padding_mask, need_weights=False
-                )
-                if reduces_here:
-                    with self.stopwatch():
-                        x, padding_mask, positions, sizes = self._reduce(
-                            x, extra, padding_mask, positions, sizes, rate)
+                acting = reduction.acts_after(i, init, rate)
+                evidence = None
+                if i >= init:
+                    evidence = reduction.evidence(
+                        Tokens(x.transpose(0, 1), padding_mask, positions, sizes), acting)
+                with collecting(evidence):
+                    x, (_, layer_result) = layer(
+                        x, self_attn_padding_mask=attention_padding_mask(padding_mask),
+                        need_weights=False)
+                if acting:
+                    with record_function(REDUCE_LABEL):
+                        tokens = reduction.reduce(
+                            Tokens(x.transpose(0, 1), padding_mask, positions, sizes),
+                            evidence, rate)
                         # the steps return a transposed view; the layers after
                         # it ran up to 15 % slower on that (CPU, 10 s x 8)
-                        x = x.contiguous()
-                    pruned = True
-                if i >= self.pruning_init_layer:
-                    kept_indices.append(positions[:, : positions.size(1) - (0 if pruned else pad_length)])
+                        x = tokens.x.transpose(0, 1).contiguous()
+                        padding_mask, positions, sizes = (
+                            tokens.padding_mask, tokens.positions, tokens.sizes)
+                    shortened = True
+                if i >= init:
+                    # before any reduction the filler frames are still there
+                    width = positions.size(1) - (0 if shortened else pad_length)
+                    kept_indices.append(positions[:, :width])
                 if i >= min_layer:
                     layer_results.append((x, None, layer_result))
             if i == tgt_layer:
                 break
-        for layer in self.layers[self.pruning_init_layer:]:
-            if isinstance(layer.self_attn, ReceivedAttention):
-                layer.self_attn.key_log_size = None  # do not hold on to this batch
 
         x = x.transpose(0, 1)  # B x T x C
-        if pad_length > 0 and not pruned:
-            # pruning already dropped the filler frames; otherwise undo as fairseq does
+        if pad_length > 0 and not shortened:
+            # a reduction already dropped the filler frames; otherwise undo as fairseq does
             x = x[:, :-pad_length]
             padding_mask = padding_mask[:, :-pad_length]
-        self.last_kept_indices = kept_indices
-        self.last_padding_mask = padding_mask
-        return x, layer_results
-
-    def _reduce(self, x, extra, padding_mask, positions, sizes, rate):
-        """One reduction step on T x B x C states -> (x, mask, positions, sizes)."""
-        if self.token_reduction == "prune":
-            indices, padding_mask = select_frames(extra, padding_mask, rate)
-            x = gather_frames(x.transpose(0, 1), indices).transpose(0, 1)
-            return x, padding_mask, positions.gather(1, indices), sizes
-        if self.token_reduction == "merge":
-            if sizes is None:
-                sizes = x.new_ones(x.size(1), x.size(0), dtype=torch.float32)
-            x, sizes, positions, padding_mask = merge_tokens(
-                x.transpose(0, 1), extra, sizes, positions, padding_mask, rate)
-            return x.transpose(0, 1), padding_mask, positions, sizes
-        x, new_mask = self.length_reduction(x.transpose(0, 1), padding_mask)
-        positions = positions[:, :: self.length_reduction.stride]
-        return x.transpose(0, 1), new_mask, positions, sizes
+        return x, EncoderResult(padding_mask, kept_indices, layer_results)
 
 
-def _hubert_config(model_cfg) -> HubertConfig:
+def hubert_config(model_cfg) -> HubertConfig:
     """Checkpoint ``cfg.model`` -> full HubertConfig (older files miss newer fields)."""
     if not isinstance(model_cfg, DictConfig):
         model_cfg = OmegaConf.create(
@@ -310,9 +283,12 @@ def _hubert_config(model_cfg) -> HubertConfig:
 class PrunedHubertModel(HubertModel):
     """HubertModel with ``PrunedTransformerEncoder``.
 
-    ``extract_features`` returns the padding mask of the *pruned* frames, and
-    ``last_kept_indices`` the original frame index of each kept frame, one
-    B x T' tensor per pruning layer (padded positions hold filler indices).
+    ``forward(features_only=True)`` returns ``x`` with the ``padding_mask`` of
+    the frames that are left, ``features`` (conv front end) with
+    ``features_padding_mask``, and ``kept_indices``: the original frame index
+    of each kept frame, one B x T' tensor per layer from the init layer on
+    (padded positions hold filler indices). ``last_kept_indices`` repeats the
+    last call's, for interactive use.
     """
 
     def __init__(self, cfg: HubertConfig, task_cfg, dictionaries: List[Optional[Dictionary]],
@@ -324,6 +300,7 @@ class PrunedHubertModel(HubertModel):
                                                 token_reduction, conv_stride)
         self.conv_layers = eval(cfg.conv_feature_layers)  # noqa: S307 (fairseq's format)
         self.padding_mask_from_conv_lengths = padding_mask_from_conv_lengths
+        self.last_kept_indices: List[torch.Tensor] = []
 
     def frame_lengths(self, num_samples: torch.Tensor) -> torch.Tensor:
         """Conv feature extractor output length for each input length."""
@@ -367,7 +344,8 @@ class PrunedHubertModel(HubertModel):
                                  f"{tuple(source.shape)}, got {padding_mask.dtype} "
                                  f"{tuple(padding_mask.shape)}")
             valid = (~padding_mask).sum(dim=1)
-            short = (valid < self.min_samples).nonzero()
+            # an all-padding row is a caller's empty utterance: it comes back fully masked
+            short = ((valid > 0) & (valid < self.min_samples)).nonzero()
             if len(short):
                 row = int(short[0])
                 raise ValueError(f"row {row} of source has {int(valid[row])} valid samples: "
@@ -390,23 +368,44 @@ class PrunedHubertModel(HubertModel):
         frames = torch.arange(features.size(1), device=features.device)
         return frames.unsqueeze(0) >= lengths.unsqueeze(1)
 
+    def forward(self, source, target_list=None, padding_mask=None, mask=True,
+                features_only=False, output_layer=None) -> Dict[str, torch.Tensor]:
+        """Changed from fairseq: the encoder's padding mask and kept indices
+        are returned with its states. HuBERT's pre-training loss (not
+        ``features_only``) needs every frame, so it runs only unshortened."""
+        source, padding_mask = self.check_source(source, padding_mask)
+        if not features_only:
+            if self.encoder.shortens():
+                raise ValueError("HuBERT's pre-training loss needs every frame: call with "
+                                 "features_only=True, or use keep rate 1.0")
+            return super().forward(source, target_list, padding_mask, mask, features_only,
+                                   output_layer)
+        # fairseq's feature path, through its own hooks
+        features = self.layer_norm(self.forward_features(source).transpose(1, 2))
+        if padding_mask is not None:
+            padding_mask = self.forward_padding_mask(features, padding_mask)
+        if self.post_extract_proj is not None:
+            features = self.post_extract_proj(features)
+        features = self.dropout_input(features)
+        x = self.apply_mask(features, padding_mask, None)[0] if mask else features
+        x, result = self.encoder(x, padding_mask=padding_mask,
+                                 layer=None if output_layer is None else output_layer - 1)
+        x_mask = result.padding_mask
+        if padding_mask is None and x_mask is not None and not x_mask.any():
+            x_mask = None  # as fairseq: no mask in, no padding -> no mask out
+        self.last_kept_indices = result.kept_indices
+        return {"x": x, "padding_mask": x_mask, "features": features,
+                "features_padding_mask": padding_mask, "kept_indices": result.kept_indices}
+
     def extract_features(self, source, padding_mask=None, mask=False, ret_conv=False,
                          output_layer=None):
-        source, padding_mask = self.check_source(source, padding_mask)
-        features, _ = super().extract_features(
-            source, padding_mask=padding_mask, mask=mask, ret_conv=ret_conv,
-            output_layer=output_layer,
-        )
+        """fairseq's: (features, their padding mask); with ``ret_conv`` the conv
+        front end's features and frame mask."""
+        res = self.forward(source, padding_mask=padding_mask, mask=mask, features_only=True,
+                           output_layer=output_layer)
         if ret_conv:
-            return features, padding_mask
-        new_mask = self.encoder.last_padding_mask
-        if padding_mask is None and new_mask is not None and not new_mask.any():
-            new_mask = None
-        return features, new_mask
-
-    @property
-    def last_kept_indices(self) -> List[torch.Tensor]:
-        return self.encoder.last_kept_indices
+            return res["features"], res["features_padding_mask"]
+        return res["x"], res["padding_mask"]
 
     def remove_pretraining_modules(self):
         """Drop the HuBERT pretraining heads, unused once fine-tuned."""
@@ -423,24 +422,18 @@ def build_pruned_hubert(model_cfg, task_cfg=None, dictionaries=None,
                         padding_mask_from_conv_lengths: bool = False,
                         token_reduction: str = "prune", conv_stride: int = 2,
                         **model_overrides) -> PrunedHubertModel:
-    """Build (random weights) from a HuBERT ``cfg.model``. A schedule is used
-    when ``pruning_max_rate``/``pruning_min_rate`` are given; ``model_overrides``
+    """Build (random weights) from a HuBERT ``cfg.model``. The keep rate comes
+    from ``KeepRateSchedule.from_arguments``; ``model_overrides``
     replace config fields (dropout, encoder_layerdrop, ...) as fine-tuning does."""
-    if pruning_max_rate is not None or pruning_min_rate is not None:
-        schedule = KeepRateSchedule(
-            pruning_max_rate if pruning_max_rate is not None else 1.0,
-            pruning_min_rate if pruning_min_rate is not None else pruning_rate,
-            pruning_schedule_updates,
-        )
-    else:
-        schedule = KeepRateSchedule.fixed(pruning_rate)
-    cfg = _hubert_config(model_cfg)
+    schedule = KeepRateSchedule.from_arguments(pruning_rate, pruning_max_rate, pruning_min_rate,
+                                               pruning_schedule_updates)
+    cfg = hubert_config(model_cfg)
     for key, value in model_overrides.items():
         if key not in cfg:
             raise ValueError(f"unknown HuBERT config field {key!r}")
         cfg[key] = value
     if task_cfg is None:
-        task_cfg = OmegaConf.create({"sample_rate": 16000})
+        task_cfg = OmegaConf.create({"sample_rate": SAMPLE_RATE})
     return PrunedHubertModel(
         cfg, task_cfg, dictionaries or [None], schedule, pruning_init_layer,
         padding_mask_from_conv_lengths, token_reduction, conv_stride,

@@ -12,14 +12,15 @@ from torch import Tensor
 
 
 def keep_counts(num_valid: Tensor, rate: float) -> Tensor:
-    """``ceil(rate * n)`` per row, at least 1.
+    """``ceil(rate * n)`` per row: at least 1 frame of a non-empty row, none
+    of an empty one (a caller padded the batch with an empty utterance).
 
     Computed in float64 so the count is exactly Python's
     ``math.ceil(rate * n)`` (float32 would turn 0.7 * 10 into 7.0000005 -> 8
     on some values and disagree with a user's own arithmetic).
     """
     k = torch.ceil(num_valid.to(torch.float64) * rate).long()
-    return k.clamp(min=1)
+    return torch.where(num_valid > 0, k.clamp(min=1), k)
 
 
 def valid_lengths(padding_mask: Optional[Tensor], bsz: int, tsz: int, device) -> Tensor:
@@ -66,16 +67,23 @@ def select_frames(
     if padding_mask is not None:
         scores = scores.float().masked_fill(padding_mask, float("-inf"))
     k = keep_counts(num_valid, rate).clamp(max=tsz)
-    width = int(k.max())
+    width = max(1, int(k.max()))  # an all-empty batch keeps one filler column
     top = scores.topk(width, dim=1, largest=True, sorted=True).indices
     rank = torch.arange(width, device=scores.device).unsqueeze(0)
     new_padding_mask = rank >= k.unsqueeze(1)
-    # Sort kept indices by time; filler goes after them (offset by T), so a
-    # padded or dropped frame never takes the place of a kept one.
-    order_key = top + new_padding_mask.long() * tsz
-    indices = order_key.sort(dim=1).values
-    indices = indices - (indices >= tsz).long() * tsz
-    return indices, new_padding_mask
+    return time_ordered(top, new_padding_mask, tsz), new_padding_mask
+
+
+def time_ordered(indices: Tensor, filler: Tensor, length: int) -> Tensor:
+    """Each row's kept ``indices`` in time order, then its filler entries.
+
+    indices: B x W frame indices < ``length``; filler: B x W bool, True where
+    the entry is not a kept frame. Filler sorts after every kept frame (its key
+    is offset by ``length``), so it never takes the place of one.
+    """
+    order_key = indices + filler.long() * length
+    ordered = order_key.sort(dim=1).values
+    return ordered - (ordered >= length).long() * length
 
 
 def gather_frames(x: Tensor, indices: Tensor) -> Tensor:

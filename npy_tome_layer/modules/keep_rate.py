@@ -1,6 +1,7 @@
 """Keep-rate of the pruned encoder: fixed, or a linear schedule over updates."""
 import numbers
 from dataclasses import dataclass
+from typing import Optional
 
 
 def check_rate(name: str, value: float) -> None:
@@ -22,6 +23,20 @@ class KeepRateSchedule:
     def fixed(cls, rate: float) -> "KeepRateSchedule":
         check_rate("pruning_rate", rate)
         return cls(rate, rate, 0)
+
+    @classmethod
+    def from_arguments(cls, pruning_rate: float, pruning_max_rate: Optional[float] = None,
+                       pruning_min_rate: Optional[float] = None,
+                       pruning_schedule_updates: Optional[int] = None) -> "KeepRateSchedule":
+        """The one place a rate setting becomes a schedule: a schedule when a
+        max or min rate is given (the ``..._schedule`` arch gives both by
+        default), else ``pruning_rate`` fixed. A missing max is 1.0, a missing
+        min is ``pruning_rate``."""
+        if pruning_max_rate is None and pruning_min_rate is None:
+            return cls.fixed(pruning_rate)
+        return cls(1.0 if pruning_max_rate is None else pruning_max_rate,
+                   pruning_rate if pruning_min_rate is None else pruning_min_rate,
+                   pruning_schedule_updates or 0)
 
     def __post_init__(self):
         check_rate("pruning_max_rate", self.max_rate)

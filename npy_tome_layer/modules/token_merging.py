@@ -1,4 +1,4 @@
-"""The two alternatives to pruning, as small tensor modules.
+"""ToMe-style token merging, the alternative to pruning, as a pure tensor function.
 
 * ``merge_tokens``: ToMe-style bipartite soft matching (Bolya et al., 2023)
   with the same per-row count as pruning, ``ceil(rate * n)`` tokens left.
@@ -7,17 +7,14 @@
   the ``n - ceil(rate * n)`` strongest edges merge A into B by a size-weighted
   average. Unlike ToMe on images, the survivors stay in time order (the
   subsampler after HuBERT is a convolution over time).
-* ``StridedConvReduction``: a stride-s Conv1d over time that shortens every
-  sequence once, ``ceil(n / s)`` frames, initialised as average pooling so a
-  pretrained encoder starts from sensible features.
+The strided-conv alternative is ``token_reduction.StridedConvReduction``.
 """
 from typing import Optional, Tuple
 
 import torch
-import torch.nn as nn
 from torch import Tensor
 
-from .frame_pruning import keep_counts, valid_lengths
+from .frame_pruning import keep_counts, time_ordered, valid_lengths
 
 
 def merge_tokens(
@@ -70,46 +67,8 @@ def merge_tokens(
 
     keep = valid.clone()
     keep[:, 0::2] &= ~merged_a
-    # survivors in time order, then filler (the sort key pushes dropped tokens last)
-    width = int(k.max())
-    order_key = torch.where(keep, t.unsqueeze(0), t.unsqueeze(0) + tsz)
-    idx = order_key.sort(dim=1).values[:, :width]
-    idx = idx - (idx >= tsz).long() * tsz
+    width = max(1, int(k.max()))  # an all-empty batch keeps one filler column
+    idx = time_ordered(t.unsqueeze(0).expand(bsz, -1), ~keep, tsz)[:, :width]
     new_mask = torch.arange(width, device=x.device).unsqueeze(0) >= k.unsqueeze(1)
     out = merged.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.size(-1)))
     return (out, new_sizes.gather(1, idx).to(sizes.dtype), positions.gather(1, idx), new_mask)
-
-
-class StridedConvReduction(nn.Module):
-    """Conv1d over time with kernel = stride = s: n frames -> ceil(n / s).
-
-    Odd tails are zero-padded; padded input frames are zeroed first so they
-    never leak into a valid output frame. Initialised to average pooling.
-    """
-
-    def __init__(self, dim: int, stride: int = 2):
-        super().__init__()
-        if stride < 2:
-            raise ValueError(f"conv length reduction needs stride >= 2, got {stride}")
-        self.stride = stride
-        self.conv = nn.Conv1d(dim, dim, kernel_size=stride, stride=stride)
-        with torch.no_grad():
-            self.conv.weight.zero_()
-            for j in range(stride):
-                self.conv.weight[:, :, j] = torch.eye(dim) / stride
-            self.conv.bias.zero_()
-
-    def forward(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
-        """x: B x T x C -> (B x ceil(T/s) x C, new padding mask or None)."""
-        bsz, tsz, _ = x.shape
-        if padding_mask is not None:
-            x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
-        pad = (-tsz) % self.stride
-        y = nn.functional.pad(x.transpose(1, 2), (0, pad))
-        y = self.conv(y).transpose(1, 2)
-        if padding_mask is None:
-            return y, None
-        n = valid_lengths(padding_mask, bsz, tsz, x.device)
-        out_len = torch.div(n + self.stride - 1, self.stride, rounding_mode="floor")
-        new_mask = torch.arange(y.size(1), device=x.device).unsqueeze(0) >= out_len.unsqueeze(1)
-        return y, new_mask

@@ -1,0 +1,98 @@
+"""The encoder on an accelerator (marker ``cuda``). ``scripts/gpu_check.sh`` runs
+these on a GPU; ``TEST_DEVICE=cpu`` runs the same checks on the CPU (CI does,
+through ``DEVICE=cpu scripts/gpu_check.sh``). Without a GPU they are skipped."""
+import os
+
+import pytest
+import torch
+
+from npy_tome_layer import load_pruned_hubert
+from npy_tome_layer.models.pruned_hubert import build_pruned_hubert
+from npy_tome_layer.modules.token_reduction import REDUCTIONS
+from npy_tome_layer.standins import hubert_model_config
+
+from .test_pruned_hubert import fairseq_hubert, waveforms
+
+DEVICE = torch.device(os.environ.get("TEST_DEVICE", "cuda"))
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(
+    DEVICE.type == "cuda" and not torch.cuda.is_available(), reason="no CUDA device")]
+
+
+def _no_tf32():
+    # TF32 matmuls would make fp32 on the GPU differ from the CPU by ~1e-3
+    if DEVICE.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
+@pytest.mark.parametrize("mode", list(REDUCTIONS))
+def test_device_equals_cpu_in_fp32(hubert_tiny, mode):
+    _no_tf32()
+    model = load_pruned_hubert(hubert_tiny, pruning_rate=0.7, token_reduction=mode)
+    source, mask = waveforms([16640, 9000])
+    with torch.no_grad():
+        x_cpu, m_cpu = model.extract_features(source, padding_mask=mask)
+        model.to(DEVICE)
+        x_dev, m_dev = model.extract_features(source.to(DEVICE), padding_mask=mask.to(DEVICE))
+    assert torch.equal(m_dev.cpu(), m_cpu)
+    valid = ~m_cpu.unsqueeze(-1)
+    assert ((x_dev.cpu() - x_cpu) * valid).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("mode", list(REDUCTIONS))
+def test_batch_invariance_on_the_device(mode):
+    _no_tf32()
+    torch.manual_seed(0)
+    cfg = hubert_model_config("tiny", layer_norm_first=True, extractor_mode="layer_norm",
+                              encoder_layers=4)
+    model = build_pruned_hubert(cfg, pruning_rate=0.9, pruning_init_layer=1,
+                                token_reduction=mode).eval().to(DEVICE)
+    torch.manual_seed(1)
+    lengths = [29200, 15120]  # same frames padded or alone (fairseq's any-sample mask)
+    audio = torch.randn(2, 48000)
+    padding = torch.arange(48000).unsqueeze(0) >= torch.tensor(lengths).unsqueeze(1)
+    audio = audio.masked_fill(padding, 0.0).to(DEVICE)
+    with torch.no_grad():
+        y, mask = model.extract_features(audio, padding_mask=padding.to(DEVICE))
+        for b, n in enumerate(lengths):
+            alone, _ = model.extract_features(audio[b:b + 1, :n])
+            k = int((~mask[b]).sum())
+            assert k == alone.size(1)
+            torch.testing.assert_close(y[b, :k], alone[0], rtol=1e-4, atol=1e-4)
+
+
+def test_rate_one_equals_fairseq_on_the_device(hubert_tiny):
+    _no_tf32()
+    ours = load_pruned_hubert(hubert_tiny, pruning_rate=1.0).to(DEVICE)
+    ref = fairseq_hubert(hubert_tiny).to(DEVICE)
+    source, mask = waveforms([16640, 12000])
+    source, mask = source.to(DEVICE), mask.to(DEVICE)
+    with torch.no_grad():
+        x, m = ours.extract_features(source, padding_mask=mask)
+        x_ref, m_ref = ref.extract_features(source, padding_mask=mask)
+    assert torch.equal(m, m_ref)
+    assert (x - x_ref).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_keeps_the_frames_fp32_keeps(dtype):
+    """Scores are accumulated in fp32 whatever the input dtype; the kept frames
+    may differ only where half-precision states move near-ties."""
+    torch.manual_seed(0)
+    cfg = hubert_model_config("demo")
+    model = build_pruned_hubert(cfg, pruning_rate=0.9, pruning_init_layer=0).eval().to(DEVICE)
+    source, mask = waveforms([48000, 40000])
+    source, mask = source.to(DEVICE), mask.to(DEVICE)
+    with torch.no_grad():
+        full = model(source, padding_mask=mask, mask=False, features_only=True)
+        half = model.to(dtype)(source.to(dtype), padding_mask=mask, mask=False,
+                               features_only=True)
+    assert half["x"].dtype == dtype and torch.isfinite(half["x"]).all()
+    assert torch.equal(half["padding_mask"], full["padding_mask"])  # same counts per row
+    agree = total = 0
+    for b in range(2):
+        k = int((~full["padding_mask"][b]).sum())
+        a = set(full["kept_indices"][-1][b, :k].tolist())
+        h = set(half["kept_indices"][-1][b, :k].tolist())
+        agree, total = agree + len(a & h), total + k
+    assert agree / total >= 0.95, f"{dtype}: {agree}/{total} kept frames agree with fp32"

@@ -1,0 +1,193 @@
+"""The second encoder design: masks returned with every feature path, empty rows,
+one registry of reductions, profiler labels, one place for the schedule."""
+import inspect
+import math
+from argparse import Namespace
+
+import pytest
+import torch
+
+from npy_tome_layer import load_pruned_hubert
+from npy_tome_layer.models.pruned_hubert import PrunedTransformerEncoder, build_pruned_hubert
+from npy_tome_layer.modules.token_reduction import (
+    REDUCTIONS,
+    TokenReduction,
+    register_reduction,
+)
+
+from .test_pruned_hubert import chain, fairseq_hubert, waveforms
+
+
+def _apply_frame_mask(x, mask):
+    return x if mask is None else x.masked_fill(mask.unsqueeze(-1), 0.0)
+
+
+@pytest.mark.parametrize("mode", list(REDUCTIONS))
+def test_forward_features_only_returns_the_mask_of_its_features(hubert_tiny, mode):
+    model = load_pruned_hubert(hubert_tiny, pruning_rate=0.7, token_reduction=mode)
+    source, mask = waveforms([16640, 9000])
+    with torch.no_grad():
+        res = model(source, padding_mask=mask, mask=False, features_only=True)
+        x, x_mask = model.extract_features(source, padding_mask=mask)
+    assert res["padding_mask"].shape == res["x"].shape[:2]  # was the unpruned B x 51 mask
+    assert torch.equal(res["padding_mask"], x_mask) and torch.equal(res["x"], x)
+    assert res["x"].size(1) < res["features"].size(1)
+    # the mask marks exactly the frames each row kept: same valid count as alone
+    with torch.no_grad():
+        alone, alone_mask = model.extract_features(source[1:, :9000])
+    assert int((~x_mask[1]).sum()) == alone.size(1) and alone_mask is None
+
+
+def test_ret_conv_returns_the_frame_mask_of_the_conv_features(hubert_tiny):
+    model = load_pruned_hubert(hubert_tiny, pruning_rate=0.7)
+    ref = fairseq_hubert(hubert_tiny)
+    source, mask = waveforms([16640, 9000])
+    with torch.no_grad():
+        feats, feats_mask = model.extract_features(source, padding_mask=mask, ret_conv=True)
+        ref_feats, _ = ref.extract_features(source, padding_mask=mask, ret_conv=True)
+        _, ref_frame_mask = ref.extract_features(source, padding_mask=mask)
+    assert feats_mask.shape == feats.shape[:2]  # was the B x samples input mask
+    assert torch.equal(feats_mask, ref_frame_mask)
+    torch.testing.assert_close(feats, ref_feats)
+
+
+@pytest.mark.parametrize("output_layer", [1, 2, 3])
+def test_output_layer_returns_the_mask_after_that_layer(hubert_tiny, output_layer):
+    model = load_pruned_hubert(hubert_tiny, pruning_rate=0.7, pruning_init_layer=0)
+    source, mask = waveforms([16640, 9000])
+    with torch.no_grad():
+        x, x_mask = model.extract_features(source, padding_mask=mask, output_layer=output_layer)
+    assert x_mask.shape == x.shape[:2]
+    assert int((~x_mask[0]).sum()) == chain(51, 0.7, output_layer)
+
+
+def test_rate_one_forward_equals_fairseq_on_both_paths(hubert_tiny):
+    ours, ref = load_pruned_hubert(hubert_tiny, pruning_rate=1.0), fairseq_hubert(hubert_tiny)
+    source, mask = waveforms([16640, 12000])
+    with torch.no_grad():
+        a = ours(source, padding_mask=mask, mask=False, features_only=True)
+        b = ref(source, padding_mask=mask, mask=False, features_only=True)
+    assert torch.equal(a["padding_mask"], b["padding_mask"])
+    assert (a["x"] - b["x"]).abs().max().item() <= 1e-5
+    torch.testing.assert_close(a["features"], b["features"])
+    # HuBERT's pre-training loss path runs fairseq's own forward when nothing is dropped
+    targets = [torch.randint(0, 20, (2, 51))]
+    masked = torch.zeros(2, 51, dtype=torch.bool)
+    masked[:, 5:15] = True
+    outputs = []
+    for model in (ours, ref):
+        # fairseq draws masked spans from unseeded generators: use the same fixed spans
+        model.apply_mask = lambda x, padding_mask, target_list: (x, masked)
+        with torch.no_grad():
+            outputs.append(model(source, target_list=targets, padding_mask=mask)["logit_m_list"][0])
+    la, lb = outputs
+    assert la.size(0) == 20
+    torch.testing.assert_close(la, lb)
+
+
+def test_pretraining_loss_is_refused_once_frames_are_dropped(hubert_tiny):
+    model = load_pruned_hubert(hubert_tiny, pruning_rate=0.7)
+    source, _ = waveforms([16640])
+    with pytest.raises(ValueError, match="pre-training loss needs every frame"):
+        model(source, target_list=[torch.zeros(1, 51, dtype=torch.long)])
+
+
+@pytest.mark.parametrize("mode", list(REDUCTIONS))
+@pytest.mark.parametrize("rate", [1.0, 0.7])
+def test_an_empty_row_stays_fully_masked_with_finite_features(hubert_tiny, mode, rate):
+    model = load_pruned_hubert(hubert_tiny, pruning_rate=rate, token_reduction=mode)
+    source, mask = waveforms([16640, 0, 16640])
+    with torch.no_grad():
+        x, x_mask = model.extract_features(source, padding_mask=mask)
+        full, _ = model.extract_features(source[:1])
+    assert torch.isfinite(x).all()  # was NaN in the empty row
+    assert x_mask[1].all()  # was one frame marked valid at rate < 1
+    n = full.size(1)
+    assert int((~x_mask[0]).sum()) == n
+    torch.testing.assert_close(x[0, :n], full[0], atol=1e-5, rtol=1e-5)
+
+
+def test_the_encoder_loop_names_no_reduction():
+    loop = inspect.getsource(PrunedTransformerEncoder.extract_features)
+    for name in REDUCTIONS:
+        assert f'"{name}"' not in loop and f"'{name}'" not in loop
+
+
+def test_a_new_reduction_is_one_class(hubert_tiny):
+    from npy_tome_layer.benchmark import encoder_flops_formula
+    from npy_tome_layer.models.hubert_transformer import HubertTransformerPruningModel
+    from npy_tome_layer.standins import hubert_model_config
+
+    @register_reduction("every_other")
+    class EveryOther(TokenReduction):
+        """Keeps frames 0, 2, 4, ... once, after the init layer; needs no attention."""
+
+        uses_rate = False
+
+        def acts_after(self, layer, init_layer, rate):
+            return layer == init_layer
+
+        def reduce(self, tokens, evidence, rate):
+            width = (tokens.x.size(1) + 1) // 2
+            indices = torch.arange(0, 2 * width, 2).unsqueeze(0).expand(tokens.x.size(0), -1)
+            valid = (~tokens.padding_mask).sum(1) if tokens.padding_mask is not None \
+                else torch.full((tokens.x.size(0),), tokens.x.size(1))
+            new_mask = torch.arange(width).unsqueeze(0) >= ((valid + 1) // 2).unsqueeze(1)
+            return tokens.take(indices, new_mask)
+
+        def lengths_after(self, valid, run, rate):
+            return math.ceil(valid / 2), math.ceil(run / 2)
+
+    try:
+        model = load_pruned_hubert(hubert_tiny, pruning_init_layer=1, token_reduction="every_other")
+        source, mask = waveforms([16640, 9000])
+        with torch.no_grad():
+            res = model(source, padding_mask=mask, mask=False, features_only=True)
+        assert (~res["padding_mask"]).sum(1).tolist() == [26, 14]  # ceil(51 / 2), ceil(28 / 2)
+        assert res["kept_indices"][-1][0, :3].tolist() == [0, 2, 4]
+        cfg = hubert_model_config("tiny")
+        assert encoder_flops_formula(cfg, 16640, reduction="every_other", init_layer=1)[
+            "frames_out"] == 26
+        parser = __import__("argparse").ArgumentParser()
+        HubertTransformerPruningModel.add_args(parser)
+        assert parser.parse_args(["--token-reduction", "every_other"]).token_reduction == \
+            "every_other"
+    finally:
+        REDUCTIONS.pop("every_other")
+
+
+def test_reduction_time_is_labelled_for_the_profiler(hubert_tiny):
+    from npy_tome_layer.benchmark import reduction_share
+
+    source, _ = waveforms([16640, 16640])
+    shares = {}
+    for name, rate in (("dense", 1.0), ("prune", 0.7), ("merge", 0.7)):
+        model = load_pruned_hubert(hubert_tiny, pruning_rate=rate,
+                                   token_reduction="prune" if name == "dense" else name)
+        with torch.inference_mode():
+            shares[name] = reduction_share(model, source)
+    assert shares["dense"] == 0.0
+    assert 0.0 < shares["prune"] < 1.0 and 0.0 < shares["merge"] < 1.0
+
+
+def test_the_schedule_comes_from_the_arguments_not_the_arch_name():
+    from npy_tome_layer.models.hubert_transformer import (
+        hubert_transformer_pruning_layer,
+        hubert_transformer_pruning_layer_schedule,
+        rate_arguments,
+    )
+    from npy_tome_layer.modules.keep_rate import KeepRateSchedule
+
+    fixed, scheduled = Namespace(), Namespace()
+    hubert_transformer_pruning_layer(fixed)
+    hubert_transformer_pruning_layer_schedule(scheduled)
+    assert KeepRateSchedule.from_arguments(**rate_arguments(fixed)) == KeepRateSchedule(0.9, 0.9, 0)
+    assert KeepRateSchedule.from_arguments(**rate_arguments(scheduled)) == \
+        KeepRateSchedule(1.0, 0.9, 10000)
+    # an older checkpoint's args of the fixed arch have no schedule fields at all
+    assert KeepRateSchedule.from_arguments(**rate_arguments(Namespace(pruning_rate=0.8))) == \
+        KeepRateSchedule(0.8, 0.8, 0)
+    model = build_pruned_hubert(__import__("npy_tome_layer.standins", fromlist=["x"])
+                                .hubert_model_config("tiny"), **rate_arguments(scheduled))
+    model.encoder.set_num_updates(5000)
+    assert model.encoder.keep_rate == pytest.approx(0.95)
