@@ -32,7 +32,10 @@ from typing import Dict, List, Optional
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from .models.pruned_hubert import PrunedHubertModel, build_pruned_hubert
+from fairseq.models.hubert.hubert import HubertModel
+from omegaconf import OmegaConf
+
+from .models.pruned_hubert import PrunedHubertModel, build_pruned_hubert, hubert_config
 from .modules.token_reduction import PROFILE_LABELS, REDUCTIONS, TokenReduction, build_reduction
 from .plotting import pyplot
 from .speech import SAMPLE_RATE
@@ -190,6 +193,19 @@ def reduction_share(model, audio) -> float:
     return spent_us / 1e6 / total
 
 
+def interleaved_times(models, audio, timed, warmup: int, repeats: int) -> List[List[float]]:
+    """``timed(model, audio)`` seconds per model: warm-ups first, then round
+    robin (repeat 1 of every model, then repeat 2, ...)."""
+    for model in models:
+        for _ in range(warmup):
+            timed(model, audio)
+    times = [[] for _ in models]
+    for _ in range(repeats):
+        for i, model in enumerate(models):
+            times[i].append(timed(model, audio))
+    return times
+
+
 def measure_group(models, audio, warmup: int, repeats: int) -> List[Dict]:
     """Latency, peak memory, reduction share and frames out of models (one
     per setting) on one input. The timed passes go round-robin over the
@@ -197,14 +213,8 @@ def measure_group(models, audio, warmup: int, repeats: int) -> List[Dict]:
     machine the speed drifts by tens of percent over minutes, and
     interleaving makes that drift hit dense and pruned alike instead of
     whichever ran later."""
-    times = [[] for _ in models]
     with torch.inference_mode():
-        for model in models:
-            for _ in range(warmup):
-                _timed_pass(model, audio)
-        for _ in range(repeats):
-            for i, model in enumerate(models):
-                times[i].append(_timed_pass(model, audio))
+        times = interleaved_times(models, audio, _timed_pass, warmup, repeats)
         results = []
         for i, model in enumerate(models):
             # peak memory in a pass of its own: resetting the CPU peak returns
@@ -244,6 +254,75 @@ def run_group(reference, cfg, settings: List[Dict], duration: float, batch: int,
               f"{duration:4g}s x{batch}: {row['latency_s'] * 1000:8.1f} ms "
               f"frames {row['frames_out']}/{frames_in}", flush=True)
     return rows
+
+
+# --- training step -------------------------------------------------------------
+
+def _timed_step(model, audio) -> float:
+    """One forward + backward of the encoder (loss: mean square of its output)."""
+    start = time.perf_counter()
+    x, _ = model.extract_features(audio, padding_mask=None, mask=False)
+    x.float().pow(2).mean().backward()
+    _sync(audio.device)
+    elapsed = time.perf_counter() - start
+    model.zero_grad(set_to_none=True)
+    return elapsed
+
+
+def fairseq_dense(reference: PrunedHubertModel, cfg: Dict) -> HubertModel:
+    """fairseq's own HubertModel on the reference's weights (shared, no copy)."""
+    model = HubertModel(hubert_config(cfg), OmegaConf.create({"sample_rate": SAMPLE_RATE}), [None])
+    model.remove_pretraining_modules()
+    param = next(reference.parameters())
+    model.to(device=param.device, dtype=param.dtype)
+    torch.nn.Module.load_state_dict(model, reference.state_dict(), strict=False, assign=True)
+    return model.eval()
+
+
+def run_training_step(reference, cfg, rates: List[float], duration: float, batch: int, device,
+                      dtype, warmup: int, repeats: int) -> List[Dict]:
+    """Forward + backward, fairseq's dense HubertModel vs this encoder at each
+    rate from layer 0, interleaved; dropout off (eval mode) so every pass
+    does the same work. The FLOP ideal is the forward pass's ratio (backward
+    costs about twice the forward, layer by layer, so the ratio carries over)."""
+    num_samples = int(duration * SAMPLE_RATE)
+    g = torch.Generator().manual_seed(0)
+    audio = (0.1 * torch.randn(batch, num_samples, generator=g)).to(device=device, dtype=dtype)
+    settings = [{"mode": "fairseq dense", "rate": 1.0, "init_layer": 0}] + [
+        {"mode": "prune", "rate": rate, "init_layer": 0} for rate in rates]
+    models = [fairseq_dense(reference, cfg)] + [
+        setting_model(reference, cfg, "prune", rate, 0) for rate in rates]
+    for model in models:
+        model.requires_grad_(True)
+    times = interleaved_times(models, audio, _timed_step, warmup, repeats)
+    dense_flops = encoder_flops_formula(cfg, num_samples, batch)["total"]
+    rows = []
+    for s, model, t in zip(settings, models, times):
+        peak = PeakMemory(audio.device)
+        with peak:
+            _timed_step(model, audio)
+        flops = encoder_flops_formula(cfg, num_samples, batch, s["rate"], 0)["total"]
+        rows.append({"group": "train_step", **s, "duration_s": duration, "batch": batch,
+                     "latency_s": statistics.median(t), "latency_range_s": (min(t), max(t)),
+                     "peak_bytes": peak.bytes, "ideal_speedup": dense_flops / flops})
+        print(f"  train step {s['mode']:13s} rate {s['rate']:.2f} {duration:g}s x{batch}: "
+              f"{rows[-1]['latency_s'] * 1000:8.1f} ms", flush=True)
+    for row in rows:
+        row["measured_speedup"] = rows[0]["latency_s"] / row["latency_s"]
+    return rows
+
+
+def train_markdown(rows: List[Dict]) -> str:
+    out = ["| model | audio | batch | keep rate (from layer 0) | forward + backward ms, median "
+           "(min-max) | peak MiB | speedup over fairseq dense | FLOP ideal |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lo, hi = r["latency_range_s"]
+        out.append(f"| {r['mode']} | {r['duration_s']:g} s | {r['batch']} | {r['rate']:g} "
+                   f"| {r['latency_s'] * 1000:.0f} ({lo * 1000:.0f}-{hi * 1000:.0f}) "
+                   f"| {_mib(r['peak_bytes'])} | {r['measured_speedup']:.2f}x "
+                   f"| {r['ideal_speedup']:.2f}x |")
+    return "\n".join(out)
 
 
 def build_model(size: str, device, dtype):
@@ -286,6 +365,14 @@ def run_grid(args) -> List[Dict]:
                 settings += [{"mode": mode, "rate": 0.9, "init_layer": init}
                              for mode, cls in REDUCTIONS.items() if cls.uses_rate]
         group("alternatives", args.alternatives_duration, args.alternatives_batch, settings)
+    if args.train_step:
+        print(f"[benchmark] training step: {args.train_step_duration:g} s x "
+              f"{args.train_step_batch}, fairseq dense + rates {args.train_step_rates}", flush=True)
+        train_rows = run_training_step(model, cfg, args.train_step_rates, args.train_step_duration,
+                                       args.train_step_batch, device, dtype, args.warmup,
+                                       args.repeats)
+    else:
+        train_rows = []
     for row in rows:
         dense = next(r for r in rows if r["mode"] == "prune" and r["rate"] == 1.0
                      and r["group"] == row["group"] and r["duration_s"] == row["duration_s"]
@@ -294,7 +381,7 @@ def run_grid(args) -> List[Dict]:
         row["measured_speedup"] = dense["latency_s"] / row["latency_s"]
         row["peak_vs_dense"] = (None if not row["peak_bytes"] or not dense["peak_bytes"]
                                 else row["peak_bytes"] / dense["peak_bytes"])
-    return rows
+    return rows + train_rows
 
 
 # --- reporting ----------------------------------------------------------------
@@ -342,7 +429,7 @@ def targets(rows: List[Dict]) -> str:
                      f"{alt_prune['latency_s'] * 1000:.0f} ms, merge "
                      f"{merge['latency_s'] * 1000:.0f} ms "
                      f"| {'yes' if alt_prune['latency_s'] < merge['latency_s'] else 'no'} |")
-    peaks = [r["peak_vs_dense"] for r in rows if r["peak_vs_dense"] is not None
+    peaks = [r["peak_vs_dense"] for r in rows if r.get("peak_vs_dense") is not None
              and r["mode"] == "prune"]
     if peaks:
         worst = max(peaks)
@@ -447,6 +534,11 @@ def main(argv=None):
     parser.add_argument("--no-alternatives", dest="alternatives", action="store_false")
     parser.add_argument("--alternatives-duration", type=float, default=10)
     parser.add_argument("--alternatives-batch", type=int, default=8)
+    parser.add_argument("--train-step", action="store_true",
+                        help="also time forward + backward: fairseq's dense HubertModel vs pruned")
+    parser.add_argument("--train-step-duration", type=float, default=5)
+    parser.add_argument("--train-step-batch", type=int, default=4)
+    parser.add_argument("--train-step-rates", type=float, nargs="+", default=[1.0, 0.9, 0.8])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
@@ -464,6 +556,7 @@ def main(argv=None):
     rows = run_grid(args)
     grid = [r for r in rows if r["group"] == "grid"]
     alternatives = [r for r in rows if r["group"] == "alternatives"]
+    train_step = [r for r in rows if r["group"] == "train_step"]
     report = [f"# HuBERT-{args.size} encoder benchmark ({args.dtype}, random weights)", "",
               f"Machine: {machine}; median of {args.repeats} passes after {args.warmup} "
               "warm-up, settings of one table section interleaved.", "",
@@ -474,6 +567,10 @@ def main(argv=None):
                        f"({args.alternatives_duration:g} s x {args.alternatives_batch}; "
                        "prune/merge at the rate that halves the frames, conv stride 2; "
                        "own dense reference):", "", markdown(alternatives)]
+    if train_step:
+        report += ["", f"Training step (forward + backward, {args.train_step_duration:g} s x "
+                       f"{args.train_step_batch}, dropout off, settings interleaved):", "",
+                   train_markdown(train_step)]
     report += ["", targets(rows)]
     # written before the decoding step, so a failure there loses no encoder results
     with open(os.path.join(args.out, "results.json"), "w") as f:

@@ -26,7 +26,7 @@ from .models.pruned_hubert import (
     load_pruned_hubert,
 )
 from .plotting import pyplot
-from .speech import SAMPLE_RATE
+from .speech import SAMPLE_RATE, AudioError, audio_info
 from .standins import hubert_model_config
 
 FRAME_SECONDS = 0.02
@@ -106,13 +106,12 @@ def main(argv=None):
     parser.add_argument("--init-layer", type=int)
     args = parser.parse_args(argv)
     try:
-        audio, sr = sf.read(args.wav, dtype="float32", always_2d=True)
+        audio_info(args.wav)
+        audio = sf.read(args.wav, dtype="float32")[0]
+    except AudioError as e:
+        sys.exit(f"visualize_pruning: {e}")
     except Exception as e:  # soundfile's errors do not always name the file
         sys.exit(f"visualize_pruning: cannot read {args.wav}: {e}")
-    if sr != SAMPLE_RATE or audio.shape[1] != 1:
-        sys.exit(f"visualize_pruning: {args.wav} is {sr} Hz x {audio.shape[1]} ch, "
-                 f"expected {SAMPLE_RATE} Hz mono")
-    audio = audio[:, 0]
     try:
         model = load_for_visualisation(args.checkpoint, args.rate, args.init_layer)
     except (CheckpointError, ValueError) as e:

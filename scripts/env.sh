@@ -13,7 +13,12 @@ DELTALM_DICT=${DELTALM_DICT:-$PRETRAINED/dict.txt}
 DATA_ROOT=${DATA_ROOT:-$REPO/data}                # prepared data: $DATA_ROOT/en-XX/
 CKPT_ROOT=${CKPT_ROOT:-$REPO/checkpoints}         # runs: $CKPT_ROOT/en-XX/{mt,st_baseline,...}/
 CONFIG_DIR=${CONFIG_DIR:-$REPO/configs/mustc}
-NPROC=${NPROC:-1}                                 # training workers (processes)
+NPROC=${NPROC:-1}                                 # training workers (processes) per machine
+NNODES=${NNODES:-1}                               # machines taking part in one training run
+NODE_RANK=${NODE_RANK:-0}                         # this machine's index, 0 .. NNODES-1
+MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}             # node 0's address, reachable from every node
+MASTER_PORT=${MASTER_PORT:-29500}                 # a free port on node 0
+WORLD=$((NNODES * NPROC))                         # workers over all machines
 DEVICE=${DEVICE:-$("$PY" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')}
 EXTRA_ARGS=${EXTRA_ARGS:-}                        # appended to every fairseq call
 
@@ -34,41 +39,56 @@ check_lang() {
 
 # The configs give --update-freq as worker-batches per update over all
 # workers (the paper: 4 GPUs x 2 = 8); fairseq's --update-freq is per worker,
-# so divide by NPROC (rounded up) to keep the effective batch.
+# so divide by the workers of all machines (rounded up) to keep the effective batch.
 # Sets the array TRAIN_ARGS.
 per_worker_update_freq() {
   TRAIN_ARGS=()
   while [ $# -gt 0 ]; do
     if [ "$1" = --update-freq ] && [ $# -ge 2 ]; then
-      TRAIN_ARGS+=(--update-freq "$(( ($2 + NPROC - 1) / NPROC ))"); shift 2
+      TRAIN_ARGS+=(--update-freq "$(( ($2 + WORLD - 1) / WORLD ))"); shift 2
     else
       TRAIN_ARGS+=("$1"); shift
     fi
   done
 }
 
-# fairseq-train, on NPROC workers through fairseq's own torch.distributed
-# support: on CUDA fairseq spawns one process per GPU itself; on CPU torchrun
-# starts the workers and fairseq joins them over gloo (fairseq's torchrun
-# detection divides by the CUDA device count and pytorch_ddp passes
-# device_ids=[0]; both fail on CPU, hence env://). Always legacy_ddp, as the
-# paper: MT batches and layerdrop leave parameters without gradients, which
-# pytorch_ddp rejects. On CUDA, $CONFIG_DIR/cuda.args is added (fp16).
+# fairseq-train on NPROC workers per machine, NNODES machines, through
+# fairseq's own torch.distributed support. On CPU torchrun starts the workers
+# (one node: --standalone; several: node 0 at MASTER_ADDR:MASTER_PORT) and
+# fairseq joins them over gloo (fairseq's torchrun detection divides by the
+# CUDA device count and pytorch_ddp passes device_ids=[0]; both fail on CPU,
+# hence env://). On CUDA fairseq spawns one process per GPU itself; several
+# nodes meet at tcp://MASTER_ADDR:MASTER_PORT, each starting at rank
+# NODE_RANK * NPROC. Always legacy_ddp, as the paper: MT batches and layerdrop
+# leave parameters without gradients, which pytorch_ddp rejects. On CUDA,
+# $CONFIG_DIR/cuda.args is added (fp16).
 fairseq_train() {
-  local device_args=() cuda_args=""
+  local device_args=() cuda_args="" nodes=()
   per_worker_update_freq "$@"
   if [ "$DEVICE" = cpu ]; then
     device_args=(--cpu)
   elif [ -f "$CONFIG_DIR/cuda.args" ]; then
     cuda_args=$(config_args "$CONFIG_DIR/cuda.args")
   fi
-  if [ "$NPROC" -le 1 ]; then
+  if [ "$NNODES" -gt 1 ]; then
+    nodes=(--nnodes "$NNODES" --node_rank "$NODE_RANK" --master_addr "$MASTER_ADDR"
+           --master_port "$MASTER_PORT")
+  else
+    nodes=(--standalone)
+  fi
+  if [ "$WORLD" -le 1 ]; then
     run "$BIN/fairseq-train" "${TRAIN_ARGS[@]}" "${device_args[@]}" $cuda_args $EXTRA_ARGS
   elif [ "$DEVICE" = cpu ]; then
-    FAIRSEQ_TRAIN="$BIN/fairseq-train" run "$BIN/torchrun" --standalone --nproc_per_node "$NPROC" \
+    FAIRSEQ_TRAIN="$BIN/fairseq-train" run "$BIN/torchrun" "${nodes[@]}" --nproc_per_node "$NPROC" \
       --no-python "$REPO/scripts/fairseq_train_worker.sh" "${TRAIN_ARGS[@]}" --cpu \
-      --distributed-world-size "$NPROC" --distributed-backend gloo \
+      --distributed-world-size "$WORLD" --distributed-backend gloo \
       --distributed-init-method env:// --distributed-no-spawn --ddp-backend legacy_ddp $EXTRA_ARGS
+  elif [ "$NNODES" -gt 1 ]; then
+    # fairseq spawns min(visible GPUs, world size) processes: show it NPROC GPUs
+    CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-$(seq -s, 0 $((NPROC - 1)))} \
+      run "$BIN/fairseq-train" "${TRAIN_ARGS[@]}" --distributed-world-size "$WORLD" \
+      --distributed-init-method "tcp://$MASTER_ADDR:$MASTER_PORT" \
+      --distributed-rank $((NODE_RANK * NPROC)) --ddp-backend legacy_ddp $cuda_args $EXTRA_ARGS
   else
     run "$BIN/fairseq-train" "${TRAIN_ARGS[@]}" --distributed-world-size "$NPROC" --ddp-backend legacy_ddp \
       $cuda_args $EXTRA_ARGS

@@ -139,4 +139,20 @@ def test_visualisation_of_a_hubert_file(hubert_tiny, tmp_path):
     assert out.read_bytes()[:8] == PNG and "frames leave" in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "npy_tome_layer.visualize_pruning", "--wav",
                            str(tmp_path / "none.wav"), "--out", str(out)], capture_output=True, text=True)
-    assert proc.returncode != 0 and "cannot read" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode != 0 and "none.wav does not exist" in proc.stderr \
+        and "Traceback" not in proc.stderr
+
+
+def test_training_step_times_fairseq_dense_against_pruned(tiny):
+    from npy_tome_layer.benchmark import run_training_step, train_markdown
+
+    cfg, reference = tiny
+    rows = run_training_step(reference, cfg, [1.0, 0.8], duration=1, batch=2,
+                             device=torch.device("cpu"), dtype=torch.float32, warmup=1, repeats=2)
+    assert [(r["mode"], r["rate"]) for r in rows] == [("fairseq dense", 1.0), ("prune", 1.0),
+                                                     ("prune", 0.8)]
+    assert rows[0]["measured_speedup"] == 1.0 and rows[0]["ideal_speedup"] == 1.0
+    assert rows[2]["ideal_speedup"] > 1.0 and all(r["latency_s"] > 0 for r in rows)
+    # the step left no gradients behind, on the shared weights either
+    assert all(p.grad is None for p in reference.parameters())
+    assert "| fairseq dense | 1 s | 2 | 1 |" in train_markdown(rows)

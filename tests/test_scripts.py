@@ -1,13 +1,15 @@
 """The per-pair shell scripts as a user runs them: 2-worker CPU training over
-gloo with fairseq's own torch.distributed support, the whole demo end to end
+gloo with fairseq's own torch.distributed support, on one node and on two, the whole demo end to end
 at the smallest size, per-language length penalties, and argument errors."""
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 
 import pytest
+import torch
 
 from .conftest import REPO, TINY_DELTALM, VENV_BIN
 
@@ -47,7 +49,7 @@ def pair_env(st_corpus, mt_checkpoint, tmp_path):
             "MT_CHECKPOINT": mt_checkpoint[0], "DEVICE": "cpu"}
 
 
-def test_two_cpu_workers_over_gloo(pair_env, tmp_path):
+def test_two_cpu_workers_over_gloo_on_one_node_and_on_two(pair_env, tmp_path):
     proc = run_script("train_st.sh", ["de", "fixed"], dict(pair_env, NPROC="2"))
     log = proc.stdout + proc.stderr
     # the script prints what it runs: torchrun on fairseq's own distributed options
@@ -63,8 +65,42 @@ def test_two_cpu_workers_over_gloo(pair_env, tmp_path):
     # the paper's flags: the MT loss of the transcripts, dev BLEU selects the best checkpoint
     assert re.search(r"\| train \|.* st_loss [0-9.]+ \| mt_loss [0-9.]+", log)
     assert re.search(r"\| valid on 'dev' subset \|.* bleu [0-9.]+", log)
-    assert os.path.isfile(tmp_path / "ckpt" / "en-de" / "st_fixed" / "checkpoint_best.pt")
-    assert os.path.isfile(tmp_path / "ckpt" / "en-de" / "st_fixed" / "checkpoint_last.pt")
+    one_node = tmp_path / "ckpt" / "en-de" / "st_fixed"
+    assert os.path.isfile(one_node / "checkpoint_best.pt")
+    assert os.path.isfile(one_node / "checkpoint_last.pt")
+
+    # the same run as two "machines" of one worker each, meeting at 127.0.0.1
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nodes = []
+    for rank in (0, 1):
+        env = dict(os.environ, PY=os.path.join(VENV_BIN, "python"), **dict(
+            pair_env, NPROC="1", NNODES="2", NODE_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port), CKPT_ROOT=str(tmp_path / f"node{rank}")))
+        nodes.append(subprocess.Popen(["bash", os.path.join(SCRIPTS, "train_st.sh"), "de", "fixed"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                      env=env, cwd=REPO))
+    try:
+        logs = [p.communicate(timeout=900)[0] for p in nodes]
+    finally:
+        for p in nodes:
+            p.kill()
+    for rank, (p, node_log) in enumerate(zip(nodes, logs)):
+        assert p.returncode == 0, node_log[-4000:]
+        assert re.search(rf"\+ \S*torchrun --nnodes 2 --node_rank {rank} --master_addr 127.0.0.1 "
+                         rf"--master_port {port} --nproc_per_node 1 ", node_log)
+        assert "--distributed-world-size 2 " in node_log and "--update-freq 1 " in node_log
+    assert "training on 2 devices" in logs[0] and re.search(r"num_updates 3\b", logs[0])
+    # they trained as one: the parameters equal those of the one-node run
+    two_nodes = torch.load(tmp_path / "node0" / "en-de" / "st_fixed" / "checkpoint_last.pt",
+                           weights_only=True)["model"]
+    reference = torch.load(one_node / "checkpoint_last.pt", weights_only=True)["model"]
+    assert two_nodes.keys() == reference.keys()
+    for name, value in reference.items():
+        torch.testing.assert_close(two_nodes[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    # only rank 0 writes checkpoints; node 1 saved nothing
+    assert not list((tmp_path / "node1").rglob("*.pt"))
 
 
 def test_demo_end_to_end_at_the_smallest_size(tmp_path):
@@ -107,13 +143,14 @@ def test_demo_end_to_end_at_the_smallest_size(tmp_path):
     assert re.search(r"^demo finished in \d+ min \d+ s$", proc.stdout, flags=re.M)
 
 
-@pytest.mark.parametrize("nproc,total,per_worker", [("1", "8", "8"), ("2", "8", "4"),
-                                                      ("3", "8", "3"), ("4", "2", "1")])
-def test_update_freq_keeps_the_effective_batch(nproc, total, per_worker):
+@pytest.mark.parametrize("nproc,nnodes,total,per_worker", [
+    ("1", "1", "8", "8"), ("2", "1", "8", "4"), ("3", "1", "8", "3"), ("4", "1", "2", "1"),
+    ("2", "2", "8", "2"), ("1", "2", "8", "4"), ("4", "4", "8", "1")])
+def test_update_freq_keeps_the_effective_batch(nproc, nnodes, total, per_worker):
     script = (f'source "{SCRIPTS}/env.sh"; per_worker_update_freq --lr 1 --update-freq {total} '
               '--seed 1; echo "${TRAIN_ARGS[@]}"')
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True,
-                         env=dict(os.environ, NPROC=nproc, DEVICE="cpu",
+                         env=dict(os.environ, NPROC=nproc, NNODES=nnodes, DEVICE="cpu",
                                   PY=os.path.join(VENV_BIN, "python"))).stdout
     assert out.split() == ["--lr", "1", "--update-freq", per_worker, "--seed", "1"]
 

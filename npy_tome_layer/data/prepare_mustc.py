@@ -24,7 +24,7 @@ import soundfile as sf
 import yaml
 
 from ..checkpoint_loading import atomic_destination
-from ..speech import SAMPLE_RATE
+from ..speech import SAMPLE_RATE, AudioError, audio_info
 from .speech_translation_dataset import COLUMNS
 
 SPLITS = ("train", "dev", "tst-COMMON", "tst-HE")
@@ -107,22 +107,10 @@ def read_split(pair_dir: str, split: str, tgt_lang: str) -> List[Dict]:
             problems.append(f"{where}: wav {seg['wav']!r} is not a file name")
             continue
         wav = os.path.abspath(os.path.join(wav_dir, seg["wav"]))
-        if wav not in info:
-            if not os.path.isfile(wav):
-                problems.append(f"{where}: {wav} does not exist")
-                continue
-            if os.path.getsize(wav) == 0:
-                problems.append(f"{where}: {wav} is empty (0 bytes)")
-                continue
-            try:
-                info[wav] = sf.info(wav)
-            except Exception as e:
-                problems.append(f"{where}: cannot read {wav}: {e}")
-                continue
-        meta = info[wav]
-        if meta.samplerate != SAMPLE_RATE or meta.channels != 1:
-            problems.append(f"{where}: {wav} is {meta.samplerate} Hz x {meta.channels} ch, "
-                            f"expected {SAMPLE_RATE} Hz mono")
+        try:
+            meta = audio_info(wav, info)
+        except AudioError as e:
+            problems.append(f"{where}: {e}")
             continue
         offset = int(round(float(seg["offset"]) * SAMPLE_RATE))
         n = int(round(float(seg["duration"]) * SAMPLE_RATE))

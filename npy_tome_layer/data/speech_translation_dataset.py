@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 from fairseq.data import FairseqDataset, data_utils
 
-from ..speech import SAMPLE_RATE
+from ..speech import AudioError, audio_info
 
 COLUMNS = ("id", "audio", "n_frames", "tgt_text", "src_text", "speaker")
 
@@ -74,23 +74,10 @@ def read_manifest(tsv_path: str) -> List[Dict[str, str]]:
 
 def check_audio(ref: AudioRef, where: str, info_cache: Dict[str, sf._SoundFileInfo]) -> int:
     """Validate the file/segment; return its number of samples."""
-    info = info_cache.get(ref.path)
-    if info is None:
-        if not os.path.isfile(ref.path):
-            raise ManifestError(f"{where}: audio file {ref.path} does not exist")
-        try:
-            info = sf.info(ref.path)
-        except Exception as e:  # soundfile raises its own error types per backend
-            raise ManifestError(f"{where}: cannot read audio file {ref.path}: {e}") from e
-        info_cache[ref.path] = info
-    if info.frames == 0:
-        raise ManifestError(f"{where}: audio file {ref.path} is empty")
-    if info.samplerate != SAMPLE_RATE:
-        raise ManifestError(f"{where}: audio file {ref.path} has sample rate "
-                            f"{info.samplerate}, expected {SAMPLE_RATE}")
-    if info.channels != 1:
-        raise ManifestError(f"{where}: audio file {ref.path} has {info.channels} channels, "
-                            "expected mono")
+    try:
+        info = audio_info(ref.path, info_cache)
+    except AudioError as e:
+        raise ManifestError(f"{where}: {e}") from e
     num = info.frames - ref.offset if ref.num_samples < 0 else ref.num_samples
     if num <= 0 or ref.offset + num > info.frames:
         raise ManifestError(f"{where}: segment {ref.offset}:{num} lies outside {ref.path} "

@@ -111,9 +111,9 @@ class ReducibleAttention(MultiheadAttention):
                 # in place: matmul's backward needs q and k, not its output
                 if attn_mask is not None:
                     logits += attn_mask
-                logits = logits.float()
+                logits = logits.float()  # in place below too: a copy unless already fp32
                 if key_bias is not None:
-                    logits = logits + key_bias[rows]
+                    logits += key_bias[rows]
                 probs = logits.softmax(dim=-1)
                 if evidence.needs_probabilities:
                     evidence.add_probabilities(probs, rows, block[1], heads,

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Usage (on a lent GPU machine, from the repo root, bundle made by gpu_bundle.sh):
+#   scripts/gpu_check.sh
+#   DEVICE=cpu scripts/gpu_check.sh     # the same steps at tiny size on the CPU (CI runs this)
+# One command that proves the GPU path and brings back the numbers:
+#   0. installs fairseq and its missing dependencies from $BUNDLE (.gpu_bundle/)
+#      into $SITE when fairseq is not importable (fairseq is built from its sdist
+#      against the machine's torch, without its CUDA-only extensions);
+#   1. the tests marked cuda (pytest -m cuda; TEST_DEVICE=$DEVICE);
+#   2. a few fairseq-train ST updates with --fp16 and with --bf16 on the demo's
+#      stand-ins (loss finite, checkpoint written), then fairseq-generate on each
+#      (on the CPU fp32 only: fairseq reads --fp16/--bf16 without CUDA as a TPU run);
+#   3. the encoder benchmark (base size, fp16, 10 s and 20 s x 8, rates 1.0 0.9
+#      0.8, init layers 0 and 4, alternatives, training step dense vs pruned).
+# Writes summary.md (all tables and results), results.json (the benchmark's)
+# and details.tar.gz (logs, plots) into $OUT if set, else gpu_results/.
+# Every step runs even if one before it failed; the exit status says whether all passed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+DEVICE=${DEVICE:-cuda}
+RESULTS=${OUT:-$REPO/gpu_results}
+BUNDLE=${BUNDLE:-$REPO/.gpu_bundle}
+SITE=${SITE:-/tmp/npy_tome_layer_site}
+WORK=${WORK:-$(mktemp -d)}
+if [ -z "${PY:-}" ]; then
+  if [ -x "$REPO/.venv/bin/python" ]; then PY=$REPO/.venv/bin/python; else PY=python3; fi
+fi
+mkdir -p "$RESULTS" "$WORK/logs"
+SUMMARY=$RESULTS/summary.md
+export PYTHONUNBUFFERED=1 PYTHONPATH="$SITE:$REPO${PYTHONPATH:+:$PYTHONPATH}"
+start=$SECONDS
+failed=()
+say() { echo "$*" | tee -a "$SUMMARY"; }
+step() {  # step NAME COMMAND...: run, log to $WORK/logs/NAME.log, record the outcome
+  local name=$1; shift
+  echo "[gpu_check] $name: $*" >&2
+  if "$@" >"$WORK/logs/$name.log" 2>&1; then
+    say "- $name: passed ($((SECONDS - start)) s so far)"
+  else
+    say "- $name: FAILED (exit $?), log tail:"; tail -n 25 "$WORK/logs/$name.log" | sed 's/^/    /' | tee -a "$SUMMARY"
+    failed+=("$name")
+  fi
+}
+
+if [ "$DEVICE" = cpu ]; then
+  SIZE=tiny; BENCH=(--size tiny --durations 1 --batches 2 --rates 1.0 0.9 --init-layers 0
+                    --repeats 1 --alternatives-duration 1 --alternatives-batch 2
+                    --train-step --train-step-duration 1 --train-step-batch 2 --device cpu
+                    --dtype fp32)
+  PRECISIONS=(fp32)  # fairseq takes --fp16 / --bf16 without CUDA for a TPU run
+  TRAIN_DEVICE=(--cpu)
+else
+  SIZE=demo; BENCH=(--size base --durations 10 20 --batches 8 --rates 1.0 0.9 0.8 --init-layers 0 4
+                    --repeats 5 --train-step --train-step-duration 10 --train-step-batch 8
+                    --device cuda --dtype fp16)
+  PRECISIONS=(fp16 bf16)
+  TRAIN_DEVICE=()
+fi
+
+: >"$SUMMARY"
+say "# gpu_check ($DEVICE), $(date -u '+%Y-%m-%d %H:%M UTC')"
+say ""
+say '```'
+"$PY" - <<'EOF' 2>&1 | tee -a "$SUMMARY"
+import platform, torch
+print(f"python {platform.python_version()}, torch {torch.__version__}, cuda available: {torch.cuda.is_available()}")
+if torch.cuda.is_available():
+    print(f"device: {torch.cuda.get_device_name(0)}, CUDA {torch.version.cuda}")
+EOF
+say '```'
+
+install() {
+  if "$PY" -c "import fairseq, hydra, bitarray, soundfile" 2>/dev/null; then
+    echo "fairseq already importable: nothing to install"; return 0
+  fi
+  ls "$BUNDLE"/*.whl "$BUNDLE"/fairseq_fixed-*.tar.gz >/dev/null || {
+    echo "error: no bundle in $BUNDLE (run scripts/gpu_bundle.sh where pip works)"; return 1; }
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$SITE" "$BUNDLE"/*.whl || return 1
+  # without CUDA_HOME fairseq's setup.py skips its CUDA kernels (unused here)
+  env -u CUDA_HOME MAX_JOBS=${MAX_JOBS:-16} "$PY" -m pip install -q --no-index --no-deps \
+    --no-build-isolation --no-cache-dir --target "$SITE" "$BUNDLE"/fairseq_fixed-*.tar.gz || return 1
+  "$PY" -c "import fairseq, hydra, soundfile; print('fairseq', fairseq.__version__)"
+}
+say ""
+say "## Steps"
+step install install
+
+step cuda_tests env TEST_DEVICE="$DEVICE" "$PY" -m pytest -q -m cuda -p no:cacheprovider \
+  "$REPO/tests/test_cuda.py"
+say ""
+say "cuda tests: $(grep -E '[0-9]+ (passed|failed|skipped)' "$WORK/logs/cuda_tests.log" | tail -n 1)"
+
+corpus() {  # stand-ins (random weights) and the demo corpus, prepared
+  "$PY" -m npy_tome_layer.standins --out "$WORK/pretrained" --hubert-size "$SIZE" || return 1
+  if [ -d "$BUNDLE/mustc/en-de" ]; then
+    cp -r "$BUNDLE/mustc" "$WORK/mustc"  # espeak-ng speech made by gpu_bundle.sh
+  else
+    "$PY" -m npy_tome_layer.data.demo_corpus "$WORK/mustc" --tgt-lang de --train-talks 1 \
+      --segments-per-talk 8 || return 1
+  fi
+  "$PY" -m npy_tome_layer.data.prepare_mustc --mustc-root "$WORK/mustc" --tgt-lang de \
+    --out "$WORK/data" --spm-model "$WORK/pretrained/spm.model" --dict "$WORK/pretrained/dict.txt"
+}
+step corpus corpus
+
+train_and_generate() {  # PRECISION: a few ST updates, then beam search on the checkpoint
+  local save=$WORK/st_$1 flag=()
+  [ "$1" = fp32 ] || flag=(--"$1")
+  "$PY" -m fairseq_cli.train "$WORK/data" --user-dir "$REPO/npy_tome_layer" \
+    --task speech_and_text_translation --tgt-lang de --text-data "$WORK/data/mt" \
+    --st-training --mt-finetune --hubert-model-path "$WORK/pretrained/hubert.pt" \
+    --pretrained-deltalm-checkpoint "$WORK/pretrained/deltalm.pt" \
+    $(grep -hv '^#' "$REPO/configs/demo/st.args" "$REPO/configs/demo/st_fixed.args" | tr '\n' ' ') \
+    --max-update 4 --max-epoch 4 --no-epoch-checkpoints --disable-validation --save-dir "$save" \
+    --log-interval 1 "${TRAIN_DEVICE[@]}" "${flag[@]}" || return 1
+  "$PY" - "$save/checkpoint_last.pt" <<'EOF' || return 1
+import sys, torch
+from npy_tome_layer.checkpoint_loading import load_checkpoint  # weights-only, allow-listed
+state = load_checkpoint(sys.argv[1])
+history = state["optimizer_history"][-1]
+print(f"checkpoint: {sys.argv[1]}, num_updates {history['num_updates']}")
+assert history["num_updates"] >= 1
+assert all(torch.isfinite(v.float()).all() for v in state["model"].values() if v.is_floating_point())
+EOF
+  "$PY" -m fairseq_cli.generate "$WORK/data" --user-dir "$REPO/npy_tome_layer" \
+    --task speech_and_text_translation --tgt-lang de --gen-subset tst-COMMON \
+    --path "$save/checkpoint_last.pt" --beam 4 --max-tokens 400000 --max-len-a 0 --max-len-b 20 \
+    --required-batch-size-multiple 1 --scoring sacrebleu "${TRAIN_DEVICE[@]}" "${flag[@]}"
+}
+for precision in "${PRECISIONS[@]}"; do
+  step "train_$precision" train_and_generate "$precision"
+  log=$WORK/logs/train_$precision.log
+  loss=$(grep -oE "[| ]loss[ =]([0-9.]+(e[-+0-9]+)?|nan|inf)" "$log" | tail -n 1)
+  bleu=$(grep -oE "BLEU = [0-9.]+" "$log" | tail -n 1)
+  say "  $precision: last logged${loss:- loss not found}; generate: ${bleu:-no BLEU line}"
+  case "$loss" in *nan*|*inf*|"") failed+=("loss_$precision") ;; esac
+done
+
+step benchmark "$PY" -m npy_tome_layer.benchmark --out "$WORK/bench" "${BENCH[@]}"
+if [ -f "$WORK/bench/benchmark.md" ]; then
+  say ""
+  cat "$WORK/bench/benchmark.md" >>"$SUMMARY"
+  cp "$WORK/bench/results.json" "$RESULTS/results.json"
+fi
+
+say ""
+say "finished in $((SECONDS - start)) s; failed: ${failed[*]:-none}"
+tar -czf "$RESULTS/details.tar.gz" -C "$WORK" logs $( [ -d "$WORK/bench" ] && echo bench )
+echo "[gpu_check] wrote $SUMMARY, $RESULTS/results.json, $RESULTS/details.tar.gz" >&2
+[ ${#failed[@]} -eq 0 ]
