@@ -4,7 +4,9 @@
 # 3.12, PyTorch with CUDA, no package index) lacks to run scripts/gpu_check.sh:
 # fairseq-fixed's sdist (built there against its own torch) and the wheels of
 # fairseq's dependencies that such a machine does not have, for CPython 3.12 on
-# manylinux x86-64. Pure-Python sdists are turned into wheels here.
+# manylinux x86-64 (pure-Python sdists are turned into wheels here), and a tiny
+# espeak-ng corpus in the MuST-C layout (mustc/en-de: the GPU machine has no
+# espeak-ng) for the check's training step.
 # Fails if DIR would exceed 64 MiB (what travels to a lent machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +32,9 @@ echo "[bundle] pure-Python wheels built from sdists: ${SDIST_WHEELS[*]}" >&2
 pip wheel --no-deps --no-binary=:all: -w "$DIR.tmp" "${SDIST_WHEELS[@]}"
 echo "[bundle] $FAIRSEQ sdist (built on the GPU machine: its extensions need that torch)" >&2
 pip download --no-deps --no-binary=:all: --no-build-isolation -d "$DIR.tmp" "$FAIRSEQ"
+echo "[bundle] demo corpus (espeak-ng) for the check's few training updates" >&2
+"$PY" -m npy_tome_layer.data.demo_corpus "$DIR.tmp/mustc" --tgt-lang de --train-talks 1 \
+  --segments-per-talk 8 >/dev/null
 for whl in "$DIR.tmp"/*.whl; do
   case "$(basename "$whl")" in
     *-py3-none-any.whl|*-py2.py3-none-any.whl|*-cp312-*manylinux*x86_64*.whl|*-py3-none-manylinux*x86_64*.whl|*-py2.py3-none-manylinux*x86_64*.whl) ;;
@@ -41,5 +46,5 @@ if [ "$size_kib" -gt $((LIMIT_MIB * 1024)) ]; then
   echo "error: bundle is $((size_kib / 1024)) MiB, over the ${LIMIT_MIB} MiB that travels" >&2; exit 1
 fi
 rm -rf "$DIR" && mv "$DIR.tmp" "$DIR"
-echo "[bundle] $DIR: $(ls "$DIR" | wc -l) files, $((size_kib / 1024)) MiB" >&2
+echo "[bundle] $DIR: $(ls "$DIR" | wc -l) entries, $((size_kib / 1024)) MiB" >&2
 ls "$DIR"
