@@ -30,6 +30,7 @@ import time
 from typing import Dict, List, Optional
 
 import torch
+from torch.autograd import DeviceType
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from fairseq.models.hubert.hubert import HubertModel
@@ -189,7 +190,10 @@ def reduction_share(model, audio) -> float:
     with torch.profiler.profile(activities=activities) as prof:
         total = _timed_pass(model, audio)
     field = "device_time_total" if audio.is_cuda else "cpu_time_total"
-    spent_us = sum(getattr(e, field) for e in prof.key_averages() if e.key in PROFILE_LABELS)
+    # on CUDA each label also has a GPU-side twin under the same key: count the CPU
+    # event's (its device time covers the kernels it launched) only
+    spent_us = sum(getattr(e, field) for e in prof.key_averages()
+                   if e.key in PROFILE_LABELS and e.device_type == DeviceType.CPU)
     return spent_us / 1e6 / total
 
 
@@ -356,7 +360,7 @@ def run_grid(args) -> List[Dict]:
     if args.alternatives:
         layers = cfg["encoder_layers"]
         settings = [dense]  # each group has its own dense reference, measured alongside
-        for init in args.init_layers:
+        for init in [i for i in args.init_layers if i < layers]:  # none act after the last
             # the rate that leaves about half the frames, as one stride-2 conv does
             half = round(0.5 ** (1 / (layers - init)), 4)
             settings += [{"mode": mode, "rate": half if cls.uses_rate else 1.0, "init_layer": init}

@@ -176,15 +176,17 @@ def load_checkpoint(path: str) -> dict:
 
 @contextlib.contextmanager
 def atomic_destination(path: str):
-    """A temporary name beside ``path`` to write to: it replaces ``path`` when
-    the block succeeds and is removed when it fails, so a crash never leaves a
-    half-written file where a good one (or none) was."""
+    """A temporary name beside ``path`` to write a file or fill a directory at:
+    it replaces ``path`` when the block succeeds and is removed when it fails,
+    so a crash never leaves a half-written result where a good one (or none) was."""
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp)
+        elif os.path.exists(tmp):
             os.remove(tmp)
 
 

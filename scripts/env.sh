@@ -77,7 +77,8 @@ fairseq_train() {
     nodes=(--standalone)
   fi
   if [ "$WORLD" -le 1 ]; then
-    run "$BIN/fairseq-train" "${TRAIN_ARGS[@]}" "${device_args[@]}" $cuda_args $EXTRA_ARGS
+    run "$BIN/fairseq-train" "${TRAIN_ARGS[@]}" ${device_args[@]+"${device_args[@]}"} $cuda_args \
+      $EXTRA_ARGS
   elif [ "$DEVICE" = cpu ]; then
     FAIRSEQ_TRAIN="$BIN/fairseq-train" run "$BIN/torchrun" "${nodes[@]}" --nproc_per_node "$NPROC" \
       --no-python "$REPO/scripts/fairseq_train_worker.sh" "${TRAIN_ARGS[@]}" --cpu \

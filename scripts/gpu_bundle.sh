@@ -9,10 +9,14 @@
 # espeak-ng) for the check's training step.
 # Fails if DIR would exceed 64 MiB (what travels to a lent machine).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-DIR=${1:-.gpu_bundle}
-PY=${PY:-.venv/bin/python}
+# paths given relative to where the script was called from
+absolute() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+DIR=$(absolute "${1:-$REPO/.gpu_bundle}")
+PY=${PY:-$REPO/.venv/bin/python}
+case "$PY" in */*) PY=$(absolute "$PY") ;; esac
 [ -x "$PY" ] || PY=python3
+cd "$REPO"
 # Pinned as in requirements.txt where it pins them; hydra-core 1.3.2 needs antlr 4.9.*.
 PURE=(hydra-core==1.3.2 omegaconf==2.3.0 pycparser==3.12)
 BINARY=(bitarray==3.12.3 cffi==2.1.1 soundfile==0.14.0)

@@ -16,16 +16,19 @@
 # and details.tar.gz (logs, plots) into $OUT if set, else gpu_results/.
 # Every step runs even if one before it failed; the exit status says whether all passed.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-REPO=$PWD
+# paths given relative to where the script was called from
+absolute() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+REPO=$(cd "$(dirname "$0")/.." && pwd)
 DEVICE=${DEVICE:-cuda}
-RESULTS=${OUT:-$REPO/gpu_results}
-BUNDLE=${BUNDLE:-$REPO/.gpu_bundle}
-SITE=${SITE:-/tmp/npy_tome_layer_site}
-WORK=${WORK:-$(mktemp -d)}
+RESULTS=$(absolute "${OUT:-$REPO/gpu_results}")
+BUNDLE=$(absolute "${BUNDLE:-$REPO/.gpu_bundle}")
+SITE=$(absolute "${SITE:-/tmp/npy_tome_layer_site}")
+WORK=$(absolute "${WORK:-$(mktemp -d)}")
 if [ -z "${PY:-}" ]; then
   if [ -x "$REPO/.venv/bin/python" ]; then PY=$REPO/.venv/bin/python; else PY=python3; fi
 fi
+case "$PY" in */*) PY=$(absolute "$PY") ;; esac
+cd "$REPO"
 mkdir -p "$RESULTS" "$WORK/logs"
 SUMMARY=$RESULTS/summary.md
 export PYTHONUNBUFFERED=1 PYTHONPATH="$SITE:$REPO${PYTHONPATH:+:$PYTHONPATH}"
@@ -115,7 +118,7 @@ train_and_generate() {  # PRECISION: a few ST updates, then beam search on the c
     --pretrained-deltalm-checkpoint "$WORK/pretrained/deltalm.pt" \
     $(grep -hv '^#' "$REPO/configs/demo/st.args" "$REPO/configs/demo/st_fixed.args" | tr '\n' ' ') \
     --max-update 4 --max-epoch 4 --no-epoch-checkpoints --disable-validation --save-dir "$save" \
-    --log-interval 1 "${TRAIN_DEVICE[@]}" "${flag[@]}" || return 1
+    --log-interval 1 ${TRAIN_DEVICE[@]+"${TRAIN_DEVICE[@]}"} ${flag[@]+"${flag[@]}"} || return 1
   "$PY" - "$save/checkpoint_last.pt" <<'EOF' || return 1
 import sys, torch
 from npy_tome_layer.checkpoint_loading import load_checkpoint  # weights-only, allow-listed
@@ -128,7 +131,8 @@ EOF
   "$PY" -m fairseq_cli.generate "$WORK/data" --user-dir "$REPO/npy_tome_layer" \
     --task speech_and_text_translation --tgt-lang de --gen-subset tst-COMMON \
     --path "$save/checkpoint_last.pt" --beam 4 --max-tokens 400000 --max-len-a 0 --max-len-b 20 \
-    --required-batch-size-multiple 1 --scoring sacrebleu "${TRAIN_DEVICE[@]}" "${flag[@]}"
+    --required-batch-size-multiple 1 --scoring sacrebleu ${TRAIN_DEVICE[@]+"${TRAIN_DEVICE[@]}"} \
+    ${flag[@]+"${flag[@]}"}
 }
 for precision in "${PRECISIONS[@]}"; do
   step "train_$precision" train_and_generate "$precision"
@@ -147,7 +151,11 @@ if [ -f "$WORK/bench/benchmark.md" ]; then
 fi
 
 say ""
-say "finished in $((SECONDS - start)) s; failed: ${failed[*]:-none}"
+if [ ${#failed[@]} -eq 0 ]; then
+  say "finished in $((SECONDS - start)) s; failed: none"
+else
+  say "finished in $((SECONDS - start)) s; failed: ${failed[*]}"
+fi
 tar -czf "$RESULTS/details.tar.gz" -C "$WORK" logs $( [ -d "$WORK/bench" ] && echo bench )
 echo "[gpu_check] wrote $SUMMARY, $RESULTS/results.json, $RESULTS/details.tar.gz" >&2
 [ ${#failed[@]} -eq 0 ]

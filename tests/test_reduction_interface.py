@@ -1,9 +1,11 @@
 """The second encoder design: masks returned with every feature path, empty rows,
 one registry of reductions, profiler labels, one place for the schedule."""
+import argparse
 import inspect
 import math
 from argparse import Namespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,6 +16,7 @@ from npy_tome_layer.modules.token_reduction import (
     TokenReduction,
     register_reduction,
 )
+from npy_tome_layer.standins import hubert_model_config
 
 from .test_pruned_hubert import chain, fairseq_hubert, waveforms
 
@@ -116,7 +119,6 @@ def test_the_encoder_loop_names_no_reduction():
 def test_a_new_reduction_is_one_class(hubert_tiny):
     from npy_tome_layer.benchmark import encoder_flops_formula
     from npy_tome_layer.models.hubert_transformer import HubertTransformerPruningModel
-    from npy_tome_layer.standins import hubert_model_config
 
     @register_reduction("every_other")
     class EveryOther(TokenReduction):
@@ -148,7 +150,7 @@ def test_a_new_reduction_is_one_class(hubert_tiny):
         cfg = hubert_model_config("tiny")
         assert encoder_flops_formula(cfg, 16640, reduction="every_other", init_layer=1)[
             "frames_out"] == 26
-        parser = __import__("argparse").ArgumentParser()
+        parser = argparse.ArgumentParser()
         HubertTransformerPruningModel.add_args(parser)
         assert parser.parse_args(["--token-reduction", "every_other"]).token_reduction == \
             "every_other"
@@ -187,7 +189,69 @@ def test_the_schedule_comes_from_the_arguments_not_the_arch_name():
     # an older checkpoint's args of the fixed arch have no schedule fields at all
     assert KeepRateSchedule.from_arguments(**rate_arguments(Namespace(pruning_rate=0.8))) == \
         KeepRateSchedule(0.8, 0.8, 0)
-    model = build_pruned_hubert(__import__("npy_tome_layer.standins", fromlist=["x"])
-                                .hubert_model_config("tiny"), **rate_arguments(scheduled))
+    model = build_pruned_hubert(hubert_model_config("tiny"), **rate_arguments(scheduled))
     model.encoder.set_num_updates(5000)
     assert model.encoder.keep_rate == pytest.approx(0.95)
+
+
+@pytest.mark.parametrize("mode", list(REDUCTIONS))
+def test_one_frame_and_all_empty_batches(hubert_tiny, mode):
+    # found by review: merging crashed once the longest row was down to one token
+    model = load_pruned_hubert(hubert_tiny, pruning_rate=0.5, token_reduction=mode,
+                               **({"pruning_init_layer": 0} if mode != "conv" else {}))
+    with torch.no_grad():
+        x, mask = model.extract_features(torch.randn(1, 400))  # one frame
+        assert x.shape[:2] == (1, 1) and torch.isfinite(x).all() and mask is None
+        source = torch.zeros(2, 16640)
+        x, mask = model.extract_features(source, padding_mask=torch.ones(2, 16640, dtype=torch.bool))
+    assert mask.all() and torch.isfinite(x).all()
+
+
+def test_scores_stay_fp32_under_autocast(hubert_tiny, monkeypatch):
+    import npy_tome_layer.modules.token_reduction as token_reduction
+    from npy_tome_layer.modules.frame_pruning import received_attention
+
+    probs = torch.rand(2, 4, 9, 9).softmax(-1)
+    mask = torch.zeros(2, 9, dtype=torch.bool)
+    mask[1, 5:] = True
+    seen = []
+    real = token_reduction.select_frames
+    monkeypatch.setattr(token_reduction, "select_frames",
+                        lambda scores, *a: seen.append(scores.dtype) or real(scores, *a))
+    model = load_pruned_hubert(hubert_tiny, pruning_rate=0.7)
+    source, padding = waveforms([16640, 9000])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        # autocast runs matmul in bf16: the masked score sum would drop to bf16 without the guard
+        assert received_attention(probs, mask).dtype == torch.bfloat16
+        model.extract_features(source, padding_mask=padding)
+    assert seen == [torch.float32] * 3
+
+
+@pytest.mark.parametrize("mode", ["conv", "prune"])
+def test_layerdrop_and_reductions_that_need_no_attention(hubert_tiny, mode):
+    # found by review: a dropped init layer skipped the conv, so training saw two lengths
+    model = load_pruned_hubert(hubert_tiny, pruning_rate=0.5, pruning_init_layer=1,
+                               token_reduction=mode, encoder_layerdrop=0.5).train()
+    source, _ = waveforms([16640])
+    lengths = set()
+    np.random.seed(0)  # fairseq draws layerdrop with numpy
+    for _ in range(12):
+        x, _ = model.extract_features(source)
+        lengths.add(x.size(1))
+    if mode == "conv":
+        assert lengths == {26}  # ceil(51 / 2), whether layer 1 ran or not
+    else:
+        assert len(lengths) > 1  # pruning needs the layer's attention: a dropped layer skips it
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(token_reduction="merge", pruning_max_rate=1.0, pruning_min_rate=0.3,
+          pruning_schedule_updates=10), r"token merging needs keep rates >= 0.5.*0.3"),
+    (dict(token_reduction="merge", pruning_rate=0.4), r"token merging needs keep rates >= 0.5"),
+    (dict(token_reduction="conv", pruning_init_layer=3), r"conv reduction .* must be < 3"),
+    (dict(pruning_max_rate=1.0, pruning_min_rate=0.9, pruning_schedule_updates=2.5),
+     r"pruning_schedule_updates must be a whole number, got 2.5"),
+])
+def test_settings_a_reduction_cannot_run_are_refused_when_built(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_pruned_hubert(hubert_model_config("tiny"), **kwargs)

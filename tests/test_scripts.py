@@ -177,3 +177,32 @@ def test_bad_arguments_fail_with_one_line(pair_env, tmp_path):
     assert proc.returncode == 2 and "st_schedule.args not found" in proc.stderr
     proc = run_script("evaluate.sh", ["de", str(tmp_path / "missing.pt")], pair_env, check=False)
     assert proc.returncode == 2 and "missing.pt not found" in proc.stderr
+
+
+@pytest.mark.parametrize("device,nnodes,expected", [
+    # fairseq's own launcher on CUDA: node 1 of 2 with 4 GPUs starts at rank 4 of 8
+    ("cuda", "2", ["--distributed-world-size 8 --distributed-init-method tcp://10.0.0.1:29511 "
+                   "--distributed-rank 4 --ddp-backend legacy_ddp", "CUDA_VISIBLE_DEVICES=0,1,2,3",
+                   "--update-freq 1 "]),
+    ("cuda", "1", ["--distributed-world-size 4 --ddp-backend legacy_ddp", "--update-freq 2 "]),
+    ("cpu", "2", ["torchrun --nnodes 2 --node_rank 1 --master_addr 10.0.0.1 --master_port 29511 "
+                  "--nproc_per_node 4 --no-python", "--distributed-world-size 8 "
+                  "--distributed-backend gloo --distributed-init-method env://"]),
+])
+def test_launch_command_per_device_and_node_count(tmp_path, device, nnodes, expected):
+    """What fairseq_train runs, with stand-in launchers that print their arguments
+    (CUDA and several machines cannot run here)."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    for tool in ("fairseq-train", "torchrun"):
+        (fake_bin / tool).write_text('#!/usr/bin/env bash\n'
+                                     'echo "CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-unset} $0 $*"\n')
+        (fake_bin / tool).chmod(0o755)
+    script = f'source "{SCRIPTS}/env.sh"; fairseq_train DATA --lr 1 --update-freq 8'
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True,
+                         env=dict(env, PY=str(fake_bin / "python"), DEVICE=device, NPROC="4",
+                                  NNODES=nnodes, NODE_RANK="1", MASTER_ADDR="10.0.0.1",
+                                  MASTER_PORT="29511", CONFIG_DIR=str(tmp_path))).stdout
+    for piece in expected:
+        assert piece in out, (piece, out)

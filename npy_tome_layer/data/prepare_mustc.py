@@ -202,8 +202,13 @@ def write_mt_data(out, tgt_lang, rows_by_split, spm_model, dictionary, log=print
     if "train" not in rows_by_split:
         return
     sp = spm.SentencePieceProcessor(model_file=spm_model)
-    work = f"{dest}.tmp-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
+    with atomic_destination(dest) as work:
+        _binarise(work, tgt_lang, rows_by_split, sp, dictionary)
+    log(f"[prepare] {dest}: fairseq-preprocess MT data (train/valid/test)")
+
+
+def _binarise(work, tgt_lang, rows_by_split, sp, dictionary):
+    """sentencepiece pieces of every split, binarised by fairseq-preprocess into ``work``."""
     os.makedirs(os.path.join(work, "spm"))
     cmd = [sys.executable, "-m", "fairseq_cli.preprocess", "--source-lang", "en",
            "--target-lang", tgt_lang, "--srcdict", dictionary, "--tgtdict", dictionary,
@@ -219,8 +224,6 @@ def write_mt_data(out, tgt_lang, rows_by_split, spm_model, dictionary, log=print
         cmd += [f"--{flag}", prefix]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     shutil.rmtree(os.path.join(work, "spm"))
-    os.replace(work, dest)
-    log(f"[prepare] {dest}: fairseq-preprocess MT data (train/valid/test)")
 
 
 def main():

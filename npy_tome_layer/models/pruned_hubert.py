@@ -181,6 +181,7 @@ class PrunedTransformerEncoder(TransformerEncoder):
         self.pruning_init_layer = pruning_init_layer
         self.length_reduction: TokenReduction = build_reduction(
             token_reduction, self.embedding_dim, conv_stride)
+        self.length_reduction.check(schedule.min_rate, pruning_init_layer, num_layers)
         self.num_updates = 0
         for layer in self.layers:
             layer.self_attn.__class__ = ReducibleAttention  # adds behaviour, no state
@@ -230,33 +231,36 @@ class PrunedTransformerEncoder(TransformerEncoder):
         for i, layer in enumerate(self.layers):
             # draw like fairseq does, so RNG streams match the dense encoder
             dropout_probability = np.random.random() if self.layerdrop > 0 else 1
-            if not self.training or dropout_probability > self.layerdrop:
-                acting = reduction.acts_after(i, init, rate)
-                evidence = None
-                if i >= init:
-                    evidence = reduction.evidence(
-                        Tokens(x.transpose(0, 1), padding_mask, positions, sizes), acting)
+            runs = not self.training or dropout_probability > self.layerdrop
+            acting = reduction.acts_after(i, init, rate)
+            evidence = None
+            if runs and i >= init:
+                evidence = reduction.evidence(
+                    Tokens(x.transpose(0, 1), padding_mask, positions, sizes), acting)
+            if runs:
                 with collecting(evidence):
                     x, (_, layer_result) = layer(
                         x, self_attn_padding_mask=attention_padding_mask(padding_mask),
                         need_weights=False)
-                if acting:
-                    with record_function(REDUCE_LABEL):
-                        tokens = reduction.reduce(
-                            Tokens(x.transpose(0, 1), padding_mask, positions, sizes),
-                            evidence, rate)
-                        # the steps return a transposed view; the layers after
-                        # it ran up to 15 % slower on that (CPU, 10 s x 8)
-                        x = tokens.x.transpose(0, 1).contiguous()
-                        padding_mask, positions, sizes = (
-                            tokens.padding_mask, tokens.positions, tokens.sizes)
-                    shortened = True
-                if i >= init:
-                    # before any reduction the filler frames are still there
-                    width = positions.size(1) - (0 if shortened else pad_length)
-                    kept_indices.append(positions[:, :width])
-                if i >= min_layer:
-                    layer_results.append((x, None, layer_result))
+            # a reduction that needs nothing from the attention acts even after a
+            # dropped layer (else layerdrop would change the length training sees)
+            reduces = acting and (runs or reduction.evidence_type is None)
+            if reduces:
+                with record_function(REDUCE_LABEL):
+                    tokens = reduction.reduce(
+                        Tokens(x.transpose(0, 1), padding_mask, positions, sizes), evidence, rate)
+                    # the steps return a transposed view; the layers after
+                    # it ran up to 15 % slower on that (CPU, 10 s x 8)
+                    x = tokens.x.transpose(0, 1).contiguous()
+                    padding_mask, positions, sizes = (
+                        tokens.padding_mask, tokens.positions, tokens.sizes)
+                shortened = True
+            if i >= init and (runs or reduces):
+                # before any reduction the filler frames are still there
+                width = positions.size(1) - (0 if shortened else pad_length)
+                kept_indices.append(positions[:, :width])
+            if runs and i >= min_layer:
+                layer_results.append((x, None, layer_result))
             if i == tgt_layer:
                 break
 

@@ -46,6 +46,9 @@ class KeepRateSchedule:
                 f"pruning_min_rate ({self.min_rate}) must be <= pruning_max_rate "
                 f"({self.max_rate}); allowed: 0 < min_rate <= max_rate <= 1"
             )
+        if isinstance(self.updates, bool) or not isinstance(self.updates, numbers.Integral):
+            raise ValueError(f"pruning_schedule_updates must be a whole number, got "
+                             f"{self.updates!r}")
         if self.updates < 0:
             raise ValueError(
                 f"pruning_schedule_updates must be >= 0, got {self.updates}"

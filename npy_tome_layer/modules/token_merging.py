@@ -35,6 +35,10 @@ def merge_tokens(
     n = valid_lengths(padding_mask, bsz, tsz, x.device)
     k = keep_counts(n, rate)
     r = n - k  # merges per row; <= ceil(n / 2) = |A| since rate >= 0.5
+    width = max(1, int(k.max()))  # an all-empty batch keeps one filler column
+    new_mask = torch.arange(width, device=x.device).unsqueeze(0) >= k.unsqueeze(1)
+    if tsz < 2 or int(r.max()) == 0:  # nothing to merge (and no B set to match against)
+        return x[:, :width], sizes[:, :width], positions[:, :width], new_mask
     t = torch.arange(tsz, device=x.device)
     valid = t.unsqueeze(0) < n.unsqueeze(1)
 
@@ -67,8 +71,6 @@ def merge_tokens(
 
     keep = valid.clone()
     keep[:, 0::2] &= ~merged_a
-    width = max(1, int(k.max()))  # an all-empty batch keeps one filler column
     idx = time_ordered(t.unsqueeze(0).expand(bsz, -1), ~keep, tsz)[:, :width]
-    new_mask = torch.arange(width, device=x.device).unsqueeze(0) >= k.unsqueeze(1)
     out = merged.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.size(-1)))
     return (out, new_sizes.gather(1, idx).to(sizes.dtype), positions.gather(1, idx), new_mask)

@@ -6,7 +6,10 @@ A reduction declares
   * ``acts_after(layer, init_layer, rate)``: whether it shortens after that layer,
   * ``reduce(tokens, evidence, rate)``: the shorter ``Tokens``; the decision is
     made once and applied to states, padding mask, positions and sizes alike,
-  * ``lengths_after(valid, run, rate)``: the same, as arithmetic (FLOP formula).
+  * ``lengths_after(valid, run, rate)``: the same, as arithmetic (FLOP formula),
+  * ``check(min_rate, init_layer, num_layers)``: settings it cannot run, refused
+    when the model is built rather than at some later forward.
+A reduction that needs no evidence also acts after a layer that layerdrop skipped.
 A new reduction is one class with ``@register_reduction("name")``;
 ``--token-reduction``, the benchmark and the visualiser list ``REDUCTIONS``.
 Timing goes through ``torch.profiler.record_function`` labels (``PROFILE_LABELS``).
@@ -26,6 +29,12 @@ from .token_merging import merge_tokens
 EVIDENCE_LABEL = "token_reduction.evidence"  # scoring inside the attention blocks
 REDUCE_LABEL = "token_reduction.reduce"  # top-k / matching / conv + gathering
 PROFILE_LABELS = (EVIDENCE_LABEL, REDUCE_LABEL)
+
+
+def full_precision(t: Tensor):
+    """Autocast off on ``t``'s device: scores and matching stay fp32 under --amp
+    (autocast would run their matmuls in half precision)."""
+    return torch.autocast(device_type=t.device.type, enabled=False)
 
 
 @dataclass(frozen=True)
@@ -84,7 +93,7 @@ class ReceivedAttentionSum(AttentionEvidence):
         self._rows: Dict[int, Tensor] = {}  # first row of a block -> its rows' sums
 
     def add_probabilities(self, probs, rows, heads, num_heads, key_padding_mask):
-        with record_function(EVIDENCE_LABEL):
+        with record_function(EVIDENCE_LABEL), full_precision(probs):
             # scores only choose indices: no autograd graph for them
             mask = None if key_padding_mask is None else key_padding_mask[rows]
             part = received_attention(probs.detach(), mask) * (probs.size(1) / num_heads)
@@ -127,6 +136,9 @@ class TokenReduction(nn.Module):
     def acts_after(self, layer: int, init_layer: int, rate: float) -> bool:
         """Default: after every layer from ``init_layer`` on, while rate < 1."""
         return layer >= init_layer and rate < 1.0
+
+    def check(self, min_rate: float, init_layer: int, num_layers: int) -> None:
+        """Raise ValueError at build time for settings this reduction cannot run."""
 
     def evidence(self, tokens: Tokens, acting: bool) -> Optional[AttentionEvidence]:
         return self.evidence_type() if acting and self.evidence_type else None
@@ -171,7 +183,8 @@ class AttentionPruning(TokenReduction):
     evidence_type = ReceivedAttentionSum
 
     def reduce(self, tokens, evidence, rate):
-        indices, padding_mask = select_frames(evidence.scores, tokens.padding_mask, rate)
+        with full_precision(tokens.x):
+            indices, padding_mask = select_frames(evidence.scores, tokens.padding_mask, rate)
         return tokens.take(indices, padding_mask)
 
 
@@ -186,12 +199,18 @@ class TokenMerging(TokenReduction):
         log_size = None if tokens.sizes is None else tokens.sizes.log()
         return KeyMean(log_size) if acting or log_size is not None else None
 
+    def check(self, min_rate, init_layer, num_layers):
+        if min_rate < 0.5:
+            raise ValueError(f"token merging needs keep rates >= 0.5 (one bipartite step "
+                             f"at most halves a sequence), got a rate down to {min_rate}")
+
     def reduce(self, tokens, evidence, rate):
         sizes = tokens.sizes
         if sizes is None:
             sizes = tokens.x.new_ones(tokens.x.shape[:2], dtype=torch.float32)
-        x, sizes, positions, padding_mask = merge_tokens(
-            tokens.x, evidence.keys, sizes, tokens.positions, tokens.padding_mask, rate)
+        with full_precision(tokens.x):
+            x, sizes, positions, padding_mask = merge_tokens(
+                tokens.x, evidence.keys, sizes, tokens.positions, tokens.padding_mask, rate)
         return Tokens(x, padding_mask, positions, sizes)
 
 
@@ -222,6 +241,11 @@ class StridedConvReduction(TokenReduction):
 
     def acts_after(self, layer, init_layer, rate):
         return layer == init_layer
+
+    def check(self, min_rate, init_layer, num_layers):
+        if init_layer >= num_layers:
+            raise ValueError(f"the conv reduction acts after layer pruning_init_layer, which must "
+                             f"be < {num_layers} for a {num_layers}-layer encoder, got {init_layer}")
 
     def forward(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
         """x: B x T x C -> (B x ceil(T/s) x C, new padding mask or None)."""
