@@ -164,6 +164,12 @@ def setting_model(reference: PrunedHubertModel, cfg: Dict, mode: str, rate: floa
     model = build_pruned_hubert(cfg, pruning_rate=rate, pruning_init_layer=init_layer,
                                 token_reduction=mode)
     model.remove_pretraining_modules()
+    return _share_weights(model, reference)
+
+
+def _share_weights(model, reference: PrunedHubertModel):
+    """``model`` on the reference's device and dtype, its tensors the reference's
+    own (assign=True: no copy); only the conv reduction's may be its own."""
     param = next(reference.parameters())
     model.to(device=param.device, dtype=param.dtype)
     # nn.Module's own: fairseq's override takes no assign
@@ -277,10 +283,7 @@ def fairseq_dense(reference: PrunedHubertModel, cfg: Dict) -> HubertModel:
     """fairseq's own HubertModel on the reference's weights (shared, no copy)."""
     model = HubertModel(hubert_config(cfg), OmegaConf.create({"sample_rate": SAMPLE_RATE}), [None])
     model.remove_pretraining_modules()
-    param = next(reference.parameters())
-    model.to(device=param.device, dtype=param.dtype)
-    torch.nn.Module.load_state_dict(model, reference.state_dict(), strict=False, assign=True)
-    return model.eval()
+    return _share_weights(model, reference)
 
 
 def run_training_step(reference, cfg, rates: List[float], duration: float, batch: int, device,

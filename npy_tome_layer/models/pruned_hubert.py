@@ -116,8 +116,7 @@ class ReducibleAttention(MultiheadAttention):
                     logits += key_bias[rows]
                 probs = logits.softmax(dim=-1)
                 if evidence.needs_probabilities:
-                    evidence.add_probabilities(probs, rows, block[1], heads,
-                                               key_padding_mask)
+                    evidence.add_probabilities(probs, rows, heads, key_padding_mask)
                 row_outputs.append(
                     torch.matmul(self.dropout_module(probs.type_as(v)), v[block]))
             outputs.append(torch.cat(row_outputs, dim=1) if len(row_outputs) > 1

@@ -64,7 +64,8 @@ class AttentionEvidence:
     """Filled by one layer's attention during its forward, read by the reduction.
 
     ``needs_probabilities``: the attention is computed explicitly and each block
-    of fp32 probabilities (rows x heads) goes to ``add_probabilities``.
+    of fp32 probabilities (some rows, some of ``num_heads`` heads) goes to
+    ``add_probabilities``.
     ``needs_keys``: the projected keys go to ``add_keys``. ``key_log_size``
     (B x T, or None) is added to the logits (ToMe's proportional attention).
     """
@@ -75,7 +76,7 @@ class AttentionEvidence:
     def __init__(self, key_log_size: Optional[Tensor] = None):
         self.key_log_size = key_log_size
 
-    def add_probabilities(self, probs: Tensor, rows: slice, heads: slice, num_heads: int,
+    def add_probabilities(self, probs: Tensor, rows: slice, num_heads: int,
                           key_padding_mask: Optional[Tensor]) -> None:
         pass
 
@@ -92,7 +93,7 @@ class ReceivedAttentionSum(AttentionEvidence):
         super().__init__(key_log_size)
         self._rows: Dict[int, Tensor] = {}  # first row of a block -> its rows' sums
 
-    def add_probabilities(self, probs, rows, heads, num_heads, key_padding_mask):
+    def add_probabilities(self, probs, rows, num_heads, key_padding_mask):
         with record_function(EVIDENCE_LABEL), full_precision(probs):
             # scores only choose indices: no autograd graph for them
             mask = None if key_padding_mask is None else key_padding_mask[rows]
