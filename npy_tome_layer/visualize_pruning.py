@@ -52,6 +52,11 @@ def load_for_visualisation(checkpoint: Optional[str], rate: Optional[float],
         pruning_init_layer=init_layer if init_layer is not None else args.pruning_init_layer,
         token_reduction=getattr(args, "token_reduction", "prune"),
         conv_stride=getattr(args, "conv_reduction_stride", 2),
+        # absent in checkpoints written before the option: fairseq's front end
+        fairseq_padding=getattr(args, "fairseq_padding", None) is not False,
+        padding_mask_from_conv_lengths=getattr(args, "hubert_padding_mask_from_conv_lengths",
+                                               False),
+        reduction_seed=getattr(args, "token_reduction_seed", 0),
         **(rate_arguments(args) if rate is None else {"pruning_rate": rate}))
     model.remove_pretraining_modules()
     prefix = "encoder.hubert."

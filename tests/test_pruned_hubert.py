@@ -43,8 +43,10 @@ def chain(n, rate, steps):
 @pytest.mark.parametrize("ckpt", ["hubert_tiny", "hubert_tiny_preln"])
 @pytest.mark.parametrize("padded", [False, True])
 def test_rate_one_equals_fairseq(ckpt, padded, request):
+    # unpadded: the default model is fairseq's; padded: the option that reproduces it
     path = request.getfixturevalue(ckpt)
-    ours, ref = load_pruned_hubert(path, pruning_rate=1.0), fairseq_hubert(path)
+    ours = load_pruned_hubert(path, pruning_rate=1.0, fairseq_padding=padded)
+    ref = fairseq_hubert(path)
     assert ours.encoder.required_seq_len_multiple == 2
     # 16960 samples -> 52 frames; 16640 -> 51 (odd: exercises the multiple-of-2 padding)
     source, mask = waveforms([16640, 12000] if padded else [16640, 16640])
@@ -66,11 +68,11 @@ def test_rate_one_equals_fairseq(ckpt, padded, request):
 def test_exact_length_chain(hubert_tiny, rate, init):
     model = load_pruned_hubert(hubert_tiny, pruning_rate=rate, pruning_init_layer=init)
     layers = len(model.encoder.layers)
-    source, mask = waveforms([32000, 20000, 7000])
+    lengths = [32000, 20000, 7000]
+    source, mask = waveforms(lengths)
     with torch.no_grad():
-        _, frame_mask = fairseq_hubert(hubert_tiny).extract_features(source, padding_mask=mask)
         x, out_mask = model.extract_features(source, padding_mask=mask)
-    n_in = (~frame_mask).sum(1).tolist()
+    n_in = model.frame_lengths(torch.tensor(lengths)).tolist()  # each row's own frames
     expected = [chain(n, rate, layers - init) for n in n_in]
     assert valid_counts(out_mask, 3, x.size(1)) == expected
     assert x.size(1) == max(expected)
@@ -115,8 +117,9 @@ def test_batch_invariance(hubert_tiny_preln, rate, init):
 
 def test_batch_invariance_any_length_with_conv_length_mask(hubert_tiny_preln):
     """fairseq marks a frame valid if any sample is; the conv-length option
-    gives each row exactly its alone-length, so arbitrary lengths work."""
-    model = load_pruned_hubert(hubert_tiny_preln, pruning_rate=0.7,
+    gives each row exactly its alone-length, so arbitrary lengths work (a
+    layer-norm front end has no statistics over time)."""
+    model = load_pruned_hubert(hubert_tiny_preln, pruning_rate=0.7, fairseq_padding=True,
                                padding_mask_from_conv_lengths=True)
     lengths = [30001, 17777]
     batch, mask = waveforms(lengths, total=40000, seed=5)
@@ -247,3 +250,42 @@ def test_attention_in_blocks_equals_one_block(block_bytes):
     theirs, _ = attn(x, x, x, key_padding_mask=mask, need_weights=False)  # nothing collected
     valid = ~mask.t()
     assert torch.allclose(ours[valid], theirs[valid], atol=1e-6)
+
+
+@pytest.mark.parametrize("rate,init", [(0.9, 0), (0.85, 2), (1.0, 0)])
+def test_padded_rows_equal_themselves_alone_by_default(hubert_tiny, rate, init):
+    """HuBERT-base's GroupNorm front end and lengths that are not multiples of
+    the 320-sample hop: every padded row gives the frames, kept positions and
+    features of the same audio alone."""
+    model = load_pruned_hubert(hubert_tiny, pruning_rate=rate, pruning_init_layer=init)
+    lengths = [29237, 17777, 30999, 8123]
+    batch, mask = waveforms(lengths, total=33001, seed=7)
+    with torch.no_grad():
+        res = model(batch, padding_mask=mask, mask=False, features_only=True)
+        for b, n in enumerate(lengths):
+            alone = model(batch[b:b + 1, :n], mask=False, features_only=True)
+            kb = int((~res["padding_mask"][b]).sum())
+            assert kb == alone["x"].size(1)
+            assert (res["x"][b, :kb] - alone["x"][0]).abs().max().item() <= 1e-4
+            for kept_b, kept_a in zip(res["kept_indices"], alone["kept_indices"]):
+                assert kept_b[b, :kept_a.size(1)].tolist() == kept_a[0].tolist()
+
+
+def test_fairseq_padding_reproduces_the_batch_dependence(hubert_tiny):
+    """The option keeps fairseq's padded front end: the same audio in a padded
+    batch differs from itself alone (what the default removes)."""
+    model = load_pruned_hubert(hubert_tiny, pruning_rate=1.0, fairseq_padding=True)
+    batch, mask = waveforms([29237, 12000], total=33001, seed=7)
+    with torch.no_grad():
+        xb, mb = model.extract_features(batch, padding_mask=mask)
+        xa, _ = model.extract_features(batch[:1, :29237])
+    n = min(xa.size(1), int((~mb[0]).sum()))
+    assert (xb[0, :n] - xa[0, :n]).abs().max().item() > 1e-2
+
+
+def test_group_norm_of_an_empty_row_stays_finite(hubert_tiny):
+    model = load_pruned_hubert(hubert_tiny, pruning_rate=0.9)
+    batch, mask = waveforms([16000, 0], total=16000, seed=1)
+    with torch.no_grad():
+        x, m = model.extract_features(batch, padding_mask=mask)
+    assert torch.isfinite(x).all() and m[1].all() and not m[0].all()

@@ -92,7 +92,7 @@ def _padded_and_alone(model):
     return y, mask, alone
 
 
-@pytest.mark.parametrize("mode", ["merge", "conv"])
+@pytest.mark.parametrize("mode", ["merge", "conv", "uniform", "random"])
 def test_encoder_alternatives_are_batch_invariant(mode):
     model = _tiny(mode)
     y, mask, alone = _padded_and_alone(model)
@@ -104,10 +104,10 @@ def test_encoder_alternatives_are_batch_invariant(mode):
 
 def test_merge_leaves_as_many_frames_as_prune_and_conv_halves_once():
     counts = {}
-    for mode in ("prune", "merge", "conv"):
+    for mode in ("prune", "merge", "conv", "uniform", "random"):
         _, mask, alone = _padded_and_alone(_tiny(mode))
         counts[mode] = [a.size(1) for a in alone]
-    assert counts["merge"] == counts["prune"]
+    assert counts["merge"] == counts["prune"] == counts["uniform"] == counts["random"]
     frames = [91, 47]  # conv front end of 29200 and 15120 samples
     chain = []
     for n in frames:  # init layer 1 of 4: three pruning steps
@@ -127,3 +127,58 @@ def test_conv_mode_loads_official_weights_and_rejects_foreign_ones(hubert_tiny, 
     torch.save(state, broken)
     with pytest.raises(ValueError, match=r"broken.pt: HuBERT weights do not fit .*encoder.layers.0.fc1.weight"):
         load_pruned_hubert(str(broken), token_reduction="conv")
+
+
+def test_uniform_keeps_evenly_spaced_frames():
+    from npy_tome_layer.modules.frame_pruning import uniform_ranks
+
+    assert uniform_ranks(10, 5).tolist() == [1, 3, 5, 7, 9]
+    assert uniform_ranks(10, 10).tolist() == list(range(10))
+    assert uniform_ranks(7, 1).tolist() == [3]
+    for n in range(1, 60):
+        for k in range(1, n + 1):
+            ranks = uniform_ranks(n, k)
+            assert len(ranks) == k and ranks[0] >= 0 and ranks[-1] < n
+            if k > 1:  # strictly increasing, gaps differ by at most one frame
+                gaps = ranks[1:] - ranks[:-1]
+                assert (gaps >= 1).all() and int(gaps.max() - gaps.min()) <= 1
+
+
+def test_blind_reductions_choose_within_each_rows_valid_frames():
+    """The reduction itself on a padded batch: row b keeps keep_counts(n_b)
+    frames, at the ranks the rule names, in time order, padding never kept."""
+    from npy_tome_layer.modules.frame_pruning import keep_counts, random_ranks, uniform_ranks
+    from npy_tome_layer.modules.token_reduction import Tokens, build_reduction
+
+    lengths = [37, 20, 9, 1]
+    x, _, mask = _batch(lengths)
+    positions = torch.arange(x.size(1)).expand(len(lengths), -1)
+    for name, rule in (("uniform", lambda n, k: uniform_ranks(n, k)),
+                       ("random", lambda n, k: random_ranks(n, k, (5, 3)))):
+        out = build_reduction(name, 8, seed=5).reduce(Tokens(x, mask, positions), None, 0.7, 3)
+        for b, n in enumerate(lengths):
+            k = int(keep_counts(torch.tensor([n]), 0.7)[0])
+            assert int((~out.padding_mask[b]).sum()) == k
+            assert out.positions[b, :k].tolist() == rule(n, k).tolist()
+            torch.testing.assert_close(out.x[b, :k], x[b, rule(n, k)])
+
+
+def test_random_subset_depends_on_seed_layer_and_length_only():
+    from npy_tome_layer.modules.frame_pruning import random_ranks
+
+    a = random_ranks(100, 40, (0, 3))
+    assert a.tolist() == random_ranks(100, 40, (0, 3)).tolist()
+    assert (a[1:] > a[:-1]).all() and len(set(a.tolist())) == 40
+    assert a.tolist() != random_ranks(100, 40, (1, 3)).tolist()  # seed
+    assert a.tolist() != random_ranks(100, 40, (0, 4)).tolist()  # layer
+
+
+def test_random_reduction_seed_changes_the_kept_frames(hubert_tiny):
+    audio = torch.randn(1, 16640, generator=torch.Generator().manual_seed(0))
+    kept = []
+    for seed in (0, 0, 1):
+        model = load_pruned_hubert(hubert_tiny, pruning_rate=0.7, token_reduction="random",
+                                   reduction_seed=seed)
+        with torch.no_grad():
+            kept.append(model(audio, mask=False, features_only=True)["kept_indices"][-1].tolist())
+    assert kept[0] == kept[1] != kept[2]

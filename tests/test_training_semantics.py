@@ -244,3 +244,48 @@ def test_dev_bleu_of_batches_is_the_corpus_bleu(st_corpus):
         bleu = agg.get_smoothed_values()["bleu"]
     expected = sacrebleu.BLEU().corpus_score(hyps, [refs]).score
     assert 0 < expected < 100 and bleu == pytest.approx(round(expected, 2))
+
+
+def test_empty_hypotheses_log_bleu_zero():
+    """A validation pass whose hypotheses are all empty has no n-grams; it
+    still logs 'bleu' (0.0) with its statistics."""
+    from fairseq import metrics
+
+    from npy_tome_layer.criterions.speech_and_text_translation import (
+        SpeechAndTextTranslationCriterion)
+    from npy_tome_layer.tasks.speech_and_text_translation import (
+        BLEU_ORDER, SpeechAndTextTranslationTask)
+
+    log = {"loss": 1.0, "nll_loss": 1.0, "ntokens": 1, "nsentences": 2, "sample_size": 1,
+           "_bleu_sys_len": 0, "_bleu_ref_len": 9}
+    for i in range(BLEU_ORDER):
+        log[f"_bleu_counts_{i}"] = 0
+        log[f"_bleu_totals_{i}"] = 0
+    task = SpeechAndTextTranslationTask.__new__(SpeechAndTextTranslationTask)
+    task._bleu = ("generator", "bpe", "detok")
+    criterion = SpeechAndTextTranslationCriterion.__new__(SpeechAndTextTranslationCriterion)
+    with metrics.aggregate() as agg:
+        task.reduce_metrics([log], criterion)
+        values = agg.get_smoothed_values()
+    assert values["bleu"] == 0.0 and values["_bleu_ref_len"] == 9
+    with metrics.aggregate() as agg:  # a training step carries no statistics: no bleu
+        task.reduce_metrics([{k: v for k, v in log.items() if not k.startswith("_bleu")}],
+                            criterion)
+        assert "bleu" not in agg.get_smoothed_values()
+
+
+def test_paper_command_survives_a_model_that_says_nothing(st_corpus, mt_checkpoint, tmp_path):
+    """Generation limited to length 0 makes every dev hypothesis empty (EOS
+    only): --best-checkpoint-metric bleu used to die with KeyError: 'bleu'."""
+    import json
+
+    save = tmp_path / "st"
+    argv = paper_command(st_corpus, mt_checkpoint, save)
+    argv[argv.index("--eval-bleu-args") + 1] = (
+        '{"beam": 2, "max_len_a": 0, "max_len_b": 0, "min_len": 0}')
+    argv[argv.index("--max-epoch") + 1] = "2"
+    log = run_cli("fairseq-train", argv)
+    valid = [json.loads(line.split("| INFO | dev | ")[1]) for line in log.splitlines()
+             if "| INFO | dev | " in line]
+    assert len(valid) == 2 and all(float(v["dev_bleu"]) == 0.0 for v in valid), log[-3000:]
+    assert os.path.isfile(save / "checkpoint_best.pt")

@@ -8,6 +8,7 @@ import contextlib
 import logging
 
 import torch
+from torch import nn
 from fairseq.data.data_utils import lengths_to_padding_mask
 from fairseq.models import (
     FairseqEncoder,
@@ -79,6 +80,23 @@ class SpeechAndTextEncoder(FairseqEncoder):
         return None  # speech lengths are limited by the task (in samples)
 
 
+class LengthMaskedSubsampler(Conv1dSubsampler):
+    """fairseq's subsampler with frames past each row's length zeroed before
+    every convolution: fairseq's lets the first layer's output past a row's
+    end leak into the second layer's last valid frames, so a padded row would
+    differ from the same utterance alone. Same parameters; changed from
+    fairseq: ``forward`` only."""
+
+    def forward(self, src_tokens, src_lengths):
+        x = src_tokens.transpose(1, 2)  # B x C x T
+        lengths = src_lengths
+        for conv in self.conv_layers:
+            past_end = torch.arange(x.size(2), device=x.device)[None, :] >= lengths[:, None]
+            x = nn.functional.glu(conv(x.masked_fill(past_end.unsqueeze(1), 0.0)), dim=1)
+            lengths = torch.div(lengths - 1, 2, rounding_mode="floor") + 1  # kernel k, pad k//2
+        return x.permute(2, 0, 1).contiguous(), self.get_out_seq_lens_tensor(src_lengths)
+
+
 def _normalize_valid(audio, padding_mask):
     """Per-utterance zero mean / unit variance over valid samples (HuBERT large's
     task.normalize), so the result does not depend on padding."""
@@ -105,12 +123,24 @@ class HubertTransformerPruningModel(FairseqEncoderDecoderModel):
         parser.add_argument("--pruning-min-rate", type=float, help="schedule: final rate")
         parser.add_argument("--pruning-schedule-updates", type=int,
                             help="schedule: updates to go from max to min rate")
+        parser.add_argument("--fairseq-padding", action="store_true",
+                            help="reproduce fairseq's padded speech path: HuBERT's GroupNorm "
+                                 "statistics over the padding, a frame valid if any of its "
+                                 "samples is, and subsampler convolutions that read past a "
+                                 "row's end, so an utterance's features, the frames it keeps "
+                                 "and its translation depend on its batch. Off: each row is "
+                                 "computed as if alone (batch-invariant). Checkpoints written "
+                                 "before this option keep fairseq's behaviour")
         parser.add_argument("--hubert-padding-mask-from-conv-lengths", action="store_true",
-                            help="frame mask from conv output lengths (batch-invariant)")
+                            help="with --fairseq-padding: HuBERT's frame mask from conv "
+                                 "output lengths (always so without --fairseq-padding)")
         parser.add_argument("--token-reduction", choices=list(REDUCTIONS),
                             help="prune (the method), merge (ToMe matching, same frame "
                                  "counts), conv (one strided conv after the init layer), "
                                  "or any other registered reduction")
+        parser.add_argument("--token-reduction-seed", type=int,
+                            help="seed of --token-reduction random (with the layer and the "
+                                 "row's length it fixes the subset)")
         parser.add_argument("--conv-reduction-stride", type=int,
                             help="stride of --token-reduction conv")
         parser.add_argument("--conv-kernel-sizes", type=str, help="subsampler kernels, e.g. 5,5")
@@ -124,6 +154,10 @@ class HubertTransformerPruningModel(FairseqEncoderDecoderModel):
         # fairseq-generate rebuilds HuBERT without the original file; the
         # weights come from the ST checkpoint's state dict.
         fresh = getattr(args, "hubert_cfg", None) is None
+        if args.fairseq_padding is None:
+            # new models are batch-invariant; a checkpoint written before the
+            # option existed keeps the fairseq front end it was trained with
+            args.fairseq_padding = not fresh
         if fresh:
             if not args.hubert_model_path:
                 raise ValueError("--hubert-model-path is required to build the ST model")
@@ -133,8 +167,10 @@ class HubertTransformerPruningModel(FairseqEncoderDecoderModel):
             args.hubert_normalize = bool(state["cfg"]["task"].get("normalize", False))
         hubert = build_pruned_hubert(
             args.hubert_cfg, pruning_init_layer=args.pruning_init_layer,
+            fairseq_padding=args.fairseq_padding,
             padding_mask_from_conv_lengths=args.hubert_padding_mask_from_conv_lengths,
             token_reduction=args.token_reduction, conv_stride=args.conv_reduction_stride,
+            reduction_seed=args.token_reduction_seed,
             **rate_arguments(args),
         )
         hubert.remove_pretraining_modules()
@@ -153,7 +189,8 @@ class HubertTransformerPruningModel(FairseqEncoderDecoderModel):
         embed_tokens = DeltaLMModel.build_embedding(args, dictionary, args.encoder_embed_dim)
         text_encoder = DeltaLMEncoder(cfg, dictionary, embed_tokens)
         decoder = DeltaLMDecoder(cfg, dictionary, embed_tokens)
-        subsampler = Conv1dSubsampler(
+        subsampler_type = Conv1dSubsampler if args.fairseq_padding else LengthMaskedSubsampler
+        subsampler = subsampler_type(
             hubert.encoder.embedding_dim, args.conv_channels, args.encoder_embed_dim,
             [int(k) for k in args.conv_kernel_sizes.split(",")],
         )
@@ -192,6 +229,9 @@ def _pruning_defaults(args):
     args.freeze_hubert = getattr(args, "freeze_hubert", False)
     args.token_reduction = getattr(args, "token_reduction", "prune")
     args.conv_reduction_stride = getattr(args, "conv_reduction_stride", 2)
+    args.token_reduction_seed = getattr(args, "token_reduction_seed", 0)
+    # None: decided when HuBERT is built (new model or older checkpoint)
+    args.fairseq_padding = getattr(args, "fairseq_padding", None)
     args.hubert_padding_mask_from_conv_lengths = getattr(
         args, "hubert_padding_mask_from_conv_lengths", False)
     args.conv_kernel_sizes = getattr(args, "conv_kernel_sizes", "5,5")

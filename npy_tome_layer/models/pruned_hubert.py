@@ -31,7 +31,7 @@ from fairseq.dataclass.utils import merge_with_parent
 from fairseq.models.hubert.hubert import HubertConfig, HubertModel
 from fairseq.models.wav2vec.utils import pad_to_multiple
 from fairseq.models.wav2vec.wav2vec2 import TransformerEncoder
-from fairseq.modules import MultiheadAttention
+from fairseq.modules import Fp32GroupNorm, MultiheadAttention
 from fairseq.utils import index_put
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.profiler import record_function
@@ -62,6 +62,68 @@ def collecting(evidence: Optional[AttentionEvidence]):
         yield evidence
     finally:
         _EVIDENCE.reset(token)
+
+
+# Valid samples per row (B,) of the waveforms the conv front end is reading;
+# set only around the front end of a batch-invariant model's padded batch.
+_VALID_SAMPLES: contextvars.ContextVar[Optional[torch.Tensor]] = contextvars.ContextVar(
+    "valid_samples", default=None)
+
+
+@contextlib.contextmanager
+def reading_valid_samples(num_samples: Optional[torch.Tensor]):
+    token = _VALID_SAMPLES.set(num_samples)
+    try:
+        yield
+    finally:
+        _VALID_SAMPLES.reset(token)
+
+
+def conv_output_lengths(lengths: torch.Tensor, convs) -> torch.Tensor:
+    """Output length of a chain of unpadded convolutions ``(kernel, stride)``."""
+    for kernel, stride in convs:
+        lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
+    return lengths
+
+
+class ValidFramesGroupNorm(Fp32GroupNorm):
+    """fairseq's fp32 GroupNorm of HuBERT-base's first conv layer
+    (``extractor_mode: default``), which normalises each channel over the
+    whole time axis: in a padded batch the statistics include the padding, so
+    a padded row's features differ from the same audio alone. While
+    ``reading_valid_samples`` is active, each row's statistics are taken over
+    its own valid frames only (``input_convs``: the convolutions before this
+    norm, to turn samples into frames). Changed from fairseq: ``forward`` only."""
+
+    input_convs = ()
+
+    def forward(self, x):  # B x C x T
+        num_samples = _VALID_SAMPLES.get()
+        if num_samples is None:
+            return super().forward(x)
+        bsz, channels, length = x.shape
+        frames = conv_output_lengths(num_samples, self.input_convs).clamp(min=0)
+        valid = (torch.arange(length, device=x.device).unsqueeze(0) < frames.unsqueeze(1))
+        valid = valid.float()[:, None, None, :]  # B x 1 x 1 x T
+        grouped = x.float().reshape(bsz, self.num_groups, channels // self.num_groups, length)
+        count = (valid.sum(dim=-1, keepdim=True) * grouped.size(2)).clamp(min=1)
+        mean = (grouped * valid).sum(dim=(2, 3), keepdim=True) / count
+        var = (((grouped - mean) * valid) ** 2).sum(dim=(2, 3), keepdim=True) / count
+        out = ((grouped - mean) / torch.sqrt(var + self.eps)).reshape(bsz, channels, length)
+        if self.affine:
+            out = out * self.weight.float()[None, :, None] + self.bias.float()[None, :, None]
+        return out.type_as(x)
+
+
+def make_front_end_batch_invariant(feature_extractor, conv_layers) -> None:
+    """Give each GroupNorm of fairseq's conv front end the valid-frames forward."""
+    convs = []
+    for block, (_, kernel, stride) in zip(feature_extractor.conv_layers, conv_layers):
+        convs.append((kernel, stride))
+        for module in block.modules():
+            if type(module) is Fp32GroupNorm:
+                module.__class__ = ValidFramesGroupNorm  # adds behaviour
+                module.input_convs = tuple(convs)
 
 
 class ReducibleAttention(MultiheadAttention):
@@ -158,7 +220,7 @@ class PrunedTransformerEncoder(TransformerEncoder):
     ``length_reduction``, the conv reduction's state-dict prefix)."""
 
     def __init__(self, args, schedule: KeepRateSchedule, pruning_init_layer: int = 0,
-                 token_reduction: str = "prune", conv_stride: int = 2):
+                 token_reduction: str = "prune", conv_stride: int = 2, reduction_seed: int = 0):
         super().__init__(args)
         num_layers = len(self.layers)
         if isinstance(pruning_init_layer, bool) or not isinstance(pruning_init_layer,
@@ -179,7 +241,7 @@ class PrunedTransformerEncoder(TransformerEncoder):
         self.schedule = schedule
         self.pruning_init_layer = pruning_init_layer
         self.length_reduction: TokenReduction = build_reduction(
-            token_reduction, self.embedding_dim, conv_stride)
+            token_reduction, self.embedding_dim, conv_stride, reduction_seed)
         self.length_reduction.check(schedule.min_rate, pruning_init_layer, num_layers)
         self.num_updates = 0
         for layer in self.layers:
@@ -241,13 +303,12 @@ class PrunedTransformerEncoder(TransformerEncoder):
                     x, (_, layer_result) = layer(
                         x, self_attn_padding_mask=attention_padding_mask(padding_mask),
                         need_weights=False)
-            # a reduction that needs nothing from the attention acts even after a
-            # dropped layer (else layerdrop would change the length training sees)
-            reduces = acting and (runs or reduction.evidence_type is None)
+            reduces = acting and (runs or reduction.acts_after_dropped_layer)
             if reduces:
                 with record_function(REDUCE_LABEL):
                     tokens = reduction.reduce(
-                        Tokens(x.transpose(0, 1), padding_mask, positions, sizes), evidence, rate)
+                        Tokens(x.transpose(0, 1), padding_mask, positions, sizes), evidence,
+                        rate, i)
                     # the steps return a transposed view; the layers after
                     # it ran up to 15 % slower on that (CPU, 10 s x 8)
                     x = tokens.x.transpose(0, 1).contiguous()
@@ -296,21 +357,30 @@ class PrunedHubertModel(HubertModel):
 
     def __init__(self, cfg: HubertConfig, task_cfg, dictionaries: List[Optional[Dictionary]],
                  schedule: KeepRateSchedule, pruning_init_layer: int = 0,
-                 padding_mask_from_conv_lengths: bool = False, token_reduction: str = "prune",
-                 conv_stride: int = 2):
+                 fairseq_padding: bool = False, padding_mask_from_conv_lengths: bool = False,
+                 token_reduction: str = "prune", conv_stride: int = 2, reduction_seed: int = 0):
         super().__init__(cfg, task_cfg, dictionaries)
         self.encoder = PrunedTransformerEncoder(cfg, schedule, pruning_init_layer,
-                                                token_reduction, conv_stride)
+                                                token_reduction, conv_stride, reduction_seed)
         self.conv_layers = eval(cfg.conv_feature_layers)  # noqa: S307 (fairseq's format)
-        self.padding_mask_from_conv_lengths = padding_mask_from_conv_lengths
+        # batch-invariant unless fairseq_padding: front-end statistics and the
+        # frame mask come from each row's own length
+        self.fairseq_padding = fairseq_padding
+        self.padding_mask_from_conv_lengths = padding_mask_from_conv_lengths or not fairseq_padding
+        if not fairseq_padding:
+            make_front_end_batch_invariant(self.feature_extractor, self.conv_layers)
         self.last_kept_indices: List[torch.Tensor] = []
 
     def frame_lengths(self, num_samples: torch.Tensor) -> torch.Tensor:
         """Conv feature extractor output length for each input length."""
-        lengths = num_samples
-        for _, kernel, stride in self.conv_layers:
-            lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
-        return lengths
+        return conv_output_lengths(num_samples, [(k, s) for _, k, s in self.conv_layers])
+
+    def reading_rows(self, padding_mask: Optional[torch.Tensor]):
+        """Context of the conv front end: each row's own valid samples, unless
+        the model reproduces fairseq's padded front end."""
+        if self.fairseq_padding or padding_mask is None:
+            return contextlib.nullcontext()
+        return reading_valid_samples((~padding_mask).sum(dim=1))
 
     @property
     def min_samples(self) -> int:
@@ -381,10 +451,13 @@ class PrunedHubertModel(HubertModel):
             if self.encoder.shortens():
                 raise ValueError("HuBERT's pre-training loss needs every frame: call with "
                                  "features_only=True, or use keep rate 1.0")
-            return super().forward(source, target_list, padding_mask, mask, features_only,
-                                   output_layer)
+            with self.reading_rows(padding_mask):
+                return super().forward(source, target_list, padding_mask, mask, features_only,
+                                       output_layer)
         # fairseq's feature path, through its own hooks
-        features = self.layer_norm(self.forward_features(source).transpose(1, 2))
+        with self.reading_rows(padding_mask):
+            features = self.forward_features(source)
+        features = self.layer_norm(features.transpose(1, 2))
         if padding_mask is not None:
             padding_mask = self.forward_padding_mask(features, padding_mask)
         if self.post_extract_proj is not None:
@@ -422,12 +495,20 @@ def build_pruned_hubert(model_cfg, task_cfg=None, dictionaries=None,
                         pruning_max_rate: Optional[float] = None,
                         pruning_min_rate: Optional[float] = None,
                         pruning_schedule_updates: int = 0,
+                        fairseq_padding: bool = False,
                         padding_mask_from_conv_lengths: bool = False,
                         token_reduction: str = "prune", conv_stride: int = 2,
+                        reduction_seed: int = 0,
                         **model_overrides) -> PrunedHubertModel:
     """Build (random weights) from a HuBERT ``cfg.model``. The keep rate comes
     from ``KeepRateSchedule.from_arguments``; ``model_overrides``
-    replace config fields (dropout, encoder_layerdrop, ...) as fine-tuning does."""
+    replace config fields (dropout, encoder_layerdrop, ...) as fine-tuning does.
+
+    Batch-invariant by default: an utterance's features do not depend on the
+    other rows of its batch. ``fairseq_padding=True`` reproduces fairseq's
+    padded front end exactly (GroupNorm statistics over the padding, a frame
+    valid if any of its samples is; ``padding_mask_from_conv_lengths`` then
+    changes only the mask)."""
     schedule = KeepRateSchedule.from_arguments(pruning_rate, pruning_max_rate, pruning_min_rate,
                                                pruning_schedule_updates)
     cfg = hubert_config(model_cfg)
@@ -439,7 +520,8 @@ def build_pruned_hubert(model_cfg, task_cfg=None, dictionaries=None,
         task_cfg = OmegaConf.create({"sample_rate": SAMPLE_RATE})
     return PrunedHubertModel(
         cfg, task_cfg, dictionaries or [None], schedule, pruning_init_layer,
-        padding_mask_from_conv_lengths, token_reduction, conv_stride,
+        fairseq_padding, padding_mask_from_conv_lengths, token_reduction, conv_stride,
+        reduction_seed,
     )
 
 

@@ -86,6 +86,41 @@ def time_ordered(indices: Tensor, filler: Tensor, length: int) -> Tensor:
     return ordered - (ordered >= length).long() * length
 
 
+def uniform_ranks(n: int, k: int) -> Tensor:
+    """``k`` of ``n`` frames evenly spaced: the middle frame of each of ``k``
+    equal stretches, ``floor((2j + 1) n / 2k)`` for j < k."""
+    if k <= 0:
+        return torch.zeros(0, dtype=torch.long)
+    j = torch.arange(k, dtype=torch.long)
+    return torch.div((2 * j + 1) * n, 2 * k, rounding_mode="floor")
+
+
+def random_ranks(n: int, k: int, key) -> Tensor:
+    """``k`` of ``n`` frames drawn without replacement, in time order, from a
+    CPU generator seeded by ``key`` (a tuple of ints) and ``n``: the same
+    subset in any batch and on any device."""
+    seed = 0
+    for part in (*key, n):
+        seed = (seed * 1_000_003 + int(part)) % (1 << 62)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=generator)[:k].sort().values
+
+
+def ranked_frame_scores(ranks, padding_mask: Optional[Tensor], length: int, device) -> Tensor:
+    """B x ``length`` scores that make ``select_frames`` keep, in row b, the
+    valid frames whose rank among the row's valid frames (0 = earliest) is in
+    ``ranks[b]``: those score 1, other valid frames 0."""
+    bsz = len(ranks)
+    if padding_mask is None:
+        valid_positions = torch.arange(length, device=device).expand(bsz, -1)
+    else:  # each row's valid positions first, in time order (a stable sort)
+        valid_positions = padding_mask.long().sort(dim=1, stable=True).indices
+    scores = torch.zeros(bsz, length, device=device)
+    for b, row_ranks in enumerate(ranks):
+        scores[b, valid_positions[b, row_ranks.to(device)]] = 1.0
+    return scores
+
+
 def gather_frames(x: Tensor, indices: Tensor) -> Tensor:
     """x: B x T x C, indices: B x W -> B x W x C."""
     return x.gather(1, indices.unsqueeze(-1).expand(-1, -1, x.size(-1)))

@@ -4,12 +4,15 @@ A reduction declares
   * ``evidence(tokens, acting)``: what it needs from the attention of a layer
     (an ``AttentionEvidence`` the attention fills while it runs, or None),
   * ``acts_after(layer, init_layer, rate)``: whether it shortens after that layer,
-  * ``reduce(tokens, evidence, rate)``: the shorter ``Tokens``; the decision is
-    made once and applied to states, padding mask, positions and sizes alike,
+  * ``reduce(tokens, evidence, rate, layer)``: the shorter ``Tokens``; the
+    decision is made once and applied to states, padding mask, positions and
+    sizes alike,
   * ``lengths_after(valid, run, rate)``: the same, as arithmetic (FLOP formula),
   * ``check(min_rate, init_layer, num_layers)``: settings it cannot run, refused
     when the model is built rather than at some later forward.
-A reduction that needs no evidence also acts after a layer that layerdrop skipped.
+``acts_after_dropped_layer``: whether it also acts after a layer that layerdrop
+skipped (the conv does, so training sees the length inference does; the
+blind baselines do not, so their frame counts stay those of ``prune``).
 A new reduction is one class with ``@register_reduction("name")``;
 ``--token-reduction``, the benchmark and the visualiser list ``REDUCTIONS``.
 Timing goes through ``torch.profiler.record_function`` labels (``PROFILE_LABELS``).
@@ -23,7 +26,16 @@ import torch.nn as nn
 from torch import Tensor
 from torch.profiler import record_function
 
-from .frame_pruning import gather_frames, keep_counts, received_attention, select_frames
+from .frame_pruning import (
+    gather_frames,
+    keep_counts,
+    random_ranks,
+    ranked_frame_scores,
+    received_attention,
+    select_frames,
+    uniform_ranks,
+    valid_lengths,
+)
 from .token_merging import merge_tokens
 
 EVIDENCE_LABEL = "token_reduction.evidence"  # scoring inside the attention blocks
@@ -129,9 +141,10 @@ class TokenReduction(nn.Module):
     name = None
     evidence_type: Optional[Type[AttentionEvidence]] = None
     uses_rate = True  # the keep rate sets how much it removes
+    acts_after_dropped_layer = False
 
     @classmethod
-    def build(cls, embed_dim: int, conv_stride: int = 2) -> "TokenReduction":
+    def build(cls, embed_dim: int, conv_stride: int = 2, seed: int = 0) -> "TokenReduction":
         return cls()
 
     def acts_after(self, layer: int, init_layer: int, rate: float) -> bool:
@@ -145,7 +158,7 @@ class TokenReduction(nn.Module):
         return self.evidence_type() if acting and self.evidence_type else None
 
     def reduce(self, tokens: Tokens, evidence: Optional[AttentionEvidence],
-               rate: float) -> Tokens:
+               rate: float, layer: int) -> Tokens:
         raise NotImplementedError
 
     def lengths_after(self, valid: int, run: int, rate: float) -> Tuple[int, int]:
@@ -171,10 +184,11 @@ def register_reduction(name: str):
     return register
 
 
-def build_reduction(name: str, embed_dim: int, conv_stride: int = 2) -> TokenReduction:
+def build_reduction(name: str, embed_dim: int, conv_stride: int = 2,
+                    seed: int = 0) -> TokenReduction:
     if name not in REDUCTIONS:
         raise ValueError(f"token_reduction must be one of {tuple(REDUCTIONS)}, got {name!r}")
-    return REDUCTIONS[name].build(embed_dim, conv_stride)
+    return REDUCTIONS[name].build(embed_dim, conv_stride, seed)
 
 
 @register_reduction("prune")
@@ -183,10 +197,55 @@ class AttentionPruning(TokenReduction):
 
     evidence_type = ReceivedAttentionSum
 
-    def reduce(self, tokens, evidence, rate):
+    def reduce(self, tokens, evidence, rate, layer):
         with full_precision(tokens.x):
             indices, padding_mask = select_frames(evidence.scores, tokens.padding_mask, rate)
         return tokens.take(indices, padding_mask)
+
+
+class BlindSelection(TokenReduction):
+    """Keeps as many frames as ``prune`` (ceil(rate * n) of a row's n valid
+    frames, after the same layers, layerdrop included) but chooses them without
+    looking at the attention: ``ranks(n, k, layer)`` names which of the row's
+    valid frames (0 = earliest) survive. The attention runs its fast path."""
+
+    def ranks(self, n: int, k: int, layer: int) -> Tensor:
+        raise NotImplementedError
+
+    def reduce(self, tokens, evidence, rate, layer):
+        x, padding_mask = tokens.x, tokens.padding_mask
+        num_valid = valid_lengths(padding_mask, x.size(0), x.size(1), x.device)
+        counts = keep_counts(num_valid, rate).tolist()
+        ranks = [self.ranks(n, k, layer) for n, k in zip(num_valid.tolist(), counts)]
+        scores = ranked_frame_scores(ranks, padding_mask, x.size(1), x.device)
+        indices, new_mask = select_frames(scores, padding_mask, rate)
+        return tokens.take(indices, new_mask)
+
+
+@register_reduction("uniform")
+class UniformSelection(BlindSelection):
+    """Blind baseline: the kept frames evenly spaced over the row."""
+
+    def ranks(self, n, k, layer):
+        return uniform_ranks(n, k)
+
+
+@register_reduction("random")
+class RandomSelection(BlindSelection):
+    """Blind baseline: a pseudo-random subset, drawn on the CPU from
+    (``--token-reduction-seed``, layer, n) only, so it is the same in any batch
+    and on any device."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        self.seed = seed
+
+    @classmethod
+    def build(cls, embed_dim, conv_stride=2, seed=0):
+        return cls(seed)
+
+    def ranks(self, n, k, layer):
+        return random_ranks(n, k, (self.seed, layer))
 
 
 @register_reduction("merge")
@@ -205,7 +264,7 @@ class TokenMerging(TokenReduction):
             raise ValueError(f"token merging needs keep rates >= 0.5 (one bipartite step "
                              f"at most halves a sequence), got a rate down to {min_rate}")
 
-    def reduce(self, tokens, evidence, rate):
+    def reduce(self, tokens, evidence, rate, layer):
         sizes = tokens.sizes
         if sizes is None:
             sizes = tokens.x.new_ones(tokens.x.shape[:2], dtype=torch.float32)
@@ -223,6 +282,7 @@ class StridedConvReduction(TokenReduction):
     average pooling, so a pretrained encoder starts from sensible features."""
 
     uses_rate = False
+    acts_after_dropped_layer = True
 
     def __init__(self, dim: int, stride: int = 2):
         super().__init__()
@@ -237,7 +297,7 @@ class StridedConvReduction(TokenReduction):
             self.conv.bias.zero_()
 
     @classmethod
-    def build(cls, embed_dim, conv_stride=2):
+    def build(cls, embed_dim, conv_stride=2, seed=0):
         return cls(embed_dim, conv_stride)
 
     def acts_after(self, layer, init_layer, rate):
@@ -260,7 +320,7 @@ class StridedConvReduction(TokenReduction):
         out_len = torch.div(valid + self.stride - 1, self.stride, rounding_mode="floor")
         return y, torch.arange(y.size(1), device=x.device).unsqueeze(0) >= out_len.unsqueeze(1)
 
-    def reduce(self, tokens, evidence, rate):
+    def reduce(self, tokens, evidence, rate, layer):
         x, padding_mask = self(tokens.x, tokens.padding_mask)
         sizes = None if tokens.sizes is None else tokens.sizes[:, :: self.stride]
         return replace(tokens, x=x, padding_mask=padding_mask,

@@ -340,8 +340,10 @@ class SpeechAndTextTranslationTask(FairseqTask):
         def total(key):
             return sum(_number(log.get(key, 0)) for log in logging_outputs)
 
-        if total("_bleu_totals_0") == 0:
-            return  # not a validation pass
+        if not any("_bleu_sys_len" in log for log in logging_outputs):
+            return  # not a validation pass (training steps carry no BLEU statistics)
+        # a pass whose hypotheses are all empty has no n-grams but is still a
+        # validation pass: it logs BLEU 0, so --best-checkpoint-metric bleu finds it
         # plain numbers, one meter each: fairseq keeps validation meters in the
         # checkpoint, and numpy arrays there fail torch's weights-only loader
         for key in BLEU_STATISTICS:
@@ -365,6 +367,8 @@ def _derived_bleu(meters):
     def stat(key):
         return int(meters[key].sum)
 
+    if stat("_bleu_totals_0") == 0:
+        return 0.0  # no hypothesis n-grams: nothing matched
     score = BLEU.compute_bleu(
         correct=[stat(f"_bleu_counts_{i}") for i in range(BLEU_ORDER)],
         total=[stat(f"_bleu_totals_{i}") for i in range(BLEU_ORDER)],
