@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test demo clean
+.PHONY: install test demo study clean
 install:
 	@bash scripts/install.sh
 
@@ -11,6 +11,10 @@ test: install
 
 demo: install
 	bash scripts/demo.sh
+
+# every demo mode x 3 seeds with significance (about an hour on 2 CPU cores)
+study: install
+	bash scripts/demo_study.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo_work

@@ -341,6 +341,30 @@ def build_model(size: str, device, dtype):
     return cfg, model.to(device=device, dtype=dtype).eval()
 
 
+def reference_speedups(settings, audios: List[torch.Tensor], size: str = "base",
+                       warmup: int = 1, repeats: int = 3) -> Dict[tuple, float]:
+    """What the frames a setting keeps would save at a real model size: a
+    random-weight HuBERT of ``size`` encodes ``audios`` (each alone, 1 x
+    samples) at each ``(reduction, rate, init_layer)`` setting and densely,
+    timed round-robin; returns dense time / setting time per setting. The
+    frames kept depend on the audio and the setting only, not on the width."""
+    settings = list(dict.fromkeys(tuple(s) for s in settings))
+    cfg, reference = build_model(size, torch.device("cpu"), torch.float32)
+    models = [setting_model(reference, cfg, *s) for s in settings]
+    # a setting that shortens nothing is the dense model itself: speedup 1
+    timed_models = [reference] + [m for m in models if m.encoder.shortens()]
+
+    def timed(model, batch):
+        return sum(_timed_pass(model, audio) for audio in batch)
+
+    with torch.inference_mode():
+        times = dict(zip(map(id, timed_models),
+                         interleaved_times(timed_models, audios, timed, warmup, repeats)))
+    dense_s = statistics.median(times[id(reference)])
+    return {s: dense_s / statistics.median(times.get(id(m), times[id(reference)]))
+            for s, m in zip(settings, models)}
+
+
 def run_grid(args) -> List[Dict]:
     device = torch.device(args.device)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]

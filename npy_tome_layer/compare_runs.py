@@ -16,7 +16,7 @@ import re
 import statistics
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -46,6 +46,22 @@ def load_st_model(checkpoint: str, data: str, subset: str, overrides: Optional[D
     return models[0].eval(), task.datasets[subset], task
 
 
+def frames_left(features: torch.Tensor, mask) -> int:
+    """Valid frames of one utterance's HuBERT output."""
+    return features.size(1) if mask is None else int((~mask).sum())
+
+
+@torch.inference_mode()
+def hubert_frames(model, dataset) -> Tuple[int, int]:
+    """(HuBERT frames in, frames out) over the subset, each utterance alone."""
+    hubert, frames_in, frames_out = model.encoder.hubert, 0, 0
+    for i in range(len(dataset)):
+        audio = dataset[i]["source"].unsqueeze(0)
+        frames_in += int(hubert.frame_lengths(torch.tensor(audio.size(1))))
+        frames_out += frames_left(*hubert.extract_features(audio, padding_mask=None, mask=False))
+    return frames_in, frames_out
+
+
 @torch.inference_mode()
 def measure_speech_encoder(model, dataset, repeats: int = 3, warmup: bool = True
                            ) -> Dict[str, float]:
@@ -68,7 +84,7 @@ def measure_speech_encoder(model, dataset, repeats: int = 3, warmup: bool = True
             model.encoder.forward_speech(a, lengths)
             t_encoder += time.perf_counter() - start
             if rep == first:
-                frames_out += features.size(1) if mask is None else int((~mask).sum())
+                frames_out += frames_left(features, mask)
         if rep:
             hubert_times.append(t_hubert)
             encoder_times.append(t_encoder)
@@ -105,19 +121,21 @@ def measure_interleaved(pairs, repeats: int = 3) -> List[Dict[str, float]]:
 def markdown_table(rows: List[Dict], baseline: Optional[str] = None) -> str:
     base = next((r for r in rows if r["name"] == baseline), rows[0])
     lines = ["| run | keep rate (from layer) | BLEU | HuBERT frames kept | HuBERT time (s) "
-             "| speech encoder time (s) | encoder speedup |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| speech encoder time (s) | encoder speedup | speedup at base size |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         bleu = "n/a" if r.get("bleu") is None else f"{r['bleu']:.2f}"
         lines.append(
             f"| {r['name']} | {r['keep_rate']:g} ({r['init_layer']}) | {bleu} "
             f"| {r['frames_out']}/{r['frames_in']} ({100 * r['frames_out'] / r['frames_in']:.1f} %) "
             f"| {r['hubert_s']:.3f} | {r['encoder_s']:.3f} "
-            f"| {base['encoder_s'] / r['encoder_s']:.2f}x |")
+            f"| {base['encoder_s'] / r['encoder_s']:.2f}x | {r['base_speedup']:.2f}x |")
     return "\n".join(lines)
 
 
 def main(argv=None):
+    from .benchmark import reference_speedups
+
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="prepared data directory (SPLIT.tsv)")
@@ -126,6 +144,9 @@ def main(argv=None):
                         help="the first run is the speedup baseline")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--reference-size", default="base",
+                        help="HuBERT size of the last column: a random-weight encoder of that "
+                             "size on the same audio at each run's setting (tiny in tests)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -147,9 +168,17 @@ def main(argv=None):
         pairs.append((model, dataset))
     for row, measured in zip(rows, measure_interleaved(pairs, args.repeats)):
         row.update(measured)
+    settings = [model.encoder.hubert.encoder.final_setting for model, _ in pairs]
+    dataset = pairs[0][1]
+    audios = [dataset[i]["source"].unsqueeze(0) for i in range(len(dataset))]
+    del pairs
+    speedups = reference_speedups(settings, audios, args.reference_size, repeats=args.repeats)
+    for row, setting in zip(rows, settings):
+        row["base_speedup"] = speedups[setting]
     r = rows[0]
     print(f"{args.subset}: {r['utterances']} utterances, {r['audio_s']:.1f} s of audio; batch 1, "
-          f"median of {args.repeats} interleaved passes, {torch.get_num_threads()} CPU threads")
+          f"median of {args.repeats} interleaved passes, {torch.get_num_threads()} CPU threads; "
+          f"last column: random-weight HuBERT-{args.reference_size}, same audio and settings")
     print(markdown_table(rows))
 
 

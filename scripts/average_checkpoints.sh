@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Usage: scripts/average_checkpoints.sh TGT_LANG MODE [N=10]
-# Mean of the last N epoch checkpoints of $CKPT_ROOT/en-TGT/st_MODE -> avg_last_N.pt there.
+# Mean of the last N epoch checkpoints of $ST_DIR (default $CKPT_ROOT/en-TGT/st_MODE)
+# -> avg_last_N.pt there.
 # An existing average is kept (delete it to recompute).
 source "$(dirname "$0")/env.sh"
 TGT=${1:-}; check_lang "$TGT"
 MODE=${2:?usage: average_checkpoints.sh TGT_LANG MODE [N]}; N=${3:-10}
-DIR=$CKPT_ROOT/en-$TGT/st_$MODE
+DIR=${ST_DIR:-$CKPT_ROOT/en-$TGT/st_$MODE}
 if [ -f "$DIR/avg_last_$N.pt" ]; then echo "[average] $DIR/avg_last_$N.pt exists, kept" >&2; exit 0; fi
 run "$PY" -m npy_tome_layer.average_checkpoints --checkpoint-dir "$DIR" \
   --num-epoch-checkpoints "$N" --output "$DIR/avg_last_$N.pt"

@@ -37,6 +37,16 @@ check_lang() {
   esac
 }
 
+# A training mode is the name of a $CONFIG_DIR/st_MODE.args file.
+check_mode() {
+  local modes
+  modes=$(cd "$CONFIG_DIR" 2>/dev/null && ls st_*.args 2>/dev/null | sed 's/^st_//; s/\.args$//' | tr '\n' ' ')
+  if [ -z "${1:-}" ] || [ ! -f "$CONFIG_DIR/st_$1.args" ]; then
+    echo "error: mode '${1:-}': config file $CONFIG_DIR/st_${1:-MODE}.args not found (modes there: ${modes:-none})" >&2
+    exit 2
+  fi
+}
+
 # The configs give --update-freq as worker-batches per update over all
 # workers (the paper: 4 GPUs x 2 = 8); fairseq's --update-freq is per worker,
 # so divide by the workers of all machines (rounded up) to keep the effective batch.

@@ -7,6 +7,7 @@ import re
 import shutil
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -103,7 +104,10 @@ def test_two_cpu_workers_over_gloo_on_one_node_and_on_two(pair_env, tmp_path):
     assert not list((tmp_path / "node1").rglob("*.pt"))
 
 
-def test_demo_end_to_end_at_the_smallest_size(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory):
+    """make demo's scripts at the smallest size: (environment, demo output)."""
+    tmp_path = tmp_path_factory.mktemp("demo")
     work = tmp_path / "demo"
     configs = tmp_path / "configs"
     shutil.copytree(os.path.join(REPO, "configs", "demo"), configs)
@@ -112,10 +116,17 @@ def test_demo_end_to_end_at_the_smallest_size(tmp_path):
     with open(configs / "st.args", "a") as f:
         # 12 sentences in batches of 4: 3 updates an epoch, 3 epochs to average
         f.write("--max-update 9 --batch-size 4\n")
-    proc = run_script("demo.sh", [], {
-        "WORK": str(work), "HUBERT_SIZE": "tiny", "TRAIN_TALKS": "3", "SEGMENTS": "4",
-        "PRETRAIN_UPDATES": "3", "NPROC": "1", "CONFIG_DIR": str(configs),
-        "SWEEP_ARGS": "--rates 1.0 0.8 --init-layers 0 --repeats 1 --beam 2"})
+    env = {"WORK": str(work), "HUBERT_SIZE": "tiny", "TRAIN_TALKS": "3", "SEGMENTS": "4",
+           "PRETRAIN_UPDATES": "3", "NPROC": "1", "CONFIG_DIR": str(configs)}
+    proc = run_script("demo.sh", [], dict(
+        env, SWEEP_ARGS="--rates 1.0 0.8 --init-layers 0 --repeats 1 --beam 2",
+        COMPARE_ARGS="--reference-size tiny --repeats 1"))
+    return env, proc
+
+
+def test_demo_end_to_end_at_the_smallest_size(tiny_demo):
+    env, proc = tiny_demo
+    work = Path(env["WORK"])
     out = proc.stdout + proc.stderr
     # every step a MuST-C user runs, through the same scripts, and the stand-in
     # HuBERT pre-training that the ST modes start from
@@ -128,7 +139,8 @@ def test_demo_end_to_end_at_the_smallest_size(tmp_path):
                      r"beam=8: BLEU = [0-9.]+", out)
     rows = {m.group(1): m for m in re.finditer(
         r"^\| (baseline|fixed|schedule) \| ([0-9.]+) \(0\) \| ([0-9.]+) \| (\d+)/(\d+) "
-        r"\(([0-9.]+) %\) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+)x \|$", proc.stdout, flags=re.M)}
+        r"\(([0-9.]+) %\) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+)x \| ([0-9.]+)x \|$",
+        proc.stdout, flags=re.M)}
     assert set(rows) == {"baseline", "fixed", "schedule"}, proc.stdout[-2000:]
     base, fixed = rows["baseline"], rows["fixed"]
     assert base.group(2) == "1" and fixed.group(2) == "0.9"
@@ -136,6 +148,8 @@ def test_demo_end_to_end_at_the_smallest_size(tmp_path):
     # tiny HuBERT has 3 layers: each utterance keeps ceil(0.9 ceil(0.9 ceil(0.9 n))) frames
     assert int(fixed.group(4)) < 0.75 * int(fixed.group(5)) + 6 * 3
     assert int(fixed.group(4)) < int(base.group(4))
+    # the speedup of the same frames at a reference size: dense is 1, fixed is measured
+    assert float(base.group(10)) == 1.0 and float(fixed.group(10)) > 0
     # both inference-time sweeps, and the elapsed time
     for mode in ("baseline", "fixed"):
         records = json.loads((work / f"sweep_{mode}" / "sweep.json").read_text())
@@ -169,7 +183,8 @@ def test_bad_arguments_fail_with_one_line(pair_env, tmp_path):
     assert proc.returncode == 2
     assert "target language must be one of de es fr it nl pt ro ru, got 'xx'" in proc.stderr
     proc = run_script("train_st.sh", ["de", "sparse"], pair_env, check=False)
-    assert proc.returncode == 2 and "mode must be baseline, fixed or schedule" in proc.stderr
+    assert proc.returncode == 2 and "mode 'sparse': config file" in proc.stderr
+    assert "st_sparse.args not found (modes there: fixed )" in proc.stderr
     proc = run_script("train_st.sh", ["de", "fixed"],
                       dict(pair_env, MT_CHECKPOINT=str(tmp_path / "none.pt")), check=False)
     assert proc.returncode == 2 and "none.pt not found (run scripts/train_mt.sh de)" in proc.stderr
@@ -206,3 +221,46 @@ def test_launch_command_per_device_and_node_count(tmp_path, device, nnodes, expe
                                   MASTER_PORT="29511", CONFIG_DIR=str(tmp_path))).stdout
     for piece in expected:
         assert piece in out, (piece, out)
+
+
+def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
+    """scripts/study.sh through make study's wrapper, on the demo's files:
+    2 modes x 2 seeds, the report's exact keys, and a re-run that keeps them."""
+    env, _ = tiny_demo
+    env = dict(env, STUDY_MODES="baseline random", SEEDS="1 2",
+               STUDY_ARGS="--reference-size tiny --repeats 1")
+    proc = run_script("demo_study.sh", [], env)
+    study = Path(env["WORK"]) / "checkpoints_tiny" / "en-de" / "study"
+    report = json.loads((study / "study.json").read_text())
+    assert set(report) == {"runs", "modes"}
+    assert [(r["mode"], r["seed"]) for r in report["runs"]] == [
+        ("baseline", 1), ("random", 1), ("baseline", 2), ("random", 2)]
+    for r in report["runs"]:
+        assert set(r) == {"mode", "seed", "bleu", "frames_kept", "checkpoint"}
+        assert os.path.isfile(r["checkpoint"]) and 0 <= r["bleu"] <= 100
+    modes = {m["mode"]: m for m in report["modes"]}
+    for m in modes.values():
+        assert set(m) == {"mode", "seeds", "bleu_mean", "bleu_sd", "frames_kept", "p_value",
+                          "base_speedup"}
+        assert m["seeds"] == [1, 2] and m["base_speedup"] > 0
+    assert modes["baseline"]["p_value"] is None and 0 <= modes["random"]["p_value"] <= 1
+    assert modes["baseline"]["frames_kept"] == 1.0 > modes["random"]["frames_kept"]
+    assert modes["baseline"]["base_speedup"] == 1.0
+    # the seed flag reached fairseq-train: seed 2 trained with --seed 2
+    assert re.search(r"fairseq-train .*--seed 2\b", proc.stderr)
+    assert (study / "study.md").read_text().count("\n| ") >= 3
+    assert (study / "study.png").read_bytes()[:4] == b"\x89PNG"
+    assert re.search(r"^study finished in \d+ min \d+ s$", proc.stdout, flags=re.M)
+    again = run_script("study.sh", ["de"], dict(env, DATA_ROOT=env["WORK"] + "/data",
+                                                CKPT_ROOT=env["WORK"] + "/checkpoints_tiny",
+                                                AVERAGE_LAST="3", DEVICE="cpu"))
+    assert "fairseq-train" not in again.stderr and again.stderr.count("exists, kept") == 4
+
+
+def test_study_p_values_follow_the_hypotheses():
+    from npy_tome_layer.study import paired_p_values
+
+    refs = [f"the cat number {i} sits on the mat today" for i in range(30)]
+    wrong = [f"a dog {i} runs" for i in range(30)]
+    p = paired_p_values({"baseline": refs, "same": list(refs), "bad": wrong}, refs, "baseline")
+    assert p["same"] == 1.0 and p["bad"] < 0.01

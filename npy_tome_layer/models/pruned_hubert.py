@@ -259,6 +259,12 @@ class PrunedTransformerEncoder(TransformerEncoder):
     def keep_rate(self) -> float:
         return self.schedule.rate_at(self.num_updates)
 
+    @property
+    def final_setting(self) -> tuple:
+        """(reduction, keep rate, init layer) once any schedule has ended: the
+        setting a trained model evaluates at."""
+        return self.length_reduction.name, self.schedule.min_rate, self.pruning_init_layer
+
     def shortens(self) -> bool:
         """Whether the sequence leaves shorter than it came in, at the current rate."""
         return any(self.length_reduction.acts_after(i, self.pruning_init_layer, self.keep_rate)

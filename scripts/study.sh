@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Usage: scripts/study.sh TGT_LANG
+# Rank training settings with several seeds: every mode in STUDY_MODES (names of
+# $CONFIG_DIR/st_MODE.args; default baseline fixed schedule paper uniform random)
+# is trained for every seed in SEEDS (default 1 2 3) from the same HuBERT and MT
+# files, averaged (last AVERAGE_LAST epoch checkpoints, default 10) and evaluated
+# on tst-COMMON as evaluate.sh does; then python -m npy_tome_layer.study writes
+# study.json, study.md and study.png to $CKPT_ROOT/en-TGT/study/ (one run per
+# MODE_seedS directory there). Re-running continues: a run whose evaluation
+# output exists is kept. STUDY_ARGS is appended to the report's arguments.
+source "$(dirname "$0")/env.sh"
+TGT=${1:-}; check_lang "$TGT"
+MODES=${STUDY_MODES:-baseline fixed schedule paper uniform random}
+SEEDS=${SEEDS:-1 2 3}
+AVERAGE_LAST=${AVERAGE_LAST:-10}
+STUDY=$CKPT_ROOT/en-$TGT/study
+export MT_CHECKPOINT=${MT_CHECKPOINT:-$CKPT_ROOT/en-$TGT/mt/checkpoint_best.pt}
+for mode in $MODES; do check_mode "$mode"; done
+for seed in $SEEDS; do
+  case "$seed" in ''|*[!0-9]*) echo "error: SEEDS must be whole numbers, got '$seed'" >&2; exit 2 ;; esac
+done
+[ -f "$MT_CHECKPOINT" ] || { echo "error: MT checkpoint $MT_CHECKPOINT not found (run scripts/train_mt.sh $TGT)" >&2; exit 2; }
+
+runs=()
+# seeds outermost: an interrupted study has every mode at the first seeds
+for seed in $SEEDS; do
+  for mode in $MODES; do
+    dir=$STUDY/${mode}_seed$seed
+    ckpt=$dir/avg_last_$AVERAGE_LAST.pt
+    out=$dir/generate-avg_last_$AVERAGE_LAST.txt
+    if [ ! -f "$out" ]; then
+      ST_DIR=$dir EXTRA_ARGS="$EXTRA_ARGS --seed $seed" bash "$REPO/scripts/train_st.sh" "$TGT" "$mode"
+      ST_DIR=$dir bash "$REPO/scripts/average_checkpoints.sh" "$TGT" "$mode" "$AVERAGE_LAST"
+      bash "$REPO/scripts/evaluate.sh" "$TGT" "$ckpt"
+    else
+      echo "[study] $mode seed $seed: $out exists, kept" >&2
+    fi
+    runs+=(--run "$mode" "$seed" "$ckpt" "$out")
+  done
+done
+run "$PY" -m npy_tome_layer.study --data "$DATA_ROOT/en-$TGT" --subset tst-COMMON \
+  --out "$STUDY" "${runs[@]}" ${STUDY_ARGS:-}
