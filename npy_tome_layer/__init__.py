@@ -1,14 +1,18 @@
 """npy_tome_layer: pruned-HuBERT + DeltaLM speech translation as a fairseq --user-dir plugin.
 
 Importing the package (installed, or via ``--user-dir npy_tome_layer``)
-registers its tasks, models, architectures and criteria with fairseq, and
-makes fairseq checkpoints load under torch >= 2.6 (see checkpoint_loading.py).
+registers its task, models, architectures, criterion and scorer with fairseq,
+and makes fairseq checkpoints load under torch >= 2.6 (``io/fairseq_patches.py``).
+
+Layers, each importing only those above it in this list: ``reduction`` (the
+method), ``io``, ``encoder`` (fairseq glue), ``st`` (the ST system),
+``evaluation`` (what the tools share), ``demo``, ``tools`` (commands).
 """
-from . import checkpoint_loading
+from .io import fairseq_patches
 
-checkpoint_loading.install()
+fairseq_patches.install()
 
-from . import criterions, data, models, scoring, tasks  # noqa: E402,F401  (registration)
-from .models.pruned_hubert import load_pruned_hubert  # noqa: E402,F401
+from . import st  # noqa: E402,F401  (registration)
+from .encoder import build_pruned_hubert, load_pruned_hubert  # noqa: E402,F401
 
 __version__ = "0.1.0"

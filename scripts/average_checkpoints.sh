@@ -8,5 +8,5 @@ TGT=${1:-}; check_lang "$TGT"
 MODE=${2:?usage: average_checkpoints.sh TGT_LANG MODE [N]}; N=${3:-10}
 DIR=${ST_DIR:-$CKPT_ROOT/en-$TGT/st_$MODE}
 if [ -f "$DIR/avg_last_$N.pt" ]; then echo "[average] $DIR/avg_last_$N.pt exists, kept" >&2; exit 0; fi
-run "$PY" -m npy_tome_layer.average_checkpoints --checkpoint-dir "$DIR" \
+run "$PY" -m npy_tome_layer.tools.average_checkpoints --checkpoint-dir "$DIR" \
   --num-epoch-checkpoints "$N" --output "$DIR/avg_last_$N.pt"

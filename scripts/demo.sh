@@ -23,7 +23,7 @@ for mode in $MODES; do
 done
 echo
 echo "en-$TGT demo, HuBERT stand-in '$HUBERT_SIZE'; BLEU on held-out sentences and voices:"
-run "$PY" -m npy_tome_layer.compare_runs --data "$DATA_ROOT/en-$TGT" --subset tst-COMMON "${runs[@]}" \
+run "$PY" -m npy_tome_layer.tools.compare_runs --data "$DATA_ROOT/en-$TGT" --subset tst-COMMON "${runs[@]}" \
   ${COMPARE_ARGS:-}
 
 if [ "${SWEEP:-1}" = 1 ]; then
@@ -34,7 +34,7 @@ if [ "${SWEEP:-1}" = 1 ]; then
     echo
     echo "Inference-time pruning of the $mode checkpoint (no retraining):"
     # evaluate.sh's batch limit (models built before batch invariance depend on it)
-    run "$PY" -m npy_tome_layer.sweep --checkpoint "$ckpt" --data "$DATA_ROOT/en-$TGT" \
+    run "$PY" -m npy_tome_layer.tools.sweep --checkpoint "$ckpt" --data "$DATA_ROOT/en-$TGT" \
       --subset tst-COMMON --beam 8 --lenpen "$LENPEN" --max-tokens 400000 --repeats 2 --cpu \
       --out "$WORK/sweep_$mode" ${SWEEP_ARGS:-}
   done

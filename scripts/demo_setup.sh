@@ -22,8 +22,8 @@ export MUSTC_ROOT=$WORK/mustc DATA_ROOT=$WORK/data CKPT_ROOT=$WORK/checkpoints_$
 export CONFIG_DIR=${CONFIG_DIR:-$PWD/configs/demo}
 run() { echo "+ $*" >&2; "$@"; }
 
-[ -f "$DELTALM" ] || run "$PY" -m npy_tome_layer.standins --out "$PRETRAINED" --hubert-size "$HUBERT_SIZE"
-[ -d "$MUSTC_ROOT/en-$TGT" ] || run "$PY" -m npy_tome_layer.data.demo_corpus "$MUSTC_ROOT" \
+[ -f "$DELTALM" ] || run "$PY" -m npy_tome_layer.demo.standins --out "$PRETRAINED" --hubert-size "$HUBERT_SIZE"
+[ -d "$MUSTC_ROOT/en-$TGT" ] || run "$PY" -m npy_tome_layer.demo.corpus "$MUSTC_ROOT" \
   --tgt-lang "$TGT" --train-talks "${TRAIN_TALKS:-10}" --segments-per-talk "$SEGMENTS"
 bash scripts/prepare_data.sh "$TGT"
 bash scripts/train_mt.sh "$TGT"
@@ -35,6 +35,6 @@ if [ ! -f "$HUBERT" ]; then
     CKPT_ROOT=$WORK/hubert_pretraining_$HUBERT_SIZE \
     EXTRA_ARGS="--max-update ${PRETRAIN_UPDATES:-400} --no-epoch-checkpoints ${EXTRA_ARGS:-}" \
     bash scripts/train_st.sh "$TGT" baseline
-  run "$PY" -m npy_tome_layer.standins --out "$HUBERT" --hubert "$PRETRAINED/hubert.pt" \
+  run "$PY" -m npy_tome_layer.demo.standins --out "$HUBERT" --hubert "$PRETRAINED/hubert.pt" \
     --hubert-from-st "$WORK/hubert_pretraining_$HUBERT_SIZE/en-$TGT/st_baseline/checkpoint_last.pt"
 fi

@@ -37,7 +37,7 @@ pip wheel --no-deps --no-binary=:all: -w "$DIR.tmp" "${SDIST_WHEELS[@]}"
 echo "[bundle] $FAIRSEQ sdist (built on the GPU machine: its extensions need that torch)" >&2
 pip download --no-deps --no-binary=:all: --no-build-isolation -d "$DIR.tmp" "$FAIRSEQ"
 echo "[bundle] demo corpus (espeak-ng) for the check's few training updates" >&2
-"$PY" -m npy_tome_layer.data.demo_corpus "$DIR.tmp/mustc" --tgt-lang de --train-talks 1 \
+"$PY" -m npy_tome_layer.demo.corpus "$DIR.tmp/mustc" --tgt-lang de --train-talks 1 \
   --segments-per-talk 8 >/dev/null
 for whl in "$DIR.tmp"/*.whl; do
   case "$(basename "$whl")" in

@@ -96,15 +96,15 @@ say ""
 say "cuda tests: $(grep -E '[0-9]+ (passed|failed|skipped)' "$WORK/logs/cuda_tests.log" | tail -n 1)"
 
 corpus() {  # stand-ins (random weights) and the demo corpus, prepared
-  "$PY" -m npy_tome_layer.standins --out "$WORK/pretrained" --hubert-size "$SIZE" || return 1
+  "$PY" -m npy_tome_layer.demo.standins --out "$WORK/pretrained" --hubert-size "$SIZE" || return 1
   if [ -d "$BUNDLE/mustc/en-de" ]; then
     echo "corpus from the bundle: $BUNDLE/mustc"  # espeak-ng speech made by gpu_bundle.sh
     cp -r "$BUNDLE/mustc" "$WORK/mustc"
   else
-    "$PY" -m npy_tome_layer.data.demo_corpus "$WORK/mustc" --tgt-lang de --train-talks 1 \
+    "$PY" -m npy_tome_layer.demo.corpus "$WORK/mustc" --tgt-lang de --train-talks 1 \
       --segments-per-talk 8 || return 1
   fi
-  "$PY" -m npy_tome_layer.data.prepare_mustc --mustc-root "$WORK/mustc" --tgt-lang de \
+  "$PY" -m npy_tome_layer.tools.prepare_mustc --mustc-root "$WORK/mustc" --tgt-lang de \
     --out "$WORK/data" --spm-model "$WORK/pretrained/spm.model" --dict "$WORK/pretrained/dict.txt"
 }
 step corpus corpus
@@ -121,7 +121,7 @@ train_and_generate() {  # PRECISION: a few ST updates, then beam search on the c
     --log-interval 1 ${TRAIN_DEVICE[@]+"${TRAIN_DEVICE[@]}"} ${flag[@]+"${flag[@]}"} || return 1
   "$PY" - "$save/checkpoint_last.pt" <<'EOF' || return 1
 import sys, torch
-from npy_tome_layer.checkpoint_loading import load_checkpoint  # weights-only, allow-listed
+from npy_tome_layer.io.checkpoints import load_checkpoint  # weights-only, allow-listed
 state = load_checkpoint(sys.argv[1])
 history = state["optimizer_history"][-1]
 print(f"checkpoint: {sys.argv[1]}, num_updates {history['num_updates']}")
@@ -143,7 +143,7 @@ for precision in "${PRECISIONS[@]}"; do
   case "$loss" in *nan*|*inf*|"") failed+=("loss_$precision") ;; esac
 done
 
-step benchmark "$PY" -m npy_tome_layer.benchmark --out "$WORK/bench" "${BENCH[@]}"
+step benchmark "$PY" -m npy_tome_layer.tools.benchmark --out "$WORK/bench" "${BENCH[@]}"
 if [ -f "$WORK/bench/benchmark.md" ]; then
   say ""
   cat "$WORK/bench/benchmark.md" >>"$SUMMARY"

@@ -4,5 +4,5 @@
 # Finished outputs are kept; re-running only adds what is missing.
 source "$(dirname "$0")/env.sh"
 TGT=${1:-}; check_lang "$TGT"
-run "$PY" -m npy_tome_layer.data.prepare_mustc --mustc-root "$MUSTC_ROOT" --tgt-lang "$TGT" \
+run "$PY" -m npy_tome_layer.tools.prepare_mustc --mustc-root "$MUSTC_ROOT" --tgt-lang "$TGT" \
   --out "$DATA_ROOT/en-$TGT" --spm-model "$SPM_MODEL" --dict "$DELTALM_DICT"

@@ -4,7 +4,7 @@
 # $CONFIG_DIR/st_MODE.args; default baseline fixed schedule paper uniform random)
 # is trained for every seed in SEEDS (default 1 2 3) from the same HuBERT and MT
 # files, averaged (last AVERAGE_LAST epoch checkpoints, default 10) and evaluated
-# on tst-COMMON as evaluate.sh does; then python -m npy_tome_layer.study writes
+# on tst-COMMON as evaluate.sh does; then python -m npy_tome_layer.tools.study writes
 # study.json, study.md and study.png to $CKPT_ROOT/en-TGT/study/ (one run per
 # MODE_seedS directory there). Re-running continues: a run whose evaluation
 # output exists is kept. STUDY_ARGS is appended to the report's arguments.
@@ -38,5 +38,5 @@ for seed in $SEEDS; do
     runs+=(--run "$mode" "$seed" "$ckpt" "$out")
   done
 done
-run "$PY" -m npy_tome_layer.study --data "$DATA_ROOT/en-$TGT" --subset tst-COMMON \
+run "$PY" -m npy_tome_layer.tools.study --data "$DATA_ROOT/en-$TGT" --subset tst-COMMON \
   --out "$STUDY" "${runs[@]}" ${STUDY_ARGS:-}

@@ -4,7 +4,7 @@ import sys
 import pytest
 
 import npy_tome_layer  # noqa: F401  (registration + checkpoint-loading fix)
-from npy_tome_layer.standins import write_hubert_checkpoint
+from npy_tome_layer.demo.standins import write_hubert_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.dirname(sys.executable)
@@ -46,10 +46,10 @@ def run_cli(tool, args, cwd=None):
 @pytest.fixture(scope="session")
 def st_corpus(tmp_path_factory):
     """Real speech in MuST-C layout, prepared; tiny official-format checkpoints."""
-    from npy_tome_layer.data.demo_corpus import build_demo_corpus
-    from npy_tome_layer.data.demo_phrases import all_sentences
-    from npy_tome_layer.data.prepare_mustc import prepare
-    from npy_tome_layer.standins import (
+    from npy_tome_layer.demo.corpus import build_demo_corpus
+    from npy_tome_layer.demo.phrases import all_sentences
+    from npy_tome_layer.tools.prepare_mustc import prepare
+    from npy_tome_layer.demo.standins import (
         write_deltalm_checkpoint, write_deltalm_dictionary, write_sentencepiece)
 
     root = tmp_path_factory.mktemp("st")

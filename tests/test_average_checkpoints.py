@@ -7,12 +7,13 @@ import sys
 import pytest
 import torch
 
-from npy_tome_layer.average_checkpoints import (
+from npy_tome_layer.tools.average_checkpoints import (
     AveragingError,
     average_model_states,
     last_checkpoints,
 )
-from npy_tome_layer.checkpoint_loading import load_checkpoint, save_atomically
+from npy_tome_layer.io.atomic import save_atomically
+from npy_tome_layer.io.checkpoints import load_checkpoint
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def test_cli_writes_a_checkpoint_fairseq_loads(two_checkpoints, tmp_path, st_cor
     from fairseq import checkpoint_utils
 
     out = str(tmp_path / "avg.pt")
-    cmd = [sys.executable, "-m", "npy_tome_layer.average_checkpoints",
+    cmd = [sys.executable, "-m", "npy_tome_layer.tools.average_checkpoints",
            "--checkpoint-dir", str(tmp_path), "--num-epoch-checkpoints", "2", "--output", out]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -2,7 +2,6 @@
 benchmark writes its table and plots, the pruning picture is drawn."""
 import json
 import math
-import os
 import subprocess
 import sys
 
@@ -11,21 +10,17 @@ import pytest
 import soundfile as sf
 import torch
 
-from npy_tome_layer.benchmark import (
-    PeakMemory,
-    build_model,
-    count_flops,
-    encoder_flops_formula,
-    measure_group,
-    setting_model,
-)
+from npy_tome_layer.evaluation.reference import reference_model, setting_model
+from npy_tome_layer.reduction import REDUCTIONS
+from npy_tome_layer.reduction.cost import encoder_flops_formula
+from npy_tome_layer.tools.benchmark import PeakMemory, count_flops, measure_group
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    return build_model("tiny", torch.device("cpu"), torch.float32)
+    return reference_model("tiny", torch.device("cpu"), torch.float32)
 
 
 @pytest.mark.parametrize("mode,rate,init", [("prune", 0.9, 0), ("prune", 0.8, 1),
@@ -58,17 +53,17 @@ def test_flops_scale_with_the_batch_and_follow_the_keep_counts(tiny):
 
 
 def test_timed_passes_interleave_the_settings(tiny, monkeypatch):
-    import npy_tome_layer.benchmark as benchmark
+    import npy_tome_layer.tools.benchmark as benchmark
 
     cfg, reference = tiny
     seen = []
-    real = benchmark._timed_pass
+    real = benchmark.timed_pass
 
     def spy(m, audio):
         seen.append((m.encoder.token_reduction, m.encoder.keep_rate))
         return real(m, audio)
 
-    monkeypatch.setattr(benchmark, "_timed_pass", spy)
+    monkeypatch.setattr(benchmark, "timed_pass", spy)
     settings = [{"mode": "prune", "rate": 1.0, "init_layer": 0},
                 {"mode": "merge", "rate": 0.8, "init_layer": 1}]
     models = [setting_model(reference, cfg, **s) for s in settings]
@@ -95,7 +90,7 @@ def test_peak_memory_sees_a_large_allocation():
 def test_tiny_benchmark_writes_table_json_and_plots(tmp_path):
     out = tmp_path / "bench"
     proc = subprocess.run(
-        [sys.executable, "-m", "npy_tome_layer.benchmark", "--out", str(out), "--size", "tiny",
+        [sys.executable, "-m", "npy_tome_layer.tools.benchmark", "--out", str(out), "--size", "tiny",
          "--durations", "1", "--batches", "1", "2", "--rates", "1.0", "0.9", "--init-layers", "0",
          "1", "--repeats", "1", "--alternatives-duration", "1", "--alternatives-batch", "2"],
         capture_output=True, text=True, timeout=600)
@@ -103,9 +98,11 @@ def test_tiny_benchmark_writes_table_json_and_plots(tmp_path):
     table = (out / "benchmark.md").read_text()
     rows = json.loads((out / "results.json").read_text())["rows"]
     # grid: per batch 1 dense + 2 inits x 1 rate; alternatives: its own dense, then
-    # 2 inits x (prune half, merge half, conv, prune 0.9, merge 0.9)
-    assert len(rows) == 2 * 3 + 1 + 2 * 5
-    assert [r["group"] for r in rows] == ["grid"] * 6 + ["alternatives"] * 11
+    # 2 inits x (every registered reduction at the half rate, the rate-driven ones at 0.9)
+    per_init = len(REDUCTIONS) + sum(cls.uses_rate for cls in REDUCTIONS.values())
+    assert per_init == 9  # prune merge conv uniform random; all but conv at 0.9
+    assert len(rows) == 2 * 3 + 1 + 2 * per_init
+    assert [r["group"] for r in rows] == ["grid"] * 6 + ["alternatives"] * (1 + 2 * per_init)
     assert sum(1 for line in table.splitlines() if line.startswith("| prune |")) == 2 * 3 + 1 + 4
     for r in rows:  # speedups are against the dense row measured in the same group
         if r["mode"] == "prune" and r["rate"] == 1.0:
@@ -120,7 +117,7 @@ def test_tiny_benchmark_writes_table_json_and_plots(tmp_path):
 
 
 def test_visualisation_of_a_hubert_file(hubert_tiny, tmp_path):
-    from npy_tome_layer.visualize_pruning import load_for_visualisation, survival
+    from npy_tome_layer.tools.visualize_pruning import load_for_visualisation, survival
 
     wav = tmp_path / "a.wav"
     sf.write(wav, (0.1 * np.random.default_rng(0).standard_normal(24000)).astype(np.float32), 16000)
@@ -132,19 +129,19 @@ def test_visualisation_of_a_hubert_file(hubert_tiny, tmp_path):
     assert grid.sum(axis=1).tolist() == [first, math.ceil(0.8 * first)]
     assert ((grid[1] <= grid[0])).all()  # a frame dropped once never comes back
     out = tmp_path / "p.png"
-    proc = subprocess.run([sys.executable, "-m", "npy_tome_layer.visualize_pruning", "--wav", str(wav),
+    proc = subprocess.run([sys.executable, "-m", "npy_tome_layer.tools.visualize_pruning", "--wav", str(wav),
                            "--checkpoint", hubert_tiny, "--rate", "0.8", "--init-layer", "1",
                            "--out", str(out)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert out.read_bytes()[:8] == PNG and "frames leave" in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "npy_tome_layer.visualize_pruning", "--wav",
+    proc = subprocess.run([sys.executable, "-m", "npy_tome_layer.tools.visualize_pruning", "--wav",
                            str(tmp_path / "none.wav"), "--out", str(out)], capture_output=True, text=True)
     assert proc.returncode != 0 and "none.wav does not exist" in proc.stderr \
         and "Traceback" not in proc.stderr
 
 
 def test_training_step_times_fairseq_dense_against_pruned(tiny):
-    from npy_tome_layer.benchmark import run_training_step, train_markdown
+    from npy_tome_layer.tools.benchmark import run_training_step, train_markdown
 
     cfg, reference = tiny
     rows = run_training_step(reference, cfg, [1.0, 0.8], duration=1, batch=2,

@@ -6,9 +6,9 @@ import pytest
 import torch
 from fairseq.data import Dictionary
 
-from npy_tome_layer.models.deltalm import DeltaLMModel, deltalm_base, load_released_deltalm
-from npy_tome_layer.models.hubert_transformer import load_mt_encoder_decoder
-from npy_tome_layer.standins import write_deltalm_checkpoint
+from npy_tome_layer.st.deltalm import DeltaLMModel, deltalm_base, load_released_deltalm
+from npy_tome_layer.st.model import load_mt_encoder_decoder
+from npy_tome_layer.demo.standins import write_deltalm_checkpoint
 
 
 class _Task:
@@ -112,7 +112,7 @@ def test_mismatching_release_is_an_error_listing_keys(tmp_path, edit, word):
 
 def test_mt_checkpoint_initialises_st_encoder_decoder(mt_checkpoint, tmp_path):
     path, _ = mt_checkpoint
-    from npy_tome_layer.checkpoint_loading import load_checkpoint
+    from npy_tome_layer.io.checkpoints import load_checkpoint
     weights = load_checkpoint(path)["model"]
     n = int(weights["encoder.embed_tokens.weight"].size(0))
     model, _ = tiny_deltalm(dict_size=n, embed=32, ffn=64, heads=4)  # conftest's TINY_DELTALM

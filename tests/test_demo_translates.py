@@ -11,7 +11,7 @@ from .conftest import REPO, common_train_args, run_cli
 
 
 def test_held_out_sentences_never_occur_in_train():
-    from npy_tome_layer.data import demo_grammar as g
+    from npy_tome_layer.demo import grammar as g
 
     for sizes in ({"train": 400, "dev": 40, "tst-COMMON": 40},
                   {"train": 6, "dev": 4, "tst-COMMON": 4}):
@@ -31,7 +31,7 @@ def test_held_out_sentences_never_occur_in_train():
     ("es", "El médico quiere el libro en el parque."),
     ("fr", "Le médecin veut le livre dans le parc.")])
 def test_translations_are_built_word_for_word(lang, expected):
-    from npy_tome_layer.data import demo_grammar as g
+    from npy_tome_layer.demo import grammar as g
 
     combo = (5, 4, 2, 5)
     assert g.sentence("en", combo) == "The doctor wants the book in the park."
@@ -39,7 +39,7 @@ def test_translations_are_built_word_for_word(lang, expected):
 
 
 def test_held_out_splits_are_spoken_by_unseen_voices(st_corpus):
-    from npy_tome_layer.data.demo_corpus import HELD_OUT_SPEAKERS, TRAIN_SPEAKERS
+    from npy_tome_layer.demo.corpus import HELD_OUT_SPEAKERS, TRAIN_SPEAKERS
 
     txt = os.path.join(str(st_corpus["root"]), "mustc", "en-de", "data", "{0}", "txt", "{0}.{1}")
     speakers = {}
@@ -67,7 +67,7 @@ def fixed_checkpoint(st_corpus, mt_checkpoint, tmp_path_factory):
 
 
 def test_sweep_of_a_trained_checkpoint(fixed_checkpoint, st_corpus, tmp_path):
-    from npy_tome_layer.sweep import main
+    from npy_tome_layer.tools.sweep import main
 
     out = tmp_path / "sweep"
     main(["--checkpoint", fixed_checkpoint, "--data", st_corpus["data"], "--subset", "dev",
@@ -106,7 +106,7 @@ def test_sweep_of_a_trained_checkpoint(fixed_checkpoint, st_corpus, tmp_path):
 
 
 def test_sweep_refuses_bad_rates(fixed_checkpoint, st_corpus, tmp_path):
-    from npy_tome_layer.sweep import main
+    from npy_tome_layer.tools.sweep import main
 
     with pytest.raises(SystemExit, match=r"keep rates must be in \(0, 1\], got \[1.5\]"):
         main(["--checkpoint", fixed_checkpoint, "--data", st_corpus["data"],
@@ -125,7 +125,7 @@ def test_generate_decodes_every_row_of_a_small_split(fixed_checkpoint, st_corpus
 
 
 def test_tune_lenpen_refuses_nan(fixed_checkpoint, st_corpus):
-    from npy_tome_layer.tune_lenpen import main
+    from npy_tome_layer.tools.tune_lenpen import main
 
     with pytest.raises(SystemExit, match=r"length penalties must be finite numbers, got \[nan\]"):
         main(["--checkpoint", fixed_checkpoint, "--data", st_corpus["data"], "--tgt-lang", "de",

@@ -42,7 +42,7 @@ def test_checkpoint_writes_are_atomic(tmp_path):
 def test_unreadable_last_checkpoint_names_the_newest_readable_one(tmp_path):
     from fairseq import checkpoint_utils
 
-    from npy_tome_layer.checkpoint_loading import CheckpointError
+    from npy_tome_layer.io.checkpoints import CheckpointError
 
     for n in (1, 2):
         checkpoint_utils.torch_persistent_save({"model": {}, "n": n},
@@ -66,8 +66,8 @@ def test_no_shipped_config_drops_the_update_count():
 def test_average_refuses_different_model_settings(mt_checkpoint, tmp_path):
     """A keep-rate-0.9 run averaged with a dense one used to give the cfg of the
     first and a mean of two different models."""
-    from npy_tome_layer.average_checkpoints import AveragingError, average_model_states
-    from npy_tome_layer.checkpoint_loading import save_atomically
+    from npy_tome_layer.tools.average_checkpoints import AveragingError, average_model_states
+    from npy_tome_layer.io.atomic import save_atomically
 
     raw = torch.load(mt_checkpoint[0], weights_only=True)
     paths = {}
@@ -86,8 +86,8 @@ def test_average_refuses_different_model_settings(mt_checkpoint, tmp_path):
 def test_header_only_manifest_is_named(tmp_path):
     from fairseq.data import Dictionary
 
-    from npy_tome_layer.data import ManifestError, SpeechTranslationDataset
-    from npy_tome_layer.data.speech_translation_dataset import COLUMNS
+    from npy_tome_layer.st.dataset import ManifestError, SpeechTranslationDataset
+    from npy_tome_layer.st.dataset import COLUMNS
 
     tsv = tmp_path / "dev.tsv"
     tsv.write_text("\t".join(COLUMNS) + "\n")
@@ -180,7 +180,7 @@ def mustc(tmp_path, st_corpus):
 
 
 def prepare_fails(mustc, message):
-    from npy_tome_layer.data.prepare_mustc import PreparationError, prepare
+    from npy_tome_layer.tools.prepare_mustc import PreparationError, prepare
 
     with pytest.raises(PreparationError, match=message):
         prepare(mustc["root"], "de", mustc["out"], mustc["spm"], mustc["dict"], log=lambda m: None)
@@ -223,7 +223,7 @@ def test_empty_wav_is_called_empty(mustc):
 
 
 def test_failed_split_leaves_no_partial_mt_data(mustc):
-    from npy_tome_layer.data.prepare_mustc import prepare
+    from npy_tome_layer.tools.prepare_mustc import prepare
 
     os.remove(mustc["txt"]("dev", "yaml"))
     prepare_fails(mustc, r"dev.yaml not found")
@@ -238,7 +238,7 @@ def test_failed_split_leaves_no_partial_mt_data(mustc):
 
 
 def test_line_separator_inside_a_sentence(mustc):
-    from npy_tome_layer.data.prepare_mustc import prepare
+    from npy_tome_layer.tools.prepare_mustc import prepare
 
     path = mustc["txt"]("dev", "de")
     path.write_text("Ein Satz\u2028mit Trenner.\n", encoding="utf-8")
@@ -282,7 +282,7 @@ def test_checkpoint_behind_a_path_handler_is_checked_where_it_lands(tmp_path, mo
 
 
 def test_two_preparations_on_one_output(mustc):
-    from npy_tome_layer.data.prepare_mustc import output_lock
+    from npy_tome_layer.tools.prepare_mustc import output_lock
 
     with output_lock(mustc["out"]):
         prepare_fails(mustc, r"out: another preparation is writing here")

@@ -4,9 +4,15 @@ import math
 import pytest
 import torch
 
-from npy_tome_layer.modules import (
-    gather_frames, keep_counts, prune_frames, received_attention, select_frames,
+from npy_tome_layer.reduction.selection import (
+    gather_frames, keep_counts, received_attention, select_frames,
 )
+
+
+def prune_frames(x, attn, padding_mask, rate):
+    """The rule end to end: scores from attention, selection, gathering."""
+    indices, new_mask = select_frames(received_attention(attn, padding_mask), padding_mask, rate)
+    return gather_frames(x, indices), new_mask, indices
 
 NEG = float("-inf")
 

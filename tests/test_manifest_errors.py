@@ -4,8 +4,8 @@ import pytest
 import soundfile as sf
 from fairseq.data import Dictionary
 
-from npy_tome_layer.data import ManifestError, SpeechTranslationDataset
-from npy_tome_layer.data.speech_translation_dataset import COLUMNS
+from npy_tome_layer.st.dataset import ManifestError, SpeechTranslationDataset
+from npy_tome_layer.st.dataset import COLUMNS
 
 HEADER = "\t".join(COLUMNS)
 

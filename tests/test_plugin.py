@@ -8,8 +8,8 @@ import torch
 from fairseq import checkpoint_utils
 from fairseq.data import Dictionary
 
-from npy_tome_layer.checkpoint_loading import CheckpointError
-from npy_tome_layer.standins import write_deltalm_checkpoint
+from npy_tome_layer.io.checkpoints import CheckpointError
+from npy_tome_layer.demo.standins import write_deltalm_checkpoint
 
 from .conftest import REPO
 

@@ -11,9 +11,9 @@ import soundfile as sf
 import yaml
 from fairseq.data import Dictionary, data_utils
 
-from npy_tome_layer.data import SpeechTranslationDataset
-from npy_tome_layer.data.demo_phrases import LANGUAGES, TRANSLATIONS, phrase_pairs
-from npy_tome_layer.data.prepare_mustc import PreparationError, prepare
+from npy_tome_layer.st.dataset import SpeechTranslationDataset
+from npy_tome_layer.demo.phrases import LANGUAGES, TRANSLATIONS, phrase_pairs
+from npy_tome_layer.tools.prepare_mustc import PreparationError, prepare
 
 SR = 16000
 
@@ -139,7 +139,7 @@ def test_cli_reports_one_clear_error(tmp_path, st_corpus):
     write_corpus(root, {"train": [[4000, 4000]]})
     _edit_yaml(os.path.join(root, "en-de", "data", "train", "txt", "train.yaml"),
                lambda r: r[1].update(offset=-1.0))
-    proc = subprocess.run([sys.executable, "-m", "npy_tome_layer.data.prepare_mustc",
+    proc = subprocess.run([sys.executable, "-m", "npy_tome_layer.tools.prepare_mustc",
                            "--mustc-root", root, "--tgt-lang", "de", "--out", str(tmp_path / "o"),
                            "--spm-model", st_corpus["spm"], "--dict", st_corpus["dict"]],
                           capture_output=True, text=True)

@@ -7,8 +7,9 @@ from fairseq.models.hubert.hubert import HubertModel
 from omegaconf import OmegaConf
 
 from npy_tome_layer import load_pruned_hubert
-from npy_tome_layer.checkpoint_loading import load_checkpoint
-from npy_tome_layer.models.pruned_hubert import hubert_config, build_pruned_hubert
+from npy_tome_layer.io.checkpoints import load_checkpoint
+from npy_tome_layer.encoder.config import hubert_config
+from npy_tome_layer.encoder.pruned_hubert import build_pruned_hubert
 
 
 def fairseq_hubert(path):
@@ -71,12 +72,13 @@ def test_exact_length_chain(hubert_tiny, rate, init):
     lengths = [32000, 20000, 7000]
     source, mask = waveforms(lengths)
     with torch.no_grad():
-        x, out_mask = model.extract_features(source, padding_mask=mask)
+        res = model(source, padding_mask=mask, mask=False, features_only=True)
+    x, out_mask = res["x"], res["padding_mask"]
     n_in = model.frame_lengths(torch.tensor(lengths)).tolist()  # each row's own frames
     expected = [chain(n, rate, layers - init) for n in n_in]
     assert valid_counts(out_mask, 3, x.size(1)) == expected
     assert x.size(1) == max(expected)
-    kept = model.last_kept_indices
+    kept = res["kept_indices"]
     assert len(kept) == layers - init
     widths = [max(chain(n, rate, s + 1) for n in n_in) for s in range(layers - init)]
     assert [k.size(1) for k in kept] == widths
@@ -167,12 +169,12 @@ def test_training_with_layerdrop_prunes_after_layers_that_ran(hubert_tiny):
     model = load_pruned_hubert(hubert_tiny, pruning_rate=0.5, encoder_layerdrop=0.5).train()
     source, _ = waveforms([16640])
     for _ in range(5):
-        x, _ = model.extract_features(source)
-        assert x.size(1) == chain(51, 0.5, len(model.last_kept_indices))
+        res = model(source, mask=False, features_only=True)
+        assert res["x"].size(1) == chain(51, 0.5, len(res["kept_indices"]))
 
 
 def test_bf16_runs_with_fp32_scores(hubert_tiny, monkeypatch):
-    import npy_tome_layer.modules.token_reduction as token_reduction
+    import npy_tome_layer.reduction.reductions as token_reduction
 
     model = load_pruned_hubert(hubert_tiny, pruning_rate=0.7).to(torch.bfloat16)
     seen = []
@@ -210,9 +212,10 @@ def test_init_layer_equal_to_depth_is_dense(hubert_tiny):
     model = load_pruned_hubert(hubert_tiny, pruning_rate=0.5, pruning_init_layer=3)
     source, _ = waveforms([16640])
     with torch.no_grad():
-        x, _ = model.extract_features(source)
+        res = model(source, mask=False, features_only=True)
         x_ref, _ = fairseq_hubert(hubert_tiny).extract_features(source)
-    assert model.last_kept_indices == []
+    x = res["x"]
+    assert res["kept_indices"] == []
     assert (x - x_ref).abs().max().item() <= 1e-5
 
 
@@ -220,8 +223,8 @@ def test_init_layer_equal_to_depth_is_dense(hubert_tiny):
 def test_attention_in_blocks_equals_one_block(block_bytes):
     from fairseq.modules import MultiheadAttention
 
-    from npy_tome_layer.models.pruned_hubert import ReducibleAttention, collecting
-    from npy_tome_layer.modules.token_reduction import ReceivedAttentionSum
+    from npy_tome_layer.encoder.attention import ReducibleAttention, collecting
+    from npy_tome_layer.reduction.interface import ReceivedAttentionSum
 
     torch.manual_seed(0)
     attn = MultiheadAttention(32, 4, self_attention=True).double()

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from npy_tome_layer import load_pruned_hubert
-from npy_tome_layer.models.pruned_hubert import PrunedTransformerEncoder, build_pruned_hubert
-from npy_tome_layer.modules.token_reduction import (
+from npy_tome_layer.encoder.pruned_hubert import PrunedTransformerEncoder, build_pruned_hubert
+from npy_tome_layer.reduction import (
     REDUCTIONS,
     TokenReduction,
     register_reduction,
 )
-from npy_tome_layer.standins import hubert_model_config
+from npy_tome_layer.encoder.config import hubert_model_config
 
 from .test_pruned_hubert import chain, fairseq_hubert, waveforms
 
@@ -119,8 +119,8 @@ def test_the_encoder_loop_names_no_reduction():
 
 
 def test_a_new_reduction_is_one_class(hubert_tiny):
-    from npy_tome_layer.benchmark import encoder_flops_formula
-    from npy_tome_layer.models.hubert_transformer import HubertTransformerPruningModel
+    from npy_tome_layer.reduction.cost import encoder_flops_formula
+    from npy_tome_layer.st.model import HubertTransformerPruningModel
 
     @register_reduction("every_other")
     class EveryOther(TokenReduction):
@@ -161,7 +161,7 @@ def test_a_new_reduction_is_one_class(hubert_tiny):
 
 
 def test_reduction_time_is_labelled_for_the_profiler(hubert_tiny):
-    from npy_tome_layer.benchmark import reduction_share
+    from npy_tome_layer.tools.benchmark import reduction_share
 
     source, _ = waveforms([16640, 16640])
     shares = {}
@@ -175,12 +175,12 @@ def test_reduction_time_is_labelled_for_the_profiler(hubert_tiny):
 
 
 def test_the_schedule_comes_from_the_arguments_not_the_arch_name():
-    from npy_tome_layer.models.hubert_transformer import (
+    from npy_tome_layer.st.model import (
         hubert_transformer_pruning_layer,
         hubert_transformer_pruning_layer_schedule,
         rate_arguments,
     )
-    from npy_tome_layer.modules.keep_rate import KeepRateSchedule
+    from npy_tome_layer.reduction.keep_rate import KeepRateSchedule
 
     fixed, scheduled = Namespace(), Namespace()
     hubert_transformer_pruning_layer(fixed)
@@ -210,8 +210,8 @@ def test_one_frame_and_all_empty_batches(hubert_tiny, mode):
 
 
 def test_scores_stay_fp32_under_autocast(hubert_tiny, monkeypatch):
-    import npy_tome_layer.modules.token_reduction as token_reduction
-    from npy_tome_layer.modules.frame_pruning import received_attention
+    import npy_tome_layer.reduction.reductions as token_reduction
+    from npy_tome_layer.reduction.selection import received_attention
 
     probs = torch.rand(2, 4, 9, 9).softmax(-1)
     mask = torch.zeros(2, 9, dtype=torch.bool)

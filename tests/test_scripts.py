@@ -258,7 +258,7 @@ def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
 
 
 def test_study_p_values_follow_the_hypotheses():
-    from npy_tome_layer.study import paired_p_values
+    from npy_tome_layer.tools.study import paired_p_values
 
     refs = [f"the cat number {i} sits on the mat today" for i in range(30)]
     wrong = [f"a dog {i} runs" for i in range(30)]

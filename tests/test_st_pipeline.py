@@ -66,7 +66,7 @@ def test_visualise_an_st_checkpoint(st_checkpoint, tmp_path):
     import numpy as np
     import torch
 
-    from npy_tome_layer.visualize_pruning import load_for_visualisation, survival
+    from npy_tome_layer.tools.visualize_pruning import load_for_visualisation, survival
 
     ckpt, _ = st_checkpoint
     model = load_for_visualisation(ckpt, None, None)
@@ -97,7 +97,7 @@ def test_train_the_alternatives_from_the_command_line(st_corpus, mt_checkpoint, 
 
 
 def test_decode_timing_of_a_checkpoint(st_checkpoint, st_corpus):
-    from npy_tome_layer.benchmark import decode_timing
+    from npy_tome_layer.tools.benchmark import decode_timing
 
     ckpt, _ = st_checkpoint
     table = decode_timing({"pruned": ckpt}, st_corpus["data"], "tst-COMMON", beam=2)

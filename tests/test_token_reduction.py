@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from npy_tome_layer.models.pruned_hubert import build_pruned_hubert, load_pruned_hubert
-from npy_tome_layer.modules.token_merging import merge_tokens
-from npy_tome_layer.modules.token_reduction import StridedConvReduction
-from npy_tome_layer.standins import hubert_model_config
+from npy_tome_layer.encoder.pruned_hubert import build_pruned_hubert, load_pruned_hubert
+from npy_tome_layer.reduction.merging import merge_tokens
+from npy_tome_layer.reduction.reductions import StridedConvReduction
+from npy_tome_layer.encoder.config import hubert_model_config
 
 
 def _batch(lengths, dim=8, seed=0):
@@ -130,7 +130,7 @@ def test_conv_mode_loads_official_weights_and_rejects_foreign_ones(hubert_tiny, 
 
 
 def test_uniform_keeps_evenly_spaced_frames():
-    from npy_tome_layer.modules.frame_pruning import uniform_ranks
+    from npy_tome_layer.reduction.selection import uniform_ranks
 
     assert uniform_ranks(10, 5).tolist() == [1, 3, 5, 7, 9]
     assert uniform_ranks(10, 10).tolist() == list(range(10))
@@ -147,8 +147,8 @@ def test_uniform_keeps_evenly_spaced_frames():
 def test_blind_reductions_choose_within_each_rows_valid_frames():
     """The reduction itself on a padded batch: row b keeps keep_counts(n_b)
     frames, at the ranks the rule names, in time order, padding never kept."""
-    from npy_tome_layer.modules.frame_pruning import keep_counts, random_ranks, uniform_ranks
-    from npy_tome_layer.modules.token_reduction import Tokens, build_reduction
+    from npy_tome_layer.reduction.selection import keep_counts, random_ranks, uniform_ranks
+    from npy_tome_layer.reduction import Tokens, build_reduction
 
     lengths = [37, 20, 9, 1]
     x, _, mask = _batch(lengths)
@@ -164,7 +164,7 @@ def test_blind_reductions_choose_within_each_rows_valid_frames():
 
 
 def test_random_subset_depends_on_seed_layer_and_length_only():
-    from npy_tome_layer.modules.frame_pruning import random_ranks
+    from npy_tome_layer.reduction.selection import random_ranks
 
     a = random_ranks(100, 40, (0, 3))
     assert a.tolist() == random_ranks(100, 40, (0, 3)).tolist()

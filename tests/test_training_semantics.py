@@ -122,7 +122,7 @@ def test_audio_limit_covers_mustc_by_default():
 def test_multi_worker_backend_is_checked_before_training(backend, extra, ok):
     from argparse import Namespace
 
-    from npy_tome_layer.tasks.speech_and_text_translation import check_ddp_backend
+    from npy_tome_layer.st.task import check_ddp_backend
 
     args = Namespace(distributed_world_size=2, ddp_backend=backend,
                      find_unused_parameters=bool(extra))
@@ -191,7 +191,7 @@ def test_the_papers_command_line_selects_by_dev_bleu(st_corpus, mt_checkpoint, t
 
 
 def test_tune_lenpen_on_dev(st_corpus, mt_checkpoint, tmp_path):
-    from npy_tome_layer.tune_lenpen import main
+    from npy_tome_layer.tools.tune_lenpen import main
 
     save = tmp_path / "st"
     run_cli("fairseq-train", common_train_args(st_corpus, save) + [
@@ -218,9 +218,9 @@ def test_dev_bleu_of_batches_is_the_corpus_bleu(st_corpus):
     import sacrebleu
     from fairseq import metrics
 
-    from npy_tome_layer.criterions.speech_and_text_translation import (
+    from npy_tome_layer.st.criterion import (
         SpeechAndTextTranslationCriterion)
-    from npy_tome_layer.tasks.speech_and_text_translation import (
+    from npy_tome_layer.st.task import (
         BLEU_ORDER, SpeechAndTextTranslationTask)
 
     hyps = ["Wir können die Zukunft ändern.", "Das ist gut", "Ich danke Ihnen sehr.",
@@ -251,9 +251,9 @@ def test_empty_hypotheses_log_bleu_zero():
     still logs 'bleu' (0.0) with its statistics."""
     from fairseq import metrics
 
-    from npy_tome_layer.criterions.speech_and_text_translation import (
+    from npy_tome_layer.st.criterion import (
         SpeechAndTextTranslationCriterion)
-    from npy_tome_layer.tasks.speech_and_text_translation import (
+    from npy_tome_layer.st.task import (
         BLEU_ORDER, SpeechAndTextTranslationTask)
 
     log = {"loss": 1.0, "nll_loss": 1.0, "ntokens": 1, "nsentences": 2, "sample_size": 1,

@@ -5,11 +5,11 @@ import torch
 REPO = "/work/main"
 sys.path.insert(0, REPO)
 import npy_tome_layer  # noqa
-from npy_tome_layer.standins import (write_hubert_checkpoint, write_deltalm_checkpoint,
+from npy_tome_layer.demo.standins import (write_hubert_checkpoint, write_deltalm_checkpoint,
     write_deltalm_dictionary, write_sentencepiece)
-from npy_tome_layer.data.demo_corpus import build_demo_corpus
-from npy_tome_layer.data.demo_phrases import all_sentences
-from npy_tome_layer.data.prepare_mustc import prepare
+from npy_tome_layer.demo.corpus import build_demo_corpus
+from npy_tome_layer.demo.phrases import all_sentences
+from npy_tome_layer.tools.prepare_mustc import prepare
 
 root = "/tmp/oldckpt/work"; shutil.rmtree(root, ignore_errors=True); os.makedirs(root)
 pre = os.path.join(root, "pre"); os.makedirs(pre)

@@ -1,0 +1,110 @@
+"""Write a small corpus in the exact MuST-C v1.0 layout from espeak-ng speech.
+
+ROOT/en-XX/data/{split}/wav/{talk}.wav and txt/{split}.{yaml,en,XX}: several
+talks per split, several speakers (espeak-ng pitch/speed variants), each talk
+the concatenation of its segments with silence between, yaml offsets in
+seconds.
+
+For de, es and fr the sentences come from the compositional grammar
+(``demo_grammar``) and dev / tst-COMMON are **held out**: sentences that never
+occur as a whole in train (every word of them does), spoken by speakers not
+used in train. The other targets (it nl pt ro ru) use the 36-sentence phrase
+set, drawn in turn in every split (nothing held out there).
+"""
+import argparse
+import os
+import random
+
+import numpy as np
+import soundfile as sf
+import yaml
+
+from ..io.audio import SAMPLE_RATE
+from .speech import speak
+from . import grammar
+from .phrases import LANGUAGES, phrase_pairs
+
+# (pitch, speed) per speaker: train speakers, and others for held-out splits
+SPEAKERS = {"spk_a": (35, 150), "spk_b": (55, 170), "spk_c": (75, 160),
+            "spk_d": (45, 155), "spk_e": (65, 165)}
+TRAIN_SPEAKERS = ("spk_a", "spk_b", "spk_c")
+HELD_OUT_SPEAKERS = ("spk_d", "spk_e")
+
+
+def write_talk(wav_path, segments, speaker, rng):
+    """Speak the segments into one wav; return their yaml records."""
+    pitch, speed = SPEAKERS[speaker]
+    audio, records = [np.zeros(int(0.3 * SAMPLE_RATE), np.float32)], []
+    pos = len(audio[0])
+    for en in segments:
+        wav = speak(en, speed=speed, pitch=pitch)
+        records.append({"duration": round(len(wav) / SAMPLE_RATE, 6),
+                        "offset": round(pos / SAMPLE_RATE, 6), "rW": len(en.split()), "uW": 0,
+                        "speaker_id": speaker, "wav": os.path.basename(wav_path)})
+        gap = np.zeros(int(rng.uniform(0.2, 0.6) * SAMPLE_RATE), np.float32)
+        audio += [wav, gap]
+        pos += len(wav) + len(gap)
+    sf.write(wav_path, np.concatenate(audio), SAMPLE_RATE, subtype="PCM_16")
+    return records
+
+
+def split_sentences(tgt_lang, splits, seed=1):
+    """{split: [(english, translation), ...]} with talks x segments sentences each."""
+    sizes = {split: talks * per_talk for split, (talks, per_talk) in splits.items()}
+    if tgt_lang in grammar.LANGUAGES:
+        combos = grammar.split_combinations(sizes, seed)
+        return {split: grammar.pairs(tgt_lang, combos[split]) for split in splits}
+    phrases, out, cursor = phrase_pairs(tgt_lang), {}, 0
+    for split, n in sizes.items():
+        out[split] = [phrases[(cursor + i) % len(phrases)] for i in range(n)]
+        cursor += n
+    return out
+
+
+def build_demo_corpus(root, tgt_lang="de", splits=None, seed=1):
+    """splits: {split: (talks, segments per talk)}, train first."""
+    splits = splits or {"train": (6, 6), "dev": (1, 6), "tst-COMMON": (1, 6)}
+    sentences = split_sentences(tgt_lang, splits, seed)
+    held_out = tgt_lang in grammar.LANGUAGES
+    rng = random.Random(seed)
+    out = os.path.join(root, f"en-{tgt_lang}", "data")
+    talk_id = 0
+    for split, (talks, per_talk) in splits.items():
+        wav_dir, txt_dir = os.path.join(out, split, "wav"), os.path.join(out, split, "txt")
+        os.makedirs(wav_dir, exist_ok=True)
+        os.makedirs(txt_dir, exist_ok=True)
+        speakers = HELD_OUT_SPEAKERS if held_out and split != "train" else TRAIN_SPEAKERS
+        records, en_lines, tgt_lines = [], [], []
+        for talk in range(talks):
+            talk_id += 1
+            chosen = sentences[split][talk * per_talk:(talk + 1) * per_talk]
+            speaker = speakers[talk_id % len(speakers)]
+            records += write_talk(os.path.join(wav_dir, f"ted_{talk_id}.wav"),
+                                  [en for en, _ in chosen], speaker, rng)
+            en_lines += [en for en, _ in chosen]
+            tgt_lines += [tgt for _, tgt in chosen]
+        with open(os.path.join(txt_dir, f"{split}.yaml"), "w") as f:
+            yaml.safe_dump(records, f, default_flow_style=None, sort_keys=False, width=1000)
+        for lang, lines in (("en", en_lines), (tgt_lang, tgt_lines)):
+            with open(os.path.join(txt_dir, f"{split}.{lang}"), "w", encoding="utf-8") as f:
+                f.write("\n".join(lines) + "\n")
+    return os.path.join(root, f"en-{tgt_lang}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("root")
+    parser.add_argument("--tgt-lang", default="de", choices=LANGUAGES)
+    parser.add_argument("--train-talks", type=int, default=6)
+    parser.add_argument("--eval-talks", type=int, default=1, help="talks of dev and tst-COMMON")
+    parser.add_argument("--segments-per-talk", type=int, default=6)
+    args = parser.parse_args()
+    n = args.segments_per_talk
+    path = build_demo_corpus(args.root, args.tgt_lang, {
+        "train": (args.train_talks, n), "dev": (args.eval_talks, n),
+        "tst-COMMON": (args.eval_talks, n)})
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,392 @@
+"""HuBERT whose transformer shortens the sequence between layers: the fairseq
+glue around the method in ``reduction/``.
+
+* ``PrunedTransformerEncoder`` overrides only ``extract_features``, the layer
+  loop: after the layers the chosen reduction acts on, it shortens states,
+  mask and positions in one decision (``reduction.reduce``), with evidence the
+  layer's attention filled (``attention.py``). It returns the padding mask and
+  kept indices with the states.
+* ``PrunedHubertModel`` overrides ``forward`` (the feature path), so
+  ``forward(features_only=True)``, ``extract_features`` and the ST encoder all
+  return masks aligned with their features, and makes the conv front end
+  batch-invariant (``front_end.py``) unless asked for fairseq's padding.
+  Parameter names are fairseq's (the conv reduction's are ``REDUCTION_PREFIX``),
+  so official state dicts and older ST checkpoints load as-is.
+"""
+import contextlib
+import logging
+import numbers
+from dataclasses import replace
+from typing import Dict, List, NamedTuple, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from fairseq.data.dictionary import Dictionary
+from fairseq.models.hubert.hubert import HubertConfig, HubertModel
+from fairseq.models.wav2vec.utils import pad_to_multiple
+from fairseq.models.wav2vec.wav2vec2 import TransformerEncoder
+from fairseq.utils import index_put
+from omegaconf import OmegaConf
+from torch.profiler import record_function
+
+from ..io.audio import SAMPLE_RATE
+from ..io.checkpoints import load_checkpoint
+from ..reduction import REDUCE_LABEL, KeepRateSchedule, Tokens, TokenReduction, build_reduction
+from .attention import ReducibleAttention, attention_padding_mask, collecting
+from .config import hubert_config
+from .front_end import conv_output_lengths, make_front_end_batch_invariant, reading_valid_samples
+
+logger = logging.getLogger(__name__)
+
+# state-dict names of the conv reduction's weights (the one reduction with any):
+# not in HuBERT files, so they may be missing when one is loaded
+REDUCTION_PREFIX = "encoder.length_reduction."
+
+
+class EncoderResult(NamedTuple):
+    """Second output of ``PrunedTransformerEncoder`` (fairseq's is layer_results)."""
+
+    padding_mask: Optional[torch.Tensor]  # B x T' for the returned states
+    kept_indices: List[torch.Tensor]  # original frame index per kept position, per layer >= init
+    layer_results: list
+
+
+class PrunedTransformerEncoder(TransformerEncoder):
+    """wav2vec2/HuBERT transformer that shortens the sequence from layer
+    ``pruning_init_layer`` on with a registered ``TokenReduction`` (kept as
+    ``length_reduction``, the conv reduction's state-dict prefix)."""
+
+    def __init__(self, args, schedule: KeepRateSchedule, pruning_init_layer: int = 0,
+                 token_reduction: str = "prune", conv_stride: int = 2, reduction_seed: int = 0):
+        super().__init__(args)
+        num_layers = len(self.layers)
+        if isinstance(pruning_init_layer, bool) or not isinstance(pruning_init_layer,
+                                                                  numbers.Integral):
+            raise ValueError(f"pruning_init_layer must be a whole number, got "
+                             f"{pruning_init_layer!r}")
+        if not 0 <= pruning_init_layer <= num_layers:
+            raise ValueError(
+                f"pruning_init_layer must be in [0, {num_layers}] for a "
+                f"{num_layers}-layer encoder, got {pruning_init_layer}"
+            )
+        if args.layer_type != "transformer" or args.checkpoint_activations:
+            raise ValueError(
+                "frame pruning supports layer_type='transformer' without "
+                f"checkpoint_activations, got layer_type={args.layer_type!r}, "
+                f"checkpoint_activations={args.checkpoint_activations}"
+            )
+        self.schedule = schedule
+        self.pruning_init_layer = pruning_init_layer
+        self.length_reduction: TokenReduction = build_reduction(
+            token_reduction, self.embedding_dim, conv_stride, reduction_seed)
+        self.length_reduction.check(schedule.min_rate, pruning_init_layer, num_layers)
+        self.num_updates = 0
+        for layer in self.layers:
+            layer.self_attn.__class__ = ReducibleAttention  # adds behaviour, no state
+
+    @property
+    def token_reduction(self) -> str:
+        return self.length_reduction.name
+
+    def set_num_updates(self, num_updates):
+        """Called by fairseq's trainer, and on checkpoint load."""
+        self.num_updates = num_updates
+
+    @property
+    def keep_rate(self) -> float:
+        return self.schedule.rate_at(self.num_updates)
+
+    @property
+    def final_setting(self) -> tuple:
+        """(reduction, keep rate, init layer) once any schedule has ended: the
+        setting a trained model evaluates at."""
+        return self.length_reduction.name, self.schedule.min_rate, self.pruning_init_layer
+
+    def shortens(self) -> bool:
+        """Whether the sequence leaves shorter than it came in, at the current rate."""
+        return any(self.length_reduction.acts_after(i, self.pruning_init_layer, self.keep_rate)
+                   for i in range(len(self.layers)))
+
+    def extract_features(self, x, padding_mask=None, tgt_layer=None, min_layer=0,
+                         corpus_key=None):
+        """fairseq's layer loop plus the reduction -> (x, EncoderResult)."""
+        x, padding_mask, pad_length = self._layer_input(x, padding_mask)
+        positions = torch.arange(x.size(0), device=x.device).unsqueeze(0).expand(x.size(1), -1)
+        # the states as the reduction sees them: batch first, original frame index per position
+        tokens = Tokens(x.transpose(0, 1), padding_mask, positions)
+        kept_indices, layer_results, shortened = [], [], False
+        for i, layer in enumerate(self.layers):
+            # draw like fairseq does, so RNG streams match the dense encoder
+            dropout_probability = np.random.random() if self.layerdrop > 0 else 1
+            runs = not self.training or dropout_probability > self.layerdrop
+            x, tokens, layer_result, reduced = self._layer_step(i, layer, x, tokens, runs)
+            shortened = shortened or reduced
+            if i >= self.pruning_init_layer and (runs or reduced):
+                # before any reduction the filler frames are still there
+                width = tokens.positions.size(1) - (0 if shortened else pad_length)
+                kept_indices.append(tokens.positions[:, :width])
+            if runs and i >= min_layer:
+                layer_results.append((x, None, layer_result))
+            if i == tgt_layer:
+                break
+
+        x, padding_mask = x.transpose(0, 1), tokens.padding_mask  # B x T x C
+        if pad_length > 0 and not shortened:
+            # a reduction already dropped the filler frames; otherwise undo as fairseq does
+            x = x[:, :-pad_length]
+            padding_mask = padding_mask[:, :-pad_length]
+        return x, EncoderResult(padding_mask, kept_indices, layer_results)
+
+    def _layer_input(self, x, padding_mask):
+        """fairseq's steps before the first layer: zeroed padding, positional
+        conv, layer norm, padding to ``required_seq_len_multiple``, dropout ->
+        (x T x B x C, padding mask, frames of that padding)."""
+        if padding_mask is not None:
+            x = index_put(x, padding_mask, 0)
+        x = x + self.pos_conv(x.transpose(1, 2)).transpose(1, 2)
+        if not self.layer_norm_first:
+            x = self.layer_norm(x)
+        bsz, orig_len = x.size(0), x.size(1)
+        x, pad_length = pad_to_multiple(x, self.required_seq_len_multiple, dim=-2, value=0)
+        if pad_length > 0:
+            if padding_mask is None:
+                padding_mask = x.new_zeros((bsz, orig_len), dtype=torch.bool)
+            padding_mask, _ = pad_to_multiple(
+                padding_mask, self.required_seq_len_multiple, dim=-1, value=True
+            )
+        x = F.dropout(x, p=self.dropout, training=self.training)
+        return x.transpose(0, 1), padding_mask, pad_length
+
+    def _layer_step(self, i: int, layer, x, tokens: Tokens, runs: bool):
+        """Layer ``i`` (unless layerdrop skips it) and the reduction after it
+        (where it acts) -> (x T x B x C, tokens, layer result, whether reduced)."""
+        rate, reduction = self.keep_rate, self.length_reduction
+        acting = reduction.acts_after(i, self.pruning_init_layer, rate)
+        evidence = layer_result = None
+        if runs:
+            if i >= self.pruning_init_layer:
+                evidence = reduction.evidence(tokens, acting)
+            with collecting(evidence):
+                x, (_, layer_result) = layer(
+                    x, self_attn_padding_mask=attention_padding_mask(tokens.padding_mask),
+                    need_weights=False)
+            tokens = replace(tokens, x=x.transpose(0, 1))
+        if not (acting and (runs or reduction.acts_after_dropped_layer)):
+            return x, tokens, layer_result, False
+        with record_function(REDUCE_LABEL):
+            tokens = reduction.reduce(tokens, evidence, rate, i)
+            # the steps return a transposed view; the layers after it ran up
+            # to 15 % slower on that (CPU, 10 s x 8)
+            x = tokens.x.transpose(0, 1).contiguous()
+        return x, tokens, layer_result, True
+
+
+class PrunedHubertModel(HubertModel):
+    """HubertModel with ``PrunedTransformerEncoder``.
+
+    ``forward(features_only=True)`` returns ``x`` with the ``padding_mask`` of
+    the frames that are left, ``features`` (conv front end) with
+    ``features_padding_mask``, and ``kept_indices``: the original frame index
+    of each kept frame, one B x T' tensor per layer from the init layer on
+    (padded positions hold filler indices).
+    """
+
+    def __init__(self, cfg: HubertConfig, task_cfg, dictionaries: List[Optional[Dictionary]],
+                 schedule: KeepRateSchedule, pruning_init_layer: int = 0,
+                 fairseq_padding: bool = False, padding_mask_from_conv_lengths: bool = False,
+                 token_reduction: str = "prune", conv_stride: int = 2, reduction_seed: int = 0):
+        super().__init__(cfg, task_cfg, dictionaries)
+        self.encoder = PrunedTransformerEncoder(cfg, schedule, pruning_init_layer,
+                                                token_reduction, conv_stride, reduction_seed)
+        self.conv_layers = eval(cfg.conv_feature_layers)  # noqa: S307 (fairseq's format)
+        # batch-invariant unless fairseq_padding: front-end statistics and the
+        # frame mask come from each row's own length
+        self.fairseq_padding = fairseq_padding
+        self.padding_mask_from_conv_lengths = padding_mask_from_conv_lengths or not fairseq_padding
+        if not fairseq_padding:
+            make_front_end_batch_invariant(self.feature_extractor, self.conv_layers)
+
+    def frame_lengths(self, num_samples: torch.Tensor) -> torch.Tensor:
+        """Conv feature extractor output length for each input length."""
+        return conv_output_lengths(num_samples, [(k, s) for _, k, s in self.conv_layers])
+
+    def reading_rows(self, padding_mask: Optional[torch.Tensor]):
+        """Context of the conv front end: each row's own valid samples, unless
+        the model reproduces fairseq's padded front end."""
+        if self.fairseq_padding or padding_mask is None:
+            return contextlib.nullcontext()
+        return reading_valid_samples((~padding_mask).sum(dim=1))
+
+    @property
+    def min_samples(self) -> int:
+        """Samples the conv front end needs for one frame (400 for HuBERT)."""
+        span, step = 1, 1
+        for _, kernel, stride in self.conv_layers:
+            span += (kernel - 1) * step
+            step *= stride
+        return span
+
+    def check_source(self, source, padding_mask=None):
+        """(B x samples float source, padding mask) or a one-line ValueError:
+        a 1-D source is one utterance, float64 is converted to the model's
+        dtype, integer PCM and non-finite samples are refused."""
+        if source.dim() == 1:
+            source = source.unsqueeze(0)
+            padding_mask = None if padding_mask is None else padding_mask.reshape(1, -1)
+        if source.dim() != 2:
+            raise ValueError("source must be B x samples (or one utterance of samples), got "
+                             f"shape {tuple(source.shape)}")
+        if source.size(1) == 1 and source.size(0) >= self.min_samples:
+            raise ValueError(f"source has shape {tuple(source.shape)}, samples x 1: pass "
+                             "B x samples (source.T, or source[:, 0] for one utterance)")
+        if not source.is_floating_point():
+            dtype = str(source.dtype).replace("torch.", "")
+            raise ValueError(f"source is {dtype} PCM: convert to float in [-1, 1] "
+                             "(samples / 32768)")
+        if source.size(1) < self.min_samples:
+            raise ValueError(f"source has {source.size(1)} samples: HuBERT needs at least "
+                             f"{self.min_samples} (one frame)")
+        if padding_mask is not None:
+            if padding_mask.shape != source.shape or padding_mask.dtype != torch.bool:
+                raise ValueError(f"padding_mask must be a bool tensor shaped like source "
+                                 f"{tuple(source.shape)}, got {padding_mask.dtype} "
+                                 f"{tuple(padding_mask.shape)}")
+            valid = (~padding_mask).sum(dim=1)
+            # an all-padding row is a caller's empty utterance: it comes back fully masked
+            short = ((valid > 0) & (valid < self.min_samples)).nonzero()
+            if len(short):
+                row = int(short[0])
+                raise ValueError(f"row {row} of source has {int(valid[row])} valid samples: "
+                                 f"HuBERT needs at least {self.min_samples} (one frame)")
+        finite = torch.isfinite(source)
+        if padding_mask is not None:
+            finite = finite | padding_mask  # padding is never read as speech
+        if not bool(finite.all()):
+            row = int((~finite).any(dim=1).nonzero()[0])
+            raise ValueError(f"source has non-finite samples (NaN or inf) in row {row}")
+        dtype = self.layer_norm.weight.dtype
+        return source.to(dtype), padding_mask
+
+    def forward_padding_mask(self, features, padding_mask):
+        if not self.padding_mask_from_conv_lengths:
+            # fairseq: a frame is valid if *any* of its samples is, so a
+            # padded row can get one frame more than the same audio alone
+            return super().forward_padding_mask(features, padding_mask)
+        lengths = self.frame_lengths((~padding_mask).sum(dim=1))
+        frames = torch.arange(features.size(1), device=features.device)
+        return frames.unsqueeze(0) >= lengths.unsqueeze(1)
+
+    def forward(self, source, target_list=None, padding_mask=None, mask=True,
+                features_only=False, output_layer=None) -> Dict[str, torch.Tensor]:
+        """Changed from fairseq: the encoder's padding mask and kept indices
+        are returned with its states. HuBERT's pre-training loss (not
+        ``features_only``) needs every frame, so it runs only unshortened."""
+        source, padding_mask = self.check_source(source, padding_mask)
+        if not features_only:
+            if self.encoder.shortens():
+                raise ValueError("HuBERT's pre-training loss needs every frame: call with "
+                                 "features_only=True, or use keep rate 1.0")
+            with self.reading_rows(padding_mask):
+                return super().forward(source, target_list, padding_mask, mask, features_only,
+                                       output_layer)
+        # fairseq's feature path, through its own hooks
+        with self.reading_rows(padding_mask):
+            features = self.forward_features(source)
+        features = self.layer_norm(features.transpose(1, 2))
+        if padding_mask is not None:
+            padding_mask = self.forward_padding_mask(features, padding_mask)
+        if self.post_extract_proj is not None:
+            features = self.post_extract_proj(features)
+        features = self.dropout_input(features)
+        x = self.apply_mask(features, padding_mask, None)[0] if mask else features
+        x, result = self.encoder(x, padding_mask=padding_mask,
+                                 layer=None if output_layer is None else output_layer - 1)
+        x_mask = result.padding_mask
+        if padding_mask is None and x_mask is not None and not x_mask.any():
+            x_mask = None  # as fairseq: no mask in, no padding -> no mask out
+        return {"x": x, "padding_mask": x_mask, "features": features,
+                "features_padding_mask": padding_mask, "kept_indices": result.kept_indices}
+
+    def extract_features(self, source, padding_mask=None, mask=False, ret_conv=False,
+                         output_layer=None):
+        """fairseq's: (features, their padding mask); with ``ret_conv`` the conv
+        front end's features and frame mask."""
+        res = self.forward(source, padding_mask=padding_mask, mask=mask, features_only=True,
+                           output_layer=output_layer)
+        if ret_conv:
+            return res["features"], res["features_padding_mask"]
+        return res["x"], res["padding_mask"]
+
+    def remove_pretraining_modules(self):
+        """Drop the HuBERT pretraining heads, unused once fine-tuned."""
+        self.final_proj = None
+        self.target_glu = None
+        self.label_embs_concat = None
+
+
+def build_pruned_hubert(model_cfg, task_cfg=None, dictionaries=None,
+                        pruning_rate: float = 1.0, pruning_init_layer: int = 0,
+                        pruning_max_rate: Optional[float] = None,
+                        pruning_min_rate: Optional[float] = None,
+                        pruning_schedule_updates: int = 0,
+                        fairseq_padding: bool = False,
+                        padding_mask_from_conv_lengths: bool = False,
+                        token_reduction: str = "prune", conv_stride: int = 2,
+                        reduction_seed: int = 0,
+                        **model_overrides) -> PrunedHubertModel:
+    """Build (random weights) from a HuBERT ``cfg.model``. The keep rate comes
+    from ``KeepRateSchedule.from_arguments``; ``model_overrides``
+    replace config fields (dropout, encoder_layerdrop, ...) as fine-tuning does.
+
+    Batch-invariant by default: an utterance's features do not depend on the
+    other rows of its batch. ``fairseq_padding=True`` reproduces fairseq's
+    padded front end exactly (GroupNorm statistics over the padding, a frame
+    valid if any of its samples is; ``padding_mask_from_conv_lengths`` then
+    changes only the mask)."""
+    schedule = KeepRateSchedule.from_arguments(pruning_rate, pruning_max_rate, pruning_min_rate,
+                                               pruning_schedule_updates)
+    cfg = hubert_config(model_cfg)
+    for key, value in model_overrides.items():
+        if key not in cfg:
+            raise ValueError(f"unknown HuBERT config field {key!r}")
+        cfg[key] = value
+    if task_cfg is None:
+        task_cfg = OmegaConf.create({"sample_rate": SAMPLE_RATE})
+    return PrunedHubertModel(
+        cfg, task_cfg, dictionaries or [None], schedule, pruning_init_layer,
+        fairseq_padding, padding_mask_from_conv_lengths, token_reduction, conv_stride,
+        reduction_seed,
+    )
+
+
+def load_hubert_weights(model: PrunedHubertModel, weights: dict, path: str) -> None:
+    """Strict load of official weights; only the conv reduction (new, not in
+    any HuBERT file) may be missing."""
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    missing = [k for k in missing if not k.startswith(REDUCTION_PREFIX)]
+    if missing or unexpected:
+        raise ValueError(f"{path}: HuBERT weights do not fit its own config: missing "
+                         f"{missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def load_pruned_hubert(path: str, pruning_rate: float = 1.0, pruning_init_layer: int = 0,
+                       **kwargs) -> PrunedHubertModel:
+    """Load an official-format HuBERT checkpoint (``cfg``, ``model``,
+    ``task_state``) as a pruned model in eval mode. The task's label files
+    are not needed: dictionaries come from ``task_state`` when present.
+    Other keyword arguments go to ``build_pruned_hubert`` (schedule, config
+    overrides such as ``encoder_layerdrop``)."""
+    state = load_checkpoint(path)
+    if "cfg" not in state or state["cfg"] is None or "model" not in state:
+        raise ValueError(f"{path}: not a fairseq HuBERT checkpoint (needs 'cfg' and 'model')")
+    dictionaries = (state.get("task_state") or {}).get("dictionaries")
+    weights = dict(state["model"])
+    if not dictionaries:
+        weights.pop("label_embs_concat", None)
+    model = build_pruned_hubert(
+        state["cfg"]["model"], state["cfg"].get("task"), dictionaries,
+        pruning_rate=pruning_rate, pruning_init_layer=pruning_init_layer, **kwargs,
+    )
+    load_hubert_weights(model, weights, path)
+    return model.eval()

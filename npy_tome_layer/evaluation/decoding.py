@@ -1,0 +1,76 @@
+"""Trained ST checkpoints for the tools: loading one with settings changed,
+decoding a subset through fairseq's own ``generate`` in this process (so the
+BLEU is the one ``fairseq-generate --scoring sacrebleu`` prints; for tools that
+decode one checkpoint many times with one setting changed), and reading
+fairseq-generate's output files.
+"""
+import io
+import os
+import re
+from contextlib import redirect_stdout
+from typing import Dict, List, Optional, Tuple
+
+USER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BLEU_LINE = re.compile(r"^Generate .*?BLEU = ([0-9.]+)", re.M)
+HYPOTHESIS = re.compile(r"^D-(\d+)\t[^\t]*\t(.*)$", re.M)
+REFERENCE = re.compile(r"^T-(\d+)\t(.*)$", re.M)
+
+
+def load_st_model(checkpoint: str, data: str, subset: str, overrides: Optional[Dict] = None):
+    """(model in eval mode, the subset's dataset, task); ``overrides`` change
+    model arguments before the model is built (e.g. the keep rate)."""
+    from fairseq import checkpoint_utils
+
+    import npy_tome_layer  # noqa: F401  (registers the task/model)
+
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
+        [checkpoint], arg_overrides={"data": data, **(overrides or {})})
+    task.load_dataset(subset)
+    return models[0].eval(), task.datasets[subset], task
+
+
+def bleu_from_generate_output(path: str) -> float:
+    with open(path, encoding="utf-8") as f:
+        m = BLEU_LINE.search(f.read())
+    if not m:
+        raise ValueError(f"{path}: no 'Generate ... BLEU = ' line (did fairseq-generate finish?)")
+    return float(m.group(1))
+
+
+def translations(generate_output: str) -> Tuple[List[str], List[str]]:
+    """(hypotheses, references) of a fairseq-generate output, in sentence-id order."""
+    with open(generate_output, encoding="utf-8") as f:
+        text = f.read()
+    hyps = dict((int(i), h) for i, h in HYPOTHESIS.findall(text))
+    refs = dict((int(i), r) for i, r in REFERENCE.findall(text))
+    if not hyps or set(hyps) != set(refs):
+        raise ValueError(f"{generate_output}: hypotheses and references of different "
+                         f"sentences ({len(hyps)} D- lines, {len(refs)} T- lines)")
+    ids = sorted(hyps)
+    return [hyps[i] for i in ids], [refs[i] for i in ids]
+
+
+def generate_args(checkpoint: str, data: str, subset: str, *, beam: int = 8,
+                  lenpen: float = 1.0, max_tokens: int = 4000000, cpu: bool = False,
+                  model_overrides: Optional[Dict] = None):
+    from fairseq import options
+
+    argv = [data, "--user-dir", USER_DIR, "--task", "speech_and_text_translation",
+            "--path", checkpoint, "--gen-subset", subset, "--beam", str(beam),
+            "--lenpen", str(lenpen), "--max-tokens", str(max_tokens),
+            "--scoring", "sacrebleu", "--required-batch-size-multiple", "1"]
+    if cpu:
+        argv.append("--cpu")
+    if model_overrides:
+        argv += ["--model-overrides", repr(model_overrides)]
+    parser = options.get_generation_parser()
+    return options.parse_args_and_arch(parser, argv)
+
+
+def decode_bleu(checkpoint: str, data: str, subset: str, **kwargs) -> float:
+    """sacreBLEU of one setting; generate's per-sentence lines are not printed."""
+    from fairseq_cli import generate
+
+    args = generate_args(checkpoint, data, subset, **kwargs)
+    with redirect_stdout(io.StringIO()):
+        return generate.main(args).score()

@@ -1,0 +1,88 @@
+"""Timing that survives this kind of machine: passes of every setting run
+round-robin (the speed of a shared CPU drifts by 10-30 % over minutes, which
+back-to-back runs would read as differences between settings)."""
+import statistics
+import time
+from typing import Dict, List, Tuple
+
+import torch
+
+from ..io.audio import SAMPLE_RATE
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed_pass(model, audio) -> float:
+    """Seconds of one ``extract_features`` pass of a HuBERT model."""
+    start = time.perf_counter()
+    model.extract_features(audio, padding_mask=None, mask=False)
+    sync(audio.device)
+    return time.perf_counter() - start
+
+
+def interleaved_times(models, measure, warmup: int, repeats: int) -> List[list]:
+    """``measure(model)`` (seconds, or any result) ``repeats`` times per model:
+    warm-ups first, then round robin (repeat 1 of every model, then repeat 2, ...)."""
+    for model in models:
+        for _ in range(warmup):
+            measure(model)
+    results = [[] for _ in models]
+    for _ in range(repeats):
+        for i, model in enumerate(models):
+            results[i].append(measure(model))
+    return results
+
+
+def frames_left(features: torch.Tensor, mask) -> int:
+    """Valid frames of one utterance's HuBERT output."""
+    return features.size(1) if mask is None else int((~mask).sum())
+
+
+@torch.inference_mode()
+def hubert_frames(model, dataset) -> Tuple[int, int]:
+    """(HuBERT frames in, frames out) over the subset, each utterance alone."""
+    hubert, frames_in, frames_out = model.encoder.hubert, 0, 0
+    for i in range(len(dataset)):
+        audio = dataset[i]["source"].unsqueeze(0)
+        frames_in += int(hubert.frame_lengths(torch.tensor(audio.size(1))))
+        frames_out += frames_left(*hubert.extract_features(audio, padding_mask=None, mask=False))
+    return frames_in, frames_out
+
+
+@torch.inference_mode()
+def measure_speech_encoder(model, dataset) -> Dict[str, float]:
+    """One pass over the subset, batch 1: HuBERT frames in/out and the seconds
+    of HuBERT and of the whole speech encoder (HuBERT, subsampler, text encoder)."""
+    hubert = model.encoder.hubert
+    audios = [dataset[i]["source"].unsqueeze(0) for i in range(len(dataset))]
+    frames_in = sum(int(hubert.frame_lengths(torch.tensor(a.size(1)))) for a in audios)
+    frames_out, hubert_s, encoder_s = 0, 0.0, 0.0
+    for a in audios:
+        start = time.perf_counter()
+        features, mask = hubert.extract_features(a, padding_mask=None, mask=False)
+        hubert_s += time.perf_counter() - start
+        start = time.perf_counter()
+        model.encoder.forward_speech(a, torch.tensor([a.size(1)]))
+        encoder_s += time.perf_counter() - start
+        frames_out += frames_left(features, mask)
+    return {"keep_rate": hubert.encoder.keep_rate,
+            "init_layer": hubert.encoder.pruning_init_layer,
+            "frames_in": frames_in, "frames_out": frames_out,
+            "hubert_s": hubert_s, "encoder_s": encoder_s, "utterances": len(audios),
+            "audio_s": sum(a.size(1) for a in audios) / SAMPLE_RATE}
+
+
+def measure_interleaved(pairs, repeats: int = 3) -> List[Dict[str, float]]:
+    """``measure_speech_encoder`` of each (model, dataset) after one warm-up
+    pass, ``repeats`` passes interleaved; times are the medians."""
+    passes = interleaved_times(pairs, lambda pair: measure_speech_encoder(*pair), 1, repeats)
+    results = []
+    for runs in passes:
+        result = dict(runs[0])
+        for key in ("hubert_s", "encoder_s"):
+            result[key] = statistics.median(r[key] for r in runs)
+        results.append(result)
+    return results

@@ -1,0 +1,77 @@
+"""Reading fairseq checkpoints under torch >= 2.6, and failing clearly when a
+file is not one.
+
+torch 2.6 changed ``torch.load`` to ``weights_only=True``, whose unpickler
+refuses any class it does not know. fairseq pickles two: ``argparse.Namespace``
+(the legacy ``args`` of older checkpoints, HuBERT's and DeltaLM's among them,
+and ``cfg.model`` of models with legacy args) and ``fairseq.data.Dictionary``
+(HuBERT's ``task_state``). ``SAFE_GLOBALS`` allow-lists exactly those instead of
+passing ``weights_only=False`` everywhere: any other pickled object in a
+checkpoint still raises, so opening a downloaded file cannot run arbitrary code.
+``fairseq_patches.py`` installs the list and makes fairseq's loader use the
+checks here.
+"""
+import argparse
+import os
+import zipfile
+
+from fairseq import checkpoint_utils
+from fairseq.data.dictionary import Dictionary
+
+SAFE_GLOBALS = [argparse.Namespace, Dictionary]
+
+
+
+class CheckpointError(RuntimeError):
+    """A file given as a checkpoint could not be read as one."""
+
+
+def check_checkpoint_file(path: str) -> None:
+    """Cheap sanity check before unpickling: torch writes either a zip archive
+    (torch >= 1.6) or a legacy pickle stream, which starts with PROTO (0x80).
+    A text file or a truncated zip otherwise fails deep in torch with a
+    KeyError or a miniz message that names no file."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: checkpoint file does not exist")
+    if zipfile.is_zipfile(path):
+        return
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if not head:
+        raise CheckpointError(f"{path}: checkpoint file is empty")
+    if head[:1] != b"\x80":
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint (neither a zip archive nor a "
+            "pickle stream; truncated download or a text file?)"
+        )
+
+
+def newest_readable_checkpoint(directory: str, exclude: str):
+    """The most recently written checkpoint*.pt in directory that looks whole."""
+    candidates = []
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if name.startswith("checkpoint") and name.endswith(".pt") and path != exclude:
+            try:
+                check_checkpoint_file(path)
+            except CheckpointError:
+                continue
+            candidates.append((os.path.getmtime(path), path))
+    return max(candidates)[1] if candidates else None
+
+
+def resume_hint(path: str) -> str:
+    """For an unreadable checkpoint_last.pt: where training can resume from."""
+    if os.path.basename(path) != "checkpoint_last.pt":
+        return ""
+    newest = newest_readable_checkpoint(os.path.dirname(os.path.abspath(path)),
+                                        os.path.abspath(path))
+    if newest is None:
+        return "; no other readable checkpoint in its directory"
+    return (f"; the newest readable checkpoint is {newest}: resume from it with "
+            f"--restore-file {newest} (or move the broken file away)")
+
+
+def load_checkpoint(path: str) -> dict:
+    """Read a fairseq-format checkpoint onto the CPU, with a path-naming error."""
+    return checkpoint_utils.load_checkpoint_to_cpu(path)

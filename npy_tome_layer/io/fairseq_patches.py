@@ -1,0 +1,115 @@
+"""The plugin's changes to fairseq, in one place; ``install()`` runs once on
+``import npy_tome_layer`` and is idempotent (the package may be imported again
+through --user-dir).
+
+* torch's weights-only loader learns the classes fairseq pickles (``SAFE_GLOBALS``).
+* ``load_checkpoint_to_cpu``: an unreadable file is named with its path (torch's
+  own error, "invalid load key, 'x'", names none), and an unreadable
+  checkpoint_last.pt names the newest readable checkpoint to resume from.
+* ``_upgrade_state_dict`` assumes a training checkpoint (it reads ``best_loss``
+  without ``optimizer_history``): a bare released-weights file such as
+  ``deltalm-base.pt`` (``{"weights": ...}``) passes through untouched.
+* ``torch_persistent_save`` leaves no FILE.tmp behind when a write fails.
+* ``PathManager.copy`` copies local files atomically (checkpoint_last/best.pt).
+"""
+import functools
+import glob
+import os
+import pickle
+import shutil
+
+import torch
+from fairseq import checkpoint_utils
+from fairseq.file_io import PathManager
+
+from .atomic import atomic_destination
+from .checkpoints import SAFE_GLOBALS, CheckpointError, check_checkpoint_file, resume_hint
+
+
+def _wrap_with_path(load):
+    @functools.wraps(load)
+    def load_checkpoint_to_cpu(path, *args, **kwargs):
+        try:
+            # a path behind one of fairseq's PathManager handlers (http, ...) is
+            # checked where the handler puts it, as fairseq's loader reads it
+            check_checkpoint_file(PathManager.get_local_path(path) if "://" in path else path)
+            try:
+                return load(path, *args, **kwargs)
+            except (pickle.UnpicklingError, EOFError, RuntimeError) as e:
+                if isinstance(e, RuntimeError) and "zip archive" not in str(e):
+                    raise
+                detail = next(
+                    (ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln),
+                    str(e).splitlines()[0] if str(e) else type(e).__name__,
+                )
+                raise CheckpointError(f"{path}: cannot unpickle checkpoint: {detail}") from e
+        except CheckpointError as e:
+            hint = resume_hint(path) if os.path.exists(path) else ""
+            if not hint:
+                raise
+            raise CheckpointError(f"{e}{hint}") from e
+
+    return load_checkpoint_to_cpu
+
+
+def _atomic_local_copy(copy):
+    """fairseq saves checkpoint_N.pt atomically but then *copies* it over
+    checkpoint_last.pt / checkpoint_best.pt in place, so a kill during the
+    copy truncated a good file. Local copies now go to a temporary name first."""
+    def atomic_copy(src_path, dst_path, overwrite=False):
+        if "://" in src_path or "://" in dst_path:
+            return copy(src_path, dst_path, overwrite=overwrite)
+        if os.path.exists(dst_path) and not overwrite:
+            return False
+        # one trainer writes a save dir: temporaries of earlier, killed copies are stale
+        for stale in glob.glob(glob.escape(dst_path) + ".tmp-*"):
+            os.remove(stale)
+        with atomic_destination(dst_path) as tmp:
+            shutil.copyfile(src_path, tmp)
+        return True
+
+    return atomic_copy
+
+
+def _no_leftover_on_error(save):
+    """fairseq writes FILE.tmp and renames it; a failed write left FILE.tmp."""
+    @functools.wraps(save)
+    def torch_persistent_save(obj, filename, *args, **kwargs):
+        try:
+            return save(obj, filename, *args, **kwargs)
+        except BaseException:
+            if isinstance(filename, str) and os.path.exists(filename + ".tmp"):
+                os.remove(filename + ".tmp")
+            raise
+
+    return torch_persistent_save
+
+
+def _pass_through_weight_files(upgrade):
+    @functools.wraps(upgrade)
+    def _upgrade_state_dict(state):
+        if "weights" in state and "model" not in state and "optimizer_history" not in state:
+            return state
+        return upgrade(state)
+
+    return _upgrade_state_dict
+
+
+def _wrap_once(owner, name: str, wrap, static: bool = False) -> None:
+    """Replace ``owner.name`` by ``wrap(owner.name)`` unless that was done
+    already (the package may be imported again through --user-dir)."""
+    current = getattr(owner, name)
+    if getattr(current, "_npy_tome_layer_wrapper", False):
+        return
+    wrapped = wrap(current)
+    wrapped._npy_tome_layer_wrapper = True
+    setattr(owner, name, staticmethod(wrapped) if static else wrapped)
+
+
+def install() -> None:
+    """Idempotent; called once on ``import npy_tome_layer``."""
+    torch.serialization.add_safe_globals(SAFE_GLOBALS)
+    _wrap_once(checkpoint_utils, "_upgrade_state_dict", _pass_through_weight_files)
+    _wrap_once(checkpoint_utils, "load_checkpoint_to_cpu", _wrap_with_path)
+    _wrap_once(checkpoint_utils, "torch_persistent_save", _no_leftover_on_error)
+    _wrap_once(PathManager, "copy", _atomic_local_copy, static=True)

@@ -1,1 +1,0 @@
-from . import deltalm, hubert_transformer, pruned_hubert  # noqa: F401  (registration)

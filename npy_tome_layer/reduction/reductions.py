@@ -1,0 +1,170 @@
+"""The registered reductions: ``prune`` (the method), ``merge`` and ``conv``
+(alternatives that shorten by other means), ``uniform`` and ``random`` (blind
+baselines that keep prune's frame counts without looking at the attention)."""
+import math
+from dataclasses import replace
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .interface import (
+    KeyMean,
+    ReceivedAttentionSum,
+    Tokens,
+    TokenReduction,
+    full_precision,
+    register_reduction,
+)
+from .merging import merge_tokens
+from .selection import (
+    keep_counts,
+    random_ranks,
+    ranked_frame_scores,
+    select_frames,
+    uniform_ranks,
+    valid_lengths,
+)
+
+
+@register_reduction("prune")
+class AttentionPruning(TokenReduction):
+    """The method: keep the ceil(rate * n) frames that receive the most attention."""
+
+    evidence_type = ReceivedAttentionSum
+
+    def reduce(self, tokens, evidence, rate, layer):
+        with full_precision(tokens.x):
+            indices, padding_mask = select_frames(evidence.scores, tokens.padding_mask, rate)
+        return tokens.take(indices, padding_mask)
+
+
+@register_reduction("merge")
+class TokenMerging(TokenReduction):
+    """ToMe bipartite matching to the same counts as pruning; after the first
+    merge every layer's attention counts a token as often as its size."""
+
+    evidence_type = KeyMean
+
+    def evidence(self, tokens, acting):
+        log_size = None if tokens.sizes is None else tokens.sizes.log()
+        return KeyMean(log_size) if acting or log_size is not None else None
+
+    def check(self, min_rate, init_layer, num_layers):
+        if min_rate < 0.5:
+            raise ValueError(f"token merging needs keep rates >= 0.5 (one bipartite step "
+                             f"at most halves a sequence), got a rate down to {min_rate}")
+
+    def reduce(self, tokens, evidence, rate, layer):
+        sizes = tokens.sizes
+        if sizes is None:
+            sizes = tokens.x.new_ones(tokens.x.shape[:2], dtype=torch.float32)
+        with full_precision(tokens.x):
+            x, sizes, positions, padding_mask = merge_tokens(
+                tokens.x, evidence.keys, sizes, tokens.positions, tokens.padding_mask, rate)
+        return Tokens(x, padding_mask, positions, sizes)
+
+
+@register_reduction("conv")
+class StridedConvReduction(TokenReduction):
+    """Conv1d over time with kernel = stride = s after ``init_layer`` only:
+    n frames -> ceil(n / s). Padded input frames are zeroed first so they never
+    leak into a valid output frame; odd tails are zero-padded. Initialised to
+    average pooling, so a pretrained encoder starts from sensible features."""
+
+    uses_rate = False
+    acts_after_dropped_layer = True
+
+    def __init__(self, dim: int, stride: int = 2):
+        super().__init__()
+        if stride < 2:
+            raise ValueError(f"conv length reduction needs stride >= 2, got {stride}")
+        self.stride = stride
+        self.conv = nn.Conv1d(dim, dim, kernel_size=stride, stride=stride)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            for j in range(stride):
+                self.conv.weight[:, :, j] = torch.eye(dim) / stride
+            self.conv.bias.zero_()
+
+    @classmethod
+    def build(cls, embed_dim, conv_stride=2, seed=0):
+        return cls(embed_dim, conv_stride)
+
+    def acts_after(self, layer, init_layer, rate):
+        return layer == init_layer
+
+    def check(self, min_rate, init_layer, num_layers):
+        if init_layer >= num_layers:
+            raise ValueError(f"the conv reduction acts after layer pruning_init_layer, which must "
+                             f"be < {num_layers} for a {num_layers}-layer encoder, got {init_layer}")
+
+    def forward(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
+        """x: B x T x C -> (B x ceil(T/s) x C, new padding mask or None)."""
+        if padding_mask is not None:
+            x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
+        pad = (-x.size(1)) % self.stride
+        y = self.conv(nn.functional.pad(x.transpose(1, 2), (0, pad))).transpose(1, 2)
+        if padding_mask is None:
+            return y, None
+        valid = (~padding_mask).sum(dim=1)
+        out_len = torch.div(valid + self.stride - 1, self.stride, rounding_mode="floor")
+        return y, torch.arange(y.size(1), device=x.device).unsqueeze(0) >= out_len.unsqueeze(1)
+
+    def reduce(self, tokens, evidence, rate, layer):
+        x, padding_mask = self(tokens.x, tokens.padding_mask)
+        sizes = None if tokens.sizes is None else tokens.sizes[:, :: self.stride]
+        return replace(tokens, x=x, padding_mask=padding_mask,
+                       positions=tokens.positions[:, :: self.stride], sizes=sizes)
+
+    def lengths_after(self, valid, run, rate):
+        return math.ceil(valid / self.stride), math.ceil(run / self.stride)
+
+    def flops(self, run, embed_dim):
+        return 2 * embed_dim * embed_dim * self.stride * math.ceil(run / self.stride)
+
+
+class BlindSelection(TokenReduction):
+    """Keeps as many frames as ``prune`` (ceil(rate * n) of a row's n valid
+    frames, after the same layers, layerdrop included) but chooses them without
+    looking at the attention: ``ranks(n, k, layer)`` names which of the row's
+    valid frames (0 = earliest) survive. The attention runs its fast path."""
+
+    def ranks(self, n: int, k: int, layer: int) -> Tensor:
+        raise NotImplementedError
+
+    def reduce(self, tokens, evidence, rate, layer):
+        x, padding_mask = tokens.x, tokens.padding_mask
+        num_valid = valid_lengths(padding_mask, x.size(0), x.size(1), x.device)
+        counts = keep_counts(num_valid, rate).tolist()
+        ranks = [self.ranks(n, k, layer) for n, k in zip(num_valid.tolist(), counts)]
+        scores = ranked_frame_scores(ranks, padding_mask, x.size(1), x.device)
+        indices, new_mask = select_frames(scores, padding_mask, rate)
+        return tokens.take(indices, new_mask)
+
+
+@register_reduction("uniform")
+class UniformSelection(BlindSelection):
+    """Blind baseline: the kept frames evenly spaced over the row."""
+
+    def ranks(self, n, k, layer):
+        return uniform_ranks(n, k)
+
+
+@register_reduction("random")
+class RandomSelection(BlindSelection):
+    """Blind baseline: a pseudo-random subset, drawn on the CPU from
+    (``--token-reduction-seed``, layer, n) only, so it is the same in any batch
+    and on any device."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        self.seed = seed
+
+    @classmethod
+    def build(cls, embed_dim, conv_stride=2, seed=0):
+        return cls(seed)
+
+    def ranks(self, n, k, layer):
+        return random_ranks(n, k, (self.seed, layer))

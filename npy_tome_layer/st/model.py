@@ -1,0 +1,297 @@
+"""End-to-end ST: pruned HuBERT -> conv subsampler -> DeltaLM encoder -> DeltaLM decoder.
+
+The DeltaLM encoder is shared with the MT path: a batch of token ids goes
+straight into it, a batch of waveforms goes through HuBERT and the
+subsampler first.
+"""
+import contextlib
+import logging
+
+import torch
+from torch import nn
+from fairseq.data.data_utils import lengths_to_padding_mask
+from fairseq.models import (
+    FairseqEncoder,
+    FairseqEncoderDecoderModel,
+    register_model,
+    register_model_architecture,
+)
+from fairseq.models.speech_to_text.modules.convolution import Conv1dSubsampler
+from fairseq.models.transformer import TransformerConfig
+from omegaconf import OmegaConf
+
+from ..io.checkpoints import load_checkpoint
+from .deltalm import (
+    DeltaLMDecoder,
+    DeltaLMEncoder,
+    DeltaLMModel,
+    deltalm_base,
+    load_released_deltalm,
+)
+from ..reduction import REDUCTIONS
+from ..encoder.pruned_hubert import build_pruned_hubert, load_hubert_weights
+
+logger = logging.getLogger(__name__)
+
+
+class SpeechAndTextEncoder(FairseqEncoder):
+    """Waveforms (float B x S) or tokens (long B x T) -> DeltaLM encoder output."""
+
+    def __init__(self, dictionary, hubert, subsampler, text_encoder, freeze_hubert=False,
+                 normalize_audio=False):
+        super().__init__(dictionary)
+        self.hubert = hubert
+        self.subsampler = subsampler
+        self.text_encoder = text_encoder
+        self.freeze_hubert = freeze_hubert
+        self.normalize_audio = normalize_audio  # HuBERT large was trained on normalised audio
+        if freeze_hubert:
+            for p in self.hubert.parameters():
+                p.requires_grad_(False)
+
+    def forward(self, src_tokens, src_lengths, **kwargs):
+        if not src_tokens.is_floating_point():
+            return self.text_encoder(src_tokens, src_lengths)
+        return self.forward_speech(src_tokens, src_lengths)
+
+    def forward_speech(self, audio, audio_lengths):
+        padding_mask = lengths_to_padding_mask(audio_lengths)
+        if self.normalize_audio:
+            audio = _normalize_valid(audio, padding_mask)
+        context = torch.no_grad() if self.freeze_hubert else contextlib.nullcontext()
+        with context:
+            x, frame_mask = self.hubert.extract_features(
+                audio, padding_mask=padding_mask if padding_mask.any() else None)
+        if frame_mask is None:
+            frame_lengths = torch.full((x.size(0),), x.size(1), device=x.device, dtype=torch.long)
+        else:
+            # pruned positions hold filler frames; zero them so the subsampler's
+            # convolutions do not read them into valid neighbours
+            x = x.masked_fill(frame_mask.unsqueeze(-1), 0.0)
+            frame_lengths = (~frame_mask).sum(dim=1)
+        x, lengths = self.subsampler(x, frame_lengths)  # T x B x C
+        lengths = lengths.clamp(min=1, max=x.size(0))
+        return self.text_encoder.forward_features(x.transpose(0, 1), lengths_to_padding_mask(lengths))
+
+    def reorder_encoder_out(self, encoder_out, new_order):
+        return self.text_encoder.reorder_encoder_out(encoder_out, new_order)
+
+    def max_positions(self):
+        return None  # speech lengths are limited by the task (in samples)
+
+
+class LengthMaskedSubsampler(Conv1dSubsampler):
+    """fairseq's subsampler with frames past each row's length zeroed before
+    every convolution: fairseq's lets the first layer's output past a row's
+    end leak into the second layer's last valid frames, so a padded row would
+    differ from the same utterance alone. Same parameters; changed from
+    fairseq: ``forward`` only."""
+
+    def forward(self, src_tokens, src_lengths):
+        x = src_tokens.transpose(1, 2)  # B x C x T
+        lengths = src_lengths
+        for conv in self.conv_layers:
+            past_end = torch.arange(x.size(2), device=x.device)[None, :] >= lengths[:, None]
+            x = nn.functional.glu(conv(x.masked_fill(past_end.unsqueeze(1), 0.0)), dim=1)
+            lengths = torch.div(lengths - 1, 2, rounding_mode="floor") + 1  # kernel k, pad k//2
+        return x.permute(2, 0, 1).contiguous(), self.get_out_seq_lens_tensor(src_lengths)
+
+
+def _normalize_valid(audio, padding_mask):
+    """Per-utterance zero mean / unit variance over valid samples (HuBERT large's
+    task.normalize), so the result does not depend on padding."""
+    valid = (~padding_mask).to(audio.dtype)
+    n = valid.sum(dim=1, keepdim=True).clamp(min=1)
+    mean = (audio * valid).sum(dim=1, keepdim=True) / n
+    var = (((audio - mean) * valid) ** 2).sum(dim=1, keepdim=True) / n
+    return ((audio - mean) / torch.sqrt(var + 1e-5)) * valid
+
+
+@register_model("hubert_transformer_pruning")
+class HubertTransformerPruningModel(FairseqEncoderDecoderModel):
+    @classmethod
+    def add_args(cls, parser):
+        DeltaLMModel.add_args(parser)
+        parser.add_argument("--hubert-model-path", type=str, metavar="FILE",
+                            help="official-format HuBERT checkpoint (hubert_base_ls960.pt)")
+        parser.add_argument("--freeze-hubert", action="store_true")
+        parser.add_argument("--pruning-rate", type=float,
+                            help="keep rate per pruning layer; 1.0 = dense baseline")
+        parser.add_argument("--pruning-init-layer", type=int,
+                            help="first HuBERT layer after which frames are pruned")
+        parser.add_argument("--pruning-max-rate", type=float, help="schedule: rate at update 0")
+        parser.add_argument("--pruning-min-rate", type=float, help="schedule: final rate")
+        parser.add_argument("--pruning-schedule-updates", type=int,
+                            help="schedule: updates to go from max to min rate")
+        parser.add_argument("--fairseq-padding", action="store_true",
+                            help="reproduce fairseq's padded speech path: HuBERT's GroupNorm "
+                                 "statistics over the padding, a frame valid if any of its "
+                                 "samples is, and subsampler convolutions that read past a "
+                                 "row's end, so an utterance's features, the frames it keeps "
+                                 "and its translation depend on its batch. Off: each row is "
+                                 "computed as if alone (batch-invariant). Checkpoints written "
+                                 "before this option keep fairseq's behaviour")
+        parser.add_argument("--hubert-padding-mask-from-conv-lengths", action="store_true",
+                            help="with --fairseq-padding: HuBERT's frame mask from conv "
+                                 "output lengths (always so without --fairseq-padding)")
+        parser.add_argument("--token-reduction", choices=list(REDUCTIONS),
+                            help="prune (the method), merge (ToMe matching, same frame "
+                                 "counts), conv (one strided conv after the init layer), "
+                                 "or any other registered reduction")
+        parser.add_argument("--token-reduction-seed", type=int,
+                            help="seed of --token-reduction random (with the layer and the "
+                                 "row's length it fixes the subset)")
+        parser.add_argument("--conv-reduction-stride", type=int,
+                            help="stride of --token-reduction conv")
+        parser.add_argument("--conv-kernel-sizes", type=str, help="subsampler kernels, e.g. 5,5")
+        parser.add_argument("--conv-channels", type=int, help="subsampler channels")
+        parser.add_argument("--load-pretrained-mt-encoder-decoder-from", type=str, metavar="FILE",
+                            help="fairseq MT checkpoint (deltalm) for the encoder/decoder")
+
+    @classmethod
+    def build_hubert(cls, args):
+        # The model config travels in args (and so in every checkpoint), so
+        # fairseq-generate rebuilds HuBERT without the original file; the
+        # weights come from the ST checkpoint's state dict.
+        fresh = getattr(args, "hubert_cfg", None) is None
+        if args.fairseq_padding is None:
+            # new models are batch-invariant; a checkpoint written before the
+            # option existed keeps the fairseq front end it was trained with
+            args.fairseq_padding = not fresh
+        if fresh:
+            if not args.hubert_model_path:
+                raise ValueError("--hubert-model-path is required to build the ST model")
+            state = load_checkpoint(args.hubert_model_path)
+            args.hubert_cfg = OmegaConf.to_container(state["cfg"]["model"], resolve=True,
+                                                     enum_to_str=True)
+            args.hubert_normalize = bool(state["cfg"]["task"].get("normalize", False))
+        hubert = build_pruned_hubert(args.hubert_cfg, **hubert_arguments(args))
+        hubert.remove_pretraining_modules()
+        if fresh:
+            weights = {k: v for k, v in state["model"].items()
+                       if not k.startswith(PRETRAINING_HEADS)}
+            load_hubert_weights(hubert, weights, args.hubert_model_path)
+            logger.info("loaded HuBERT from %s", args.hubert_model_path)
+        return hubert
+
+    @classmethod
+    def build_model(cls, args, task):
+        dictionary = task.target_dictionary
+        hubert = cls.build_hubert(args)
+        cfg = TransformerConfig.from_namespace(args)
+        embed_tokens = DeltaLMModel.build_embedding(args, dictionary, args.encoder_embed_dim)
+        text_encoder = DeltaLMEncoder(cfg, dictionary, embed_tokens)
+        decoder = DeltaLMDecoder(cfg, dictionary, embed_tokens)
+        subsampler_type = Conv1dSubsampler if args.fairseq_padding else LengthMaskedSubsampler
+        subsampler = subsampler_type(
+            hubert.encoder.embedding_dim, args.conv_channels, args.encoder_embed_dim,
+            [int(k) for k in args.conv_kernel_sizes.split(",")],
+        )
+        encoder = SpeechAndTextEncoder(dictionary, hubert, subsampler, text_encoder,
+                                       args.freeze_hubert, args.hubert_normalize)
+        if getattr(args, "pretrained_deltalm_checkpoint", None):
+            load_released_deltalm(text_encoder, decoder, args.pretrained_deltalm_checkpoint)
+        if getattr(args, "load_pretrained_mt_encoder_decoder_from", None):
+            load_mt_encoder_decoder(text_encoder, decoder,
+                                    args.load_pretrained_mt_encoder_decoder_from)
+        return cls(encoder, decoder)
+
+
+def load_mt_encoder_decoder(text_encoder, decoder, path):
+    """Encoder/decoder weights of a fairseq MT checkpoint trained with ``deltalm``."""
+    weights = load_checkpoint(path)["model"]
+    for prefix, module in (("encoder.", text_encoder), ("decoder.", decoder)):
+        part = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+        try:
+            module.load_state_dict(part, strict=True)
+        except RuntimeError as e:
+            raise ValueError(f"{path}: MT checkpoint does not fit the ST {prefix[:-1]}: {e}") from e
+    logger.info("loaded MT encoder/decoder from %s", path)
+
+
+# the ST model's HuBERT in its state dict, and the heads of HuBERT files it drops
+HUBERT_PREFIX = "encoder.hubert."
+PRETRAINING_HEADS = ("final_proj.", "label_embs_concat", "target_glu.")
+
+
+def hubert_arguments(args) -> dict:
+    """``build_pruned_hubert``'s keyword arguments from an ST model's args, the
+    one place they are read. Fields missing from older checkpoints take the
+    values those were trained with (the keep-rate schedule's three: fixed arch
+    saved before those defaults; ``fairseq_padding`` None: decided by the caller)."""
+    return dict(
+        pruning_init_layer=getattr(args, "pruning_init_layer", 0),
+        fairseq_padding=getattr(args, "fairseq_padding", None),
+        padding_mask_from_conv_lengths=getattr(args, "hubert_padding_mask_from_conv_lengths",
+                                               False),
+        token_reduction=getattr(args, "token_reduction", None) or "prune",
+        conv_stride=getattr(args, "conv_reduction_stride", 2),
+        reduction_seed=getattr(args, "token_reduction_seed", 0), **rate_arguments(args))
+
+
+def rate_arguments(args) -> dict:
+    """The keep-rate arguments of an ST model's args, for
+    ``KeepRateSchedule.from_arguments`` (None where absent)."""
+    return {name: getattr(args, name, None) for name in (
+        "pruning_rate", "pruning_max_rate", "pruning_min_rate", "pruning_schedule_updates")}
+
+
+def hubert_from_st_checkpoint(path: str, **overrides):
+    """The HuBERT of a trained ST checkpoint in eval mode, at the keep rate its
+    training reached, or with ``overrides`` of ``build_pruned_hubert``'s
+    arguments (e.g. ``pruning_rate``)."""
+    state = load_checkpoint(path)
+    args = state["cfg"]["model"] if state.get("cfg") else state.get("args")
+    if getattr(args, "hubert_cfg", None) is None:
+        raise ValueError(f"{path}: not an ST checkpoint of this project (no hubert_cfg in "
+                         "its model args)")
+    kwargs = hubert_arguments(args)
+    if kwargs["fairseq_padding"] is None:  # written before the option: fairseq's front end
+        kwargs["fairseq_padding"] = True
+    model = build_pruned_hubert(args.hubert_cfg, **{**kwargs, **overrides})
+    model.remove_pretraining_modules()
+    load_hubert_weights(model, st_hubert_weights(state["model"]), path)
+    model.encoder.set_num_updates(
+        (state.get("optimizer_history") or [{}])[-1].get("num_updates", 0))
+    return model.eval()
+
+
+def st_hubert_weights(weights: dict) -> dict:
+    """HuBERT's tensors of an ST state dict, named as in a HuBERT file."""
+    return {k[len(HUBERT_PREFIX):]: v for k, v in weights.items() if k.startswith(HUBERT_PREFIX)}
+
+
+def _pruning_defaults(args):
+    args.pruning_rate = getattr(args, "pruning_rate", 0.9)
+    args.pruning_init_layer = getattr(args, "pruning_init_layer", 0)
+    args.freeze_hubert = getattr(args, "freeze_hubert", False)
+    args.token_reduction = getattr(args, "token_reduction", "prune")
+    args.conv_reduction_stride = getattr(args, "conv_reduction_stride", 2)
+    args.token_reduction_seed = getattr(args, "token_reduction_seed", 0)
+    # None: decided when HuBERT is built (new model or older checkpoint)
+    args.fairseq_padding = getattr(args, "fairseq_padding", None)
+    args.hubert_padding_mask_from_conv_lengths = getattr(
+        args, "hubert_padding_mask_from_conv_lengths", False)
+    args.conv_kernel_sizes = getattr(args, "conv_kernel_sizes", "5,5")
+    args.conv_channels = getattr(args, "conv_channels", 1024)
+    args.hubert_normalize = getattr(args, "hubert_normalize", False)
+    deltalm_base(args)
+
+
+@register_model_architecture("hubert_transformer_pruning", "hubert_transformer_pruning_layer")
+def hubert_transformer_pruning_layer(args):
+    # no max/min rate: KeepRateSchedule.from_arguments keeps --pruning-rate fixed
+    args.pruning_max_rate = getattr(args, "pruning_max_rate", None)
+    args.pruning_min_rate = getattr(args, "pruning_min_rate", None)
+    args.pruning_schedule_updates = getattr(args, "pruning_schedule_updates", None)
+    _pruning_defaults(args)
+
+
+@register_model_architecture("hubert_transformer_pruning",
+                             "hubert_transformer_pruning_layer_schedule")
+def hubert_transformer_pruning_layer_schedule(args):
+    # a max and a min rate: KeepRateSchedule.from_arguments builds the schedule
+    args.pruning_max_rate = getattr(args, "pruning_max_rate", 1.0)
+    args.pruning_min_rate = getattr(args, "pruning_min_rate", 0.9)
+    args.pruning_schedule_updates = getattr(args, "pruning_schedule_updates", 10000)
+    _pruning_defaults(args)

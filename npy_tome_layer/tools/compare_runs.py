@@ -1,0 +1,87 @@
+"""Compare trained ST checkpoints: BLEU, HuBERT frames kept, encoder time.
+
+  python -m npy_tome_layer.tools.compare_runs --data data/en-de --subset tst-COMMON \\
+      --run dense=ckpt/st_baseline/avg.pt:ckpt/st_baseline/generate-avg.txt \\
+      --run pruned=ckpt/st_fixed/avg.pt:ckpt/st_fixed/generate-avg.txt
+
+BLEU is read from each run's fairseq-generate output (``scripts/evaluate.sh``
+writes it); frames and times are measured here, now: every utterance of the
+subset goes through the checkpoint's speech encoder one at a time (batch 1,
+so no padding), ``--repeats`` times after one warm-up pass, the runs' passes
+interleaved, and the median total is reported. Prints a markdown table.
+"""
+import argparse
+import os
+import sys
+from typing import Dict, List, Optional
+
+import torch
+
+from ..evaluation.decoding import bleu_from_generate_output, load_st_model
+from ..evaluation.reference import reference_speedups
+from ..evaluation.timing import measure_interleaved
+
+def markdown_table(rows: List[Dict], baseline: Optional[str] = None) -> str:
+    base = next((r for r in rows if r["name"] == baseline), rows[0])
+    lines = ["| run | keep rate (from layer) | BLEU | HuBERT frames kept | HuBERT time (s) "
+             "| speech encoder time (s) | encoder speedup | speedup at base size |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        bleu = "n/a" if r.get("bleu") is None else f"{r['bleu']:.2f}"
+        lines.append(
+            f"| {r['name']} | {r['keep_rate']:g} ({r['init_layer']}) | {bleu} "
+            f"| {r['frames_out']}/{r['frames_in']} ({100 * r['frames_out'] / r['frames_in']:.1f} %) "
+            f"| {r['hubert_s']:.3f} | {r['encoder_s']:.3f} "
+            f"| {base['encoder_s'] / r['encoder_s']:.2f}x | {r['base_speedup']:.2f}x |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="prepared data directory (SPLIT.tsv)")
+    parser.add_argument("--subset", default="tst-COMMON")
+    parser.add_argument("--run", action="append", required=True, metavar="NAME=CKPT[:GENERATE_OUT]",
+                        help="the first run is the speedup baseline")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--reference-size", default="base",
+                        help="HuBERT size of the last column: a random-weight encoder of that "
+                             "size on the same audio at each run's setting (tiny in tests)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows, pairs = [], []
+    for spec in args.run:
+        name, _, paths = spec.partition("=")
+        ckpt, _, generate_out = paths.partition(":")
+        if not name or not ckpt:
+            sys.exit(f"compare_runs: --run {spec!r}: expected NAME=CHECKPOINT[:GENERATE_OUTPUT]")
+        for path in filter(None, (ckpt, generate_out)):
+            if not os.path.isfile(path):
+                sys.exit(f"compare_runs: --run {name}: {path} does not exist")
+        try:
+            bleu = bleu_from_generate_output(generate_out) if generate_out else None
+        except ValueError as e:
+            sys.exit(f"compare_runs: {e}")
+        model, dataset, _ = load_st_model(ckpt, args.data, args.subset)
+        rows.append({"name": name, "bleu": bleu})
+        pairs.append((model, dataset))
+    for row, measured in zip(rows, measure_interleaved(pairs, args.repeats)):
+        row.update(measured)
+    settings = [model.encoder.hubert.encoder.final_setting for model, _ in pairs]
+    dataset = pairs[0][1]
+    audios = [dataset[i]["source"].unsqueeze(0) for i in range(len(dataset))]
+    del pairs
+    speedups = reference_speedups(settings, audios, args.reference_size, repeats=args.repeats)
+    for row, setting in zip(rows, settings):
+        row["base_speedup"] = speedups[setting]
+    r = rows[0]
+    print(f"{args.subset}: {r['utterances']} utterances, {r['audio_s']:.1f} s of audio; batch 1, "
+          f"median of {args.repeats} interleaved passes, {torch.get_num_threads()} CPU threads; "
+          f"last column: random-weight HuBERT-{args.reference_size}, same audio and settings")
+    print(markdown_table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""Prepare one MuST-C v1.0 language pair for ``speech_and_text_translation``.
+
+Reads ROOT/en-XX/data/{split}/{wav/*.wav, txt/SPLIT.yaml, txt/SPLIT.en, txt/SPLIT.XX}
+and writes to OUT:
+  SPLIT.tsv     id, audio (wav:offset:num_samples, no copies), n_frames, tgt_text, src_text, speaker
+  config.yaml   the sentencepiece model and dictionary (DeltaLM's spm.model / dict.txt)
+  mt/           fairseq-preprocess binaries of the text pairs, for --text-data
+Every segment is checked against its wav and the three text files must align;
+bad segments are all reported by split and line, and nothing is written for
+that split. Finished outputs are kept on re-runs; every file is written under
+a temporary name and renamed.
+"""
+import argparse
+import contextlib
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+from typing import Dict, List
+
+import sentencepiece as spm
+import soundfile as sf
+import yaml
+
+from ..io.atomic import atomic_destination, write_text_atomically
+from ..io.audio import SAMPLE_RATE, AudioError, audio_info
+from ..st.dataset import COLUMNS
+
+SPLITS = ("train", "dev", "tst-COMMON", "tst-HE")
+MT_SPLITS = {"train": "trainpref", "dev": "validpref", "tst-COMMON": "testpref"}
+
+
+class PreparationError(ValueError):
+    pass
+
+
+def read_yaml_segments(path: str, split: str) -> List:
+    if not os.path.isfile(path):
+        raise PreparationError(f"{split}: {path} not found")
+    loader = yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader
+    try:
+        with open(path, encoding="utf-8") as f:
+            segments = yaml.load(f, Loader=loader) or []
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise PreparationError(f"{split}: {path}: not valid YAML{at}: {problem}") from e
+    except UnicodeDecodeError as e:
+        raise PreparationError(f"{split}: {path}: not UTF-8 ({e.reason} at byte {e.start})") from e
+    if not isinstance(segments, list):
+        raise PreparationError(f"{split}: {path}: expected a list of segments")
+    return segments
+
+
+def read_lines(path: str, split: str) -> List[str]:
+    """Lines split at \\n only: str.splitlines also splits at U+2028 and other
+    separators that can occur inside a sentence, and would misalign the files."""
+    if not os.path.isfile(path):
+        raise PreparationError(f"{split}: {path} not found")
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise PreparationError(f"{split}: {path}: line {line} is not UTF-8 "
+                               f"(byte {data[e.start]:#04x})") from e
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.rstrip("\r") for line in lines]
+
+
+def read_split(pair_dir: str, split: str, tgt_lang: str) -> List[Dict]:
+    """Segments of one split as manifest rows; raises with every bad line."""
+    txt = os.path.join(pair_dir, "data", split, "txt")
+    wav_dir = os.path.join(pair_dir, "data", split, "wav")
+    yaml_path = os.path.join(txt, f"{split}.yaml")
+    segments = read_yaml_segments(yaml_path, split)
+    texts = {lang: read_lines(os.path.join(txt, f"{split}.{lang}"), split)
+             for lang in ("en", tgt_lang)}
+    problems = []
+    if not (len(segments) == len(texts["en"]) == len(texts[tgt_lang])):
+        problems.append(f"{split}: {yaml_path} has {len(segments)} segments, {split}.en "
+                        f"{len(texts['en'])} lines, {split}.{tgt_lang} {len(texts[tgt_lang])} lines")
+    info: Dict[str, sf._SoundFileInfo] = {}
+    rows, per_talk = [], {}
+    for i, (seg, en, tgt) in enumerate(zip(segments, texts["en"], texts[tgt_lang])):
+        where = f"{split}: line {i + 1} ({seg.get('wav') if isinstance(seg, dict) else seg})"
+        if not isinstance(seg, dict) or not {"offset", "duration", "wav"} <= set(seg):
+            problems.append(f"{where}: segment lacks offset/duration/wav")
+            continue
+        try:
+            float(seg["offset"]), float(seg["duration"])
+        except (TypeError, ValueError):
+            problems.append(f"{where}: offset {seg['offset']!r} / duration "
+                            f"{seg['duration']!r} are not numbers of seconds")
+            continue
+        if not isinstance(seg["wav"], str):
+            problems.append(f"{where}: wav {seg['wav']!r} is not a file name")
+            continue
+        wav = os.path.abspath(os.path.join(wav_dir, seg["wav"]))
+        try:
+            meta = audio_info(wav, info)
+        except AudioError as e:
+            problems.append(f"{where}: {e}")
+            continue
+        offset = int(round(float(seg["offset"]) * SAMPLE_RATE))
+        n = int(round(float(seg["duration"]) * SAMPLE_RATE))
+        if n <= 0 or offset < 0 or offset + n > meta.frames:
+            problems.append(f"{where}: segment {seg['offset']}s+{seg['duration']}s lies outside "
+                            f"{wav} ({meta.frames / SAMPLE_RATE:.3f}s)")
+            continue
+        if not en.strip() or not tgt.strip():
+            problems.append(f"{where}: empty transcript or translation")
+            continue
+        talk = os.path.splitext(seg["wav"])[0]
+        per_talk[talk] = per_talk.get(talk, -1) + 1
+        rows.append({"id": f"{talk}_{per_talk[talk]}", "audio": f"{wav}:{offset}:{n}",
+                     "n_frames": n, "tgt_text": tgt.strip(), "src_text": en.strip(),
+                     "speaker": str(seg.get("speaker_id", "unknown"))})
+    if problems:
+        raise PreparationError("bad segments, nothing written for this split:\n  "
+                               + "\n  ".join(problems))
+    return rows
+
+
+def tsv_text(rows) -> str:
+    lines = ["\t".join(COLUMNS)]
+    for r in rows:
+        fields = [str(r[c]).replace("\t", " ").replace("\n", " ") for c in COLUMNS]
+        lines.append("\t".join(fields))
+    return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def output_lock(out: str):
+    """One preparation per output directory: two at once raced on the same
+    temporary names and renames."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, ".prepare.lock"), "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PreparationError(f"{out}: another preparation is writing here; wait for it "
+                                   "to finish") from None
+        yield
+
+
+def prepare(root, tgt_lang, out, spm_model, dictionary, splits=SPLITS, log=print):
+    pair_dir = os.path.join(root, f"en-{tgt_lang}")
+    if not os.path.isdir(pair_dir):
+        raise PreparationError(f"{pair_dir}: MuST-C pair directory not found")
+    with output_lock(out):
+        _prepare(pair_dir, tgt_lang, out, spm_model, dictionary, splits, log)
+
+
+def _prepare(pair_dir, tgt_lang, out, spm_model, dictionary, splits, log):
+    present = [s for s in splits if os.path.isdir(os.path.join(pair_dir, "data", s))]
+    rows_by_split = {}
+    errors = []
+    for split in present:
+        tsv = os.path.join(out, f"{split}.tsv")
+        try:
+            rows = read_split(pair_dir, split, tgt_lang)
+        except PreparationError as e:
+            errors.append(str(e))
+            continue
+        rows_by_split[split] = rows
+        if os.path.exists(tsv):
+            log(f"[prepare] {tsv} exists, kept")
+        else:
+            write_text_atomically(tsv, tsv_text(rows))
+            log(f"[prepare] {tsv}: {len(rows)} segments")
+    config = os.path.join(out, "config.yaml")
+    if not os.path.exists(config):
+        write_text_atomically(config, yaml.safe_dump({
+            "vocab_filename": os.path.abspath(dictionary),
+            "bpe_tokenizer": {"bpe": "sentencepiece",
+                              "sentencepiece_model": os.path.abspath(spm_model)},
+        }, sort_keys=False))
+    if errors:  # mt/ holds every split or none: a kept mt/ must not lack one
+        log(f"[prepare] {os.path.join(out, 'mt')} not written until every split prepares")
+    else:
+        write_mt_data(out, tgt_lang, rows_by_split, spm_model, dictionary, log)
+    if errors:
+        raise PreparationError("\n".join(errors))
+
+
+def write_mt_data(out, tgt_lang, rows_by_split, spm_model, dictionary, log=print):
+    dest = os.path.join(out, "mt")
+    if os.path.isdir(dest):
+        log(f"[prepare] {dest} exists, kept")
+        return
+    if "train" not in rows_by_split:
+        return
+    sp = spm.SentencePieceProcessor(model_file=spm_model)
+    with atomic_destination(dest) as work:
+        _binarise(work, tgt_lang, rows_by_split, sp, dictionary)
+    log(f"[prepare] {dest}: fairseq-preprocess MT data (train/valid/test)")
+
+
+def _binarise(work, tgt_lang, rows_by_split, sp, dictionary):
+    """sentencepiece pieces of every split, binarised by fairseq-preprocess into ``work``."""
+    os.makedirs(os.path.join(work, "spm"))
+    cmd = [sys.executable, "-m", "fairseq_cli.preprocess", "--source-lang", "en",
+           "--target-lang", tgt_lang, "--srcdict", dictionary, "--tgtdict", dictionary,
+           "--destdir", work, "--workers", "1"]
+    for split, flag in MT_SPLITS.items():
+        if split not in rows_by_split:
+            continue
+        prefix = os.path.join(work, "spm", split)
+        for lang, column in (("en", "src_text"), (tgt_lang, "tgt_text")):
+            pieces = [" ".join(sp.encode(r[column], out_type=str)) for r in rows_by_split[split]]
+            with open(f"{prefix}.{lang}", "w", encoding="utf-8") as f:
+                f.write("\n".join(pieces) + "\n")
+        cmd += [f"--{flag}", prefix]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    shutil.rmtree(os.path.join(work, "spm"))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mustc-root", required=True)
+    parser.add_argument("--tgt-lang", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--spm-model", required=True, help="DeltaLM's spm.model")
+    parser.add_argument("--dict", required=True, help="DeltaLM's dict.txt")
+    args = parser.parse_args()
+    try:
+        prepare(args.mustc_root, args.tgt_lang, args.out, args.spm_model, args.dict)
+    except PreparationError as e:
+        sys.exit(f"prepare_mustc: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Prune a trained checkpoint at inference time: BLEU against encoder speedup.
+
+    python -m npy_tome_layer.tools.sweep --checkpoint CKPT --data DATA_DIR --subset SPLIT \\
+        --rates 1.0 0.95 0.9 0.85 0.8 --init-layers 0 4 --out OUT \\
+        [--beam N] [--lenpen X] [--max-tokens N] [--cpu]
+
+Decodes SPLIT once per (keep rate, init layer) with the checkpoint's weights
+and only the pruning overridden (no retraining; a schedule checkpoint is held
+at the swept rate), through fairseq's own generate, so each BLEU is the number
+``fairseq-generate --scoring sacrebleu`` prints for that setting. Frames and
+encoder times are measured on the speech encoder (HuBERT -> subsampler ->
+DeltaLM encoder), batch 1, with the settings' timed passes interleaved (this
+machine's speed drifts). Writes OUT/sweep.json (one record per setting: rate,
+init_layer, bleu, frames_kept, encoder_seconds, speedup), OUT/sweep.md and
+OUT/sweep.png (BLEU against speedup, one curve per init layer, the
+checkpoint's own training rate marked).
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+from typing import Dict, List
+
+from ..evaluation.decoding import decode_bleu, load_st_model
+from ..evaluation.timing import measure_interleaved
+from ..st.model import hubert_from_st_checkpoint
+
+
+def pruning_overrides(rate: float, init_layer: int) -> Dict:
+    # the schedule arch reads max/min rate; holding both at the rate pins it
+    return {"pruning_rate": rate, "pruning_max_rate": rate, "pruning_min_rate": rate,
+            "pruning_init_layer": init_layer}
+
+
+def trained_setting(checkpoint: str):
+    """(keep rate, init layer) the checkpoint was trained to end at."""
+    _, rate, init_layer = hubert_from_st_checkpoint(checkpoint).encoder.final_setting
+    return rate, init_layer
+
+
+def sweep(checkpoint, data, subset, rates, init_layers, beam=8, lenpen=1.0,
+          max_tokens=4000000, cpu=False, repeats=3, log=print) -> List[Dict]:
+    settings = [(r, i) for i in init_layers for r in rates]
+    pairs = []
+    for rate, init in settings:
+        model, dataset, _ = load_st_model(checkpoint, data, subset,
+                                          overrides=pruning_overrides(rate, init))
+        pairs.append((model, dataset))
+    records = [{"rate": rate, "init_layer": init,
+                "frames_kept": m["frames_out"] / m["frames_in"], "encoder_seconds": m["encoder_s"]}
+               for (rate, init), m in zip(settings, measure_interleaved(pairs, repeats))]
+    del pairs
+    dense = {}
+    for record in records:
+        bleu = decode_bleu(checkpoint, data, subset, beam=beam, lenpen=lenpen,
+                           max_tokens=max_tokens, cpu=cpu,
+                           model_overrides=pruning_overrides(record["rate"],
+                                                             record["init_layer"]))
+        record["bleu"] = round(bleu, 2)
+        log(f"rate {record['rate']:g} from layer {record['init_layer']}: BLEU {bleu:.2f}, "
+            f"{100 * record['frames_kept']:.1f} % frames, {record['encoder_seconds']:.3f} s")
+        if record["rate"] == 1.0:
+            dense[record["init_layer"]] = record["encoder_seconds"]
+    dense_s = statistics.median(dense.values()) if dense else None
+    for record in records:
+        record["speedup"] = round(dense_s / record["encoder_seconds"], 3) if dense_s else None
+    keys = ("rate", "init_layer", "bleu", "frames_kept", "encoder_seconds", "speedup")
+    return [{k: r[k] for k in keys} for r in records]
+
+
+def markdown(records, checkpoint, subset, trained) -> str:
+    lines = [f"{checkpoint} on {subset} (trained at keep rate {trained[0]} from layer "
+             f"{trained[1]}); speech encoder batch 1, median of interleaved passes",
+             "", "| keep rate | from layer | BLEU | HuBERT frames kept | encoder s | speedup |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in records:
+        speedup = "n/a" if r["speedup"] is None else f"{r['speedup']:.2f}x"
+        lines.append(f"| {r['rate']:g} | {r['init_layer']} | {r['bleu']:.2f} "
+                     f"| {100 * r['frames_kept']:.1f} % | {r['encoder_seconds']:.3f} "
+                     f"| {speedup} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(records, trained, path) -> None:
+    from ..evaluation.plotting import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for init in sorted({r["init_layer"] for r in records}):
+        rows = [r for r in records if r["init_layer"] == init and r["speedup"] is not None]
+        ax.plot([r["speedup"] for r in rows], [r["bleu"] for r in rows], marker="o",
+                label=f"prune from layer {init}")
+        for r in rows:
+            ax.annotate(f"{r['rate']:g}", (r["speedup"], r["bleu"]), fontsize=7,
+                        textcoords="offset points", xytext=(3, 3))
+            if (r["rate"], r["init_layer"]) == tuple(trained):
+                ax.scatter([r["speedup"]], [r["bleu"]], s=160, facecolors="none",
+                           edgecolors="red", zorder=5, label="trained setting")
+    ax.set_xlabel("speech encoder speedup vs keep rate 1.0")
+    ax.set_ylabel("BLEU")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True, help="prepared pair directory (SPLIT.tsv, config.yaml)")
+    p.add_argument("--subset", default="tst-COMMON")
+    p.add_argument("--rates", type=float, nargs="+", default=[1.0, 0.95, 0.9, 0.85, 0.8])
+    p.add_argument("--init-layers", type=int, nargs="+", default=[0, 4])
+    p.add_argument("--out", required=True)
+    p.add_argument("--beam", type=int, default=8)
+    p.add_argument("--lenpen", type=float, default=1.0)
+    p.add_argument("--max-tokens", type=int, default=4000000)
+    p.add_argument("--repeats", type=int, default=3, help="timed passes per setting")
+    p.add_argument("--cpu", action="store_true")
+    args = p.parse_args(argv)
+    for path in (args.checkpoint, os.path.join(args.data, f"{args.subset}.tsv")):
+        if not os.path.isfile(path):
+            sys.exit(f"sweep: {path} not found")
+    bad = [r for r in args.rates if not 0 < r <= 1]
+    if bad:
+        sys.exit(f"sweep: keep rates must be in (0, 1], got {bad}")
+    records = sweep(args.checkpoint, args.data, args.subset, args.rates, args.init_layers,
+                    args.beam, args.lenpen, args.max_tokens, args.cpu, args.repeats,
+                    log=lambda m: print(m, file=sys.stderr, flush=True))
+    trained = trained_setting(args.checkpoint)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "sweep.json"), "w") as f:
+        json.dump(records, f, indent=1)
+    table = markdown(records, args.checkpoint, args.subset, trained)
+    with open(os.path.join(args.out, "sweep.md"), "w") as f:
+        f.write(table)
+    plot(records, trained, os.path.join(args.out, "sweep.png"))
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Draw which HuBERT frames survive each pruning layer, under the waveform.
+
+  python -m npy_tome_layer.tools.visualize_pruning --wav talk.wav --out pruning.png \\
+      [--checkpoint hubert_base_ls960.pt | st_checkpoint.pt] [--rate 0.9] [--init-layer 0]
+
+Without --checkpoint the official base configuration is built with random
+weights. A HuBERT file (official format) is pruned at --rate/--init-layer; an
+ST checkpoint of this plugin uses its own HuBERT weights and the rate it had
+reached (override with --rate). Frames are 20 ms; row k of the lower panel
+marks the frames still present after pruning layer k.
+"""
+import argparse
+import sys
+from typing import List, Optional
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from ..encoder.config import hubert_model_config
+from ..encoder.pruned_hubert import PrunedHubertModel, build_pruned_hubert, load_pruned_hubert
+from ..evaluation.plotting import pyplot
+from ..io.audio import SAMPLE_RATE, AudioError, audio_info
+from ..io.checkpoints import CheckpointError, load_checkpoint
+from ..st.model import hubert_from_st_checkpoint
+
+FRAME_SECONDS = 0.02
+
+
+def load_for_visualisation(checkpoint: Optional[str], rate: Optional[float],
+                           init_layer: Optional[int]) -> PrunedHubertModel:
+    if checkpoint is None:
+        torch.manual_seed(0)
+        return build_pruned_hubert(hubert_model_config("base"), pruning_rate=rate or 0.9,
+                                   pruning_init_layer=init_layer or 0).eval()
+    state = load_checkpoint(checkpoint)
+    cfg = state.get("cfg") or {}
+    model_cfg = cfg.get("model") if hasattr(cfg, "get") else None
+    if getattr(model_cfg, "hubert_cfg", None) is None:  # an official HuBERT file
+        return load_pruned_hubert(checkpoint, pruning_rate=rate or 0.9,
+                                  pruning_init_layer=init_layer or 0)
+    # an ST checkpoint: its own HuBERT, at the rate it reached unless told otherwise
+    overrides = {} if init_layer is None else {"pruning_init_layer": init_layer}
+    if rate is not None:
+        overrides.update(pruning_rate=rate, pruning_max_rate=None, pruning_min_rate=None)
+    return hubert_from_st_checkpoint(checkpoint, **overrides)
+
+
+def survival(model: PrunedHubertModel, audio: np.ndarray) -> np.ndarray:
+    """layers x frames, 1 where the frame is still present after that layer."""
+    with torch.inference_mode():
+        kept: List[torch.Tensor] = model(torch.from_numpy(audio).float().unsqueeze(0),
+                                         mask=False, features_only=True)["kept_indices"]
+    frames = int(model.frame_lengths(torch.tensor(len(audio))))
+    grid = np.zeros((len(kept), frames), dtype=np.float32)
+    for row, idx in enumerate(kept):
+        grid[row, idx[0][idx[0] < frames].numpy()] = 1.0
+    return grid
+
+
+def draw(audio: np.ndarray, grid: np.ndarray, first_layer: int, title: str, out: str) -> None:
+    plt = pyplot()
+
+    seconds = len(audio) / SAMPLE_RATE
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 2 + 0.25 * len(grid)), sharex=True,
+                                      gridspec_kw={"height_ratios": [1, max(1, len(grid) / 4)]})
+    top.plot(np.arange(len(audio)) / SAMPLE_RATE, audio, linewidth=0.4, color="0.3")
+    top.set_ylabel("waveform")
+    top.set_title(title, fontsize=9)
+    extent = (0, grid.shape[1] * FRAME_SECONDS, first_layer + len(grid) - 0.5, first_layer - 0.5)
+    bottom.imshow(grid, aspect="auto", interpolation="nearest", cmap="Blues", extent=extent,
+                  vmin=0, vmax=1.3)
+    bottom.set_ylabel("after layer")
+    bottom.set_xlabel("time (s)")
+    bottom.set_xlim(0, seconds)
+    for row in range(len(grid)):
+        bottom.text(seconds, first_layer + row, f" {int(grid[row].sum())}", va="center",
+                    fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--wav", required=True, help="16 kHz mono audio")
+    parser.add_argument("--out", required=True, help="PNG to write")
+    parser.add_argument("--checkpoint", help="HuBERT or ST checkpoint (default: random base)")
+    parser.add_argument("--rate", type=float, help="keep rate (default 0.9 / the checkpoint's)")
+    parser.add_argument("--init-layer", type=int)
+    args = parser.parse_args(argv)
+    try:
+        audio_info(args.wav)
+        audio = sf.read(args.wav, dtype="float32")[0]
+    except AudioError as e:
+        sys.exit(f"visualize_pruning: {e}")
+    except Exception as e:  # soundfile's errors do not always name the file
+        sys.exit(f"visualize_pruning: cannot read {args.wav}: {e}")
+    try:
+        model = load_for_visualisation(args.checkpoint, args.rate, args.init_layer)
+    except (CheckpointError, ValueError) as e:
+        sys.exit(f"visualize_pruning: {e}")
+    grid = survival(model, audio)
+    enc = model.encoder
+    title = (f"{args.wav}: keep rate {enc.keep_rate:g} per layer from layer "
+             f"{enc.pruning_init_layer} ({enc.token_reduction}); "
+             f"{int(grid[-1].sum()) if len(grid) else grid.shape[1]}/{grid.shape[1]} frames leave")
+    draw(audio, grid, enc.pruning_init_layer, title, args.out)
+    print(f"{args.out}: {title}")
+
+
+if __name__ == "__main__":
+    main()
