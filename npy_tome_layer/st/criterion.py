@@ -7,8 +7,11 @@ the sample size is the ST batch's target tokens, so ST and MT weigh 1:1 on
 the shared DeltaLM parameters. In validation (and without ``--mt-finetune``)
 a speech batch gives the ST loss alone. A text batch (the MT stage, or the
 extra batches of ``--st-training --ext-mt-training``) is logged as
-``ext_mt_loss``. ``nll_loss``/``ppl``/``accuracy`` are those of the first
-loss of the batch (ST for speech).
+``ext_mt_loss``; with ``--st-training --ext-mt-training`` the task hands one
+text batch along with each speech batch (``sample[EXTRA_TEXT]``) and its loss
+is added here, the sample size (and every logged count) being those of both.
+``nll_loss``/``ppl``/``accuracy`` are those of the first loss of the batch (ST
+for speech), summed with the extra text batch's where there is one.
 """
 import math
 from dataclasses import dataclass, field
@@ -19,6 +22,10 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterion,
     LabelSmoothedCrossEntropyCriterionConfig,
 )
+
+
+# key of the text batch that joins a speech batch in training (--st-training --ext-mt-training)
+EXTRA_TEXT = "extra_text"
 
 
 @dataclass
@@ -49,6 +56,10 @@ class SpeechAndTextTranslationCriterion(LabelSmoothedCrossEntropyCriterion):
             # one key set for every batch, so logs of mixed batches sum cleanly
             logs[f"{name}_loss"] = parts[name].data if name in parts else 0
             logs[f"{name}_sample_size"] = sample_size if name in parts else 0
+        if EXTRA_TEXT in sample:
+            text_loss, text_size, text_logs = self.forward(model, sample[EXTRA_TEXT], reduce)
+            loss, sample_size = loss + text_loss, sample_size + text_size
+            logs = {key: logs.get(key, 0) + text_logs.get(key, 0) for key in {**logs, **text_logs}}
         return loss, sample_size, logs
 
     @classmethod

@@ -14,6 +14,7 @@ from fairseq.distributed import utils as distributed_utils
 from fairseq.tasks import FairseqTask, register_task
 from fairseq.tasks.translation import load_langpair_dataset
 
+from .criterion import EXTRA_TEXT
 from .dataset import SpeechTranslationDataset
 
 logger = logging.getLogger(__name__)
@@ -285,16 +286,9 @@ class SpeechAndTextTranslationTask(FairseqTask):
                 return utils.move_to_cuda(batch, device) if device.type == "cuda" else batch
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        loss, sample_size, logs = super().train_step(
-            sample, model, criterion, optimizer, update_num, ignore_grad)
-        if self.extra_mt_batches:
-            mt_loss, mt_size, mt_logs = super().train_step(
-                self._next_mt_batch(model), model, criterion, optimizer, update_num, ignore_grad)
-            loss = loss + mt_loss
-            sample_size += mt_size
-            for key, value in mt_logs.items():
-                logs[key] = logs.get(key, 0) + value
-        return loss, sample_size, logs
+        if self.extra_mt_batches:  # the criterion adds its loss (EXTRA_TEXT)
+            sample = dict(sample, **{EXTRA_TEXT: self._next_mt_batch(model)})
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
     # validation BLEU (--eval-bleu): sacreBLEU statistics per batch, summed
     # over batches and workers, scored once: the same number as
