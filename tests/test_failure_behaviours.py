@@ -1,6 +1,6 @@
 """What happens when things go wrong: one clear error naming the thing at
 fault, nothing half-written, no silent wrong result. Numbers refer to the
-bad-input and kill probe (issue 13)."""
+bad-input and kill probe."""
 import glob
 import os
 
@@ -15,7 +15,7 @@ from .conftest import REPO
 
 def test_checkpoint_writes_are_atomic(tmp_path):
     """fairseq writes checkpoint_N.pt and copies it over checkpoint_last.pt in
-    place; a kill in either left a truncated file. Both now go through a
+    place; a kill in either would leave a truncated file. Both go through a
     temporary name: an interrupted write leaves the old file whole."""
     from fairseq import checkpoint_utils
     from fairseq.file_io import PathManager
@@ -64,8 +64,8 @@ def test_no_shipped_config_drops_the_update_count():
 # --- 3: averaging refuses checkpoints of different models -------------------
 
 def test_average_refuses_different_model_settings(mt_checkpoint, tmp_path):
-    """A keep-rate-0.9 run averaged with a dense one used to give the cfg of the
-    first and a mean of two different models."""
+    """A keep-rate-0.9 run averaged with a dense one would give the cfg of the
+    first and a mean of two different models: refused."""
     from npy_tome_layer.tools.average_checkpoints import AveragingError, average_model_states
     from npy_tome_layer.io.atomic import save_atomically
 

@@ -1,4 +1,4 @@
-"""The second encoder design: masks returned with every feature path, empty rows,
+"""The reduction interface: masks returned with every feature path, empty rows,
 one registry of reductions, profiler labels, one place for the schedule."""
 import argparse
 import inspect
@@ -198,7 +198,7 @@ def test_the_schedule_comes_from_the_arguments_not_the_arch_name():
 
 @pytest.mark.parametrize("mode", list(REDUCTIONS))
 def test_one_frame_and_all_empty_batches(hubert_tiny, mode):
-    # found by review: merging crashed once the longest row was down to one token
+    # merging with nothing left to merge: the longest row is one token
     model = load_pruned_hubert(hubert_tiny, pruning_rate=0.5, token_reduction=mode,
                                **({"pruning_init_layer": 0} if mode != "conv" else {}))
     with torch.no_grad():
@@ -231,7 +231,7 @@ def test_scores_stay_fp32_under_autocast(hubert_tiny, monkeypatch):
 
 @pytest.mark.parametrize("mode", ["conv", "prune", "uniform"])
 def test_layerdrop_and_reductions_that_need_no_attention(hubert_tiny, mode):
-    # found by review: a dropped init layer skipped the conv, so training saw two lengths
+    # a dropped init layer must not skip the conv: training would see two lengths
     model = load_pruned_hubert(hubert_tiny, pruning_rate=0.5, pruning_init_layer=1,
                                token_reduction=mode, encoder_layerdrop=0.5).train()
     source, _ = waveforms([16640])

@@ -55,7 +55,7 @@ def _wrap_with_path(load):
 def _atomic_local_copy(copy):
     """fairseq saves checkpoint_N.pt atomically but then *copies* it over
     checkpoint_last.pt / checkpoint_best.pt in place, so a kill during the
-    copy truncated a good file. Local copies now go to a temporary name first."""
+    copy would truncate a good file. Local copies go to a temporary name first."""
     def atomic_copy(src_path, dst_path, overwrite=False):
         if "://" in src_path or "://" in dst_path:
             return copy(src_path, dst_path, overwrite=overwrite)

@@ -3,7 +3,7 @@
 The rule: each sequence with ``n`` valid frames keeps ``ceil(rate * n)`` of
 them (at least one), namely the frames that *receive* the most attention,
 in their original time order. No fairseq here; the encoder in
-``models/pruned_hubert.py`` is a thin caller.
+``encoder/pruned_hubert.py`` is a thin caller.
 """
 from typing import Optional, Tuple
 

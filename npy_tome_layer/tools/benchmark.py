@@ -429,7 +429,7 @@ def machine_description(device) -> str:
             f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")
 
 
-def main(argv=None):
+def parse_arguments(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
@@ -456,13 +456,11 @@ def main(argv=None):
     parser.add_argument("--decode-data")
     parser.add_argument("--decode-subset", default="tst-COMMON")
     parser.add_argument("--beam", type=int, default=5)
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    os.makedirs(args.out, exist_ok=True)
-    machine = machine_description(torch.device(args.device))
-    print(f"[benchmark] {args.size} HuBERT, random weights, {args.dtype}, {machine}", flush=True)
-    rows = run_grid(args)
+    return parser.parse_args(argv)
+
+
+def report_lines(args, rows: List[Dict], machine: str) -> List[str]:
+    """benchmark.md: the grid, the alternatives, the training step, the targets."""
     grid = [r for r in rows if r["group"] == "grid"]
     alternatives = [r for r in rows if r["group"] == "alternatives"]
     train_step = [r for r in rows if r["group"] == "train_step"]
@@ -474,13 +472,24 @@ def main(argv=None):
     if alternatives:
         report += ["", f"Alternatives at about equal frames leaving the encoder "
                        f"({args.alternatives_duration:g} s x {args.alternatives_batch}; "
-                       "prune/merge at the rate that halves the frames, conv stride 2; "
-                       "own dense reference):", "", markdown(alternatives)]
+                       "rate-driven reductions at the rate that halves the frames and at 0.9, "
+                       "conv stride 2; own dense reference):", "", markdown(alternatives)]
     if train_step:
         report += ["", f"Training step (forward + backward, {args.train_step_duration:g} s x "
                        f"{args.train_step_batch}, dropout off, settings interleaved):", "",
                    train_markdown(train_step)]
-    report += ["", targets(rows)]
+    return report + ["", targets(rows)]
+
+
+def main(argv=None):
+    args = parse_arguments(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    machine = machine_description(torch.device(args.device))
+    print(f"[benchmark] {args.size} HuBERT, random weights, {args.dtype}, {machine}", flush=True)
+    rows = run_grid(args)
+    report = report_lines(args, rows, machine)
     # written before the decoding step, so a failure there loses no encoder results
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"machine": machine, "args": vars(args), "rows": rows}, f, indent=1)

@@ -10,8 +10,9 @@ leave the encoder over the split, each utterance alone). Per mode: mean and
 sample standard deviation of BLEU over seeds; ``p_value``, sacreBLEU's paired
 approximate-randomization test against the baseline with the seeds pooled
 (each mode's hypotheses of all seeds concatenated in seed order, references
-repeated; 1 where the pooled BLEUs are equal); ``base_speedup``, a random-weight HuBERT-base encoding the split's
-audio at the mode's setting, dense time / that time, timed interleaved.
+repeated; 1 where the pooled BLEUs are equal); ``base_speedup``, a random-weight
+HuBERT-base encoding the split's audio at the mode's setting, dense time / that
+time, timed interleaved.
 Writes DIR/study.json, DIR/study.md and DIR/study.png.
 """
 import argparse
@@ -26,7 +27,7 @@ import torch
 from ..evaluation.decoding import bleu_from_generate_output, load_st_model, translations
 from ..evaluation.reference import reference_speedups
 from ..evaluation.timing import hubert_frames
-from ..io.atomic import atomic_destination
+from ..io.atomic import atomic_destination, write_text_atomically
 
 RUN_KEYS = ("mode", "seed", "bleu", "frames_kept", "checkpoint")
 MODE_KEYS = ("mode", "seeds", "bleu_mean", "bleu_sd", "frames_kept", "p_value", "base_speedup")
@@ -118,7 +119,7 @@ def plot(modes: List[Dict], path: str) -> None:
     plt.close(fig)
 
 
-def main(argv=None):
+def parse_arguments(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="prepared pair directory (SPLIT.tsv)")
@@ -132,7 +133,12 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="timed passes per setting")
     args = p.parse_args(argv)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
-        sys.exit(f"study: --out {args.out} exists and is not a directory")
+        p.error(f"--out {args.out} exists and is not a directory")
+    return args
+
+
+def measure_runs(args):
+    """(runs, translations per (mode, seed), final setting per mode, the split's audio)."""
     runs, found, settings, audios = [], {}, {}, None
     for mode, seed, checkpoint, generate_output in args.run:
         try:
@@ -156,6 +162,12 @@ def main(argv=None):
                      "frames_kept": round(frames_out / frames_in, 4), "checkpoint": checkpoint})
         print(f"{mode} seed {seed}: BLEU {bleu:.2f}, {100 * frames_out / frames_in:.1f} % "
               "of HuBERT frames kept", file=sys.stderr, flush=True)
+    return runs, found, settings, audios
+
+
+def main(argv=None):
+    args = parse_arguments(argv)
+    runs, found, settings, audios = measure_runs(args)
     speedups = reference_speedups(list(settings.values()), audios, args.reference_size,
                                   repeats=args.repeats)
     try:
@@ -163,16 +175,14 @@ def main(argv=None):
     except ValueError as e:
         sys.exit(f"study: {e}")
     os.makedirs(args.out, exist_ok=True)
-    with atomic_destination(os.path.join(args.out, "study.json")) as tmp:
-        with open(tmp, "w") as f:
-            json.dump({"runs": [{k: r[k] for k in RUN_KEYS} for r in runs],
-                       "modes": [{k: m[k] for k in MODE_KEYS} for m in modes]}, f, indent=1)
+    write_text_atomically(os.path.join(args.out, "study.json"), json.dumps(
+        {"runs": [{k: r[k] for k in RUN_KEYS} for r in runs],
+         "modes": [{k: m[k] for k in MODE_KEYS} for m in modes]}, indent=1))
     table = markdown(runs, modes, settings)
-    with atomic_destination(os.path.join(args.out, "study.md")) as tmp:
-        with open(tmp, "w") as f:
-            f.write(f"{args.subset}, {len(audios)} utterances; speedup: random-weight "
-                    f"HuBERT-{args.reference_size} on the same audio, batch 1, "
-                    f"{torch.get_num_threads()} CPU threads\n\n" + table)
+    write_text_atomically(os.path.join(args.out, "study.md"), (
+        f"{args.subset}, {len(audios)} utterances; speedup: random-weight "
+        f"HuBERT-{args.reference_size} on the same audio, batch 1, "
+        f"{torch.get_num_threads()} CPU threads\n\n" + table))
     plot(modes, os.path.join(args.out, "study.png"))
     print(table)
 
