@@ -158,3 +158,25 @@ def test_phrase_sets_cover_all_eight_pairs_and_the_stand_in_vocabulary(st_corpus
         assert len(set(lines)) == 36, lang
         for s in lines:
             assert sp.unk_id() not in sp.encode(s), (lang, s)  # DeltaLM's spm is multilingual too
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("wav", "../../../outside.wav", "is not the name of a file in"),
+    ("wav", "/etc/passwd", "is not the name of a file in"),
+    ("duration", float("nan"), "are not finite numbers of seconds"),
+    ("offset", float("inf"), "are not finite numbers of seconds"),
+    ("offset", True, "are not finite numbers of seconds"),
+])
+def test_segments_that_point_outside_or_are_not_finite_are_refused(tmp_path, st_corpus, field,
+                                                                    value, words):
+    root = str(tmp_path / "mustc")
+    write_corpus(root, {"train": [[4000, 4000]]})
+    outside = tmp_path / "outside.wav"
+    outside.write_bytes(b"")
+    _edit_yaml(os.path.join(root, "en-de", "data", "train", "txt", "train.yaml"),
+               lambda r: r[1].update({field: value}))
+    with pytest.raises(PreparationError) as err:
+        prepare(root, "de", str(tmp_path / "out"), st_corpus["spm"], st_corpus["dict"],
+                log=lambda *a: None)
+    assert "train: line 2 " in str(err.value) and words in str(err.value)
+    assert not (tmp_path / "out" / "train.tsv").exists()

@@ -317,7 +317,7 @@ def markdown(rows: List[Dict]) -> str:
 
 
 def targets(rows: List[Dict]) -> str:
-    """The issue's targets at rate 0.9 from layer 0, 10 s, batch 8, where measured."""
+    """The speed targets at rate 0.9 from layer 0, 10 s, batch 8, where measured."""
     def find(group, mode, rate=0.9, dur=10, batch=8, init=0):
         return next((r for r in rows if r["group"] == group and r["mode"] == mode
                      and r["rate"] == rate and r["duration_s"] == dur and r["batch"] == batch

@@ -13,11 +13,12 @@ a temporary name and renamed.
 import argparse
 import contextlib
 import fcntl
+import math
 import os
 import shutil
 import subprocess
 import sys
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import sentencepiece as spm
 import soundfile as sf
@@ -73,6 +74,30 @@ def read_lines(path: str, split: str) -> List[str]:
     return [line.rstrip("\r") for line in lines]
 
 
+def seconds(value) -> Optional[float]:
+    """A segment time as a finite float, or None: YAML reads ``true`` as a
+    boolean (Python would take it as 1 s) and ``.nan`` / ``.inf`` as floats."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def is_plain_file_name(name) -> bool:
+    """A name inside the split's wav/ folder: no directory part (``../x.wav``
+    or an absolute path would point the manifest outside the talk folder)."""
+    return (isinstance(name, str) and name not in ("", ".", "..")
+            and os.path.basename(name) == name and "/" not in name and "\\" not in name)
+
+
+def short(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters, for a one-line message."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
 def read_split(pair_dir: str, split: str, tgt_lang: str) -> List[Dict]:
     """Segments of one split as manifest rows; raises with every bad line."""
     txt = os.path.join(pair_dir, "data", split, "txt")
@@ -88,18 +113,19 @@ def read_split(pair_dir: str, split: str, tgt_lang: str) -> List[Dict]:
     info: Dict[str, sf._SoundFileInfo] = {}
     rows, per_talk = [], {}
     for i, (seg, en, tgt) in enumerate(zip(segments, texts["en"], texts[tgt_lang])):
-        where = f"{split}: line {i + 1} ({seg.get('wav') if isinstance(seg, dict) else seg})"
+        named = seg.get("wav") if isinstance(seg, dict) else seg
+        where = f"{split}: line {i + 1} ({short(str(named))})"
         if not isinstance(seg, dict) or not {"offset", "duration", "wav"} <= set(seg):
             problems.append(f"{where}: segment lacks offset/duration/wav")
             continue
-        try:
-            float(seg["offset"]), float(seg["duration"])
-        except (TypeError, ValueError):
-            problems.append(f"{where}: offset {seg['offset']!r} / duration "
-                            f"{seg['duration']!r} are not numbers of seconds")
+        offset, duration = seconds(seg["offset"]), seconds(seg["duration"])
+        if offset is None or duration is None:
+            problems.append(f"{where}: offset {short(repr(seg['offset']))} / duration "
+                            f"{short(repr(seg['duration']))} are not finite numbers of seconds")
             continue
-        if not isinstance(seg["wav"], str):
-            problems.append(f"{where}: wav {seg['wav']!r} is not a file name")
+        if not is_plain_file_name(seg["wav"]):
+            problems.append(f"{where}: wav {short(repr(seg['wav']))} is not the name of a file "
+                            f"in {wav_dir}")
             continue
         wav = os.path.abspath(os.path.join(wav_dir, seg["wav"]))
         try:
@@ -107,8 +133,8 @@ def read_split(pair_dir: str, split: str, tgt_lang: str) -> List[Dict]:
         except AudioError as e:
             problems.append(f"{where}: {e}")
             continue
-        offset = int(round(float(seg["offset"]) * SAMPLE_RATE))
-        n = int(round(float(seg["duration"]) * SAMPLE_RATE))
+        offset = int(round(offset * SAMPLE_RATE))
+        n = int(round(duration * SAMPLE_RATE))
         if n <= 0 or offset < 0 or offset + n > meta.frames:
             problems.append(f"{where}: segment {seg['offset']}s+{seg['duration']}s lies outside "
                             f"{wav} ({meta.frames / SAMPLE_RATE:.3f}s)")
