@@ -180,3 +180,18 @@ def test_segments_that_point_outside_or_are_not_finite_are_refused(tmp_path, st_
                 log=lambda *a: None)
     assert "train: line 2 " in str(err.value) and words in str(err.value)
     assert not (tmp_path / "out" / "train.tsv").exists()
+
+
+def test_yaml_aliases_are_refused_at_once(tmp_path):
+    """Nine lines of nested aliases would expand to 10^9 items: refused before loading."""
+    from npy_tome_layer.tools.prepare_mustc import read_yaml_segments
+
+    path = tmp_path / "train.yaml"
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        lines.append(f"{name}: &{name} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},"
+                     f"*{prev},*{prev}]")
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(PreparationError) as err:
+        read_yaml_segments(str(path), "train")
+    assert "line 2: YAML aliases" in str(err.value) and len(str(err.value)) < 300

@@ -42,6 +42,14 @@ def read_yaml_segments(path: str, split: str) -> List:
     loader = yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader
     try:
         with open(path, encoding="utf-8") as f:
+            # MuST-C writes no aliases; a file of nested ones (a "billion laughs")
+            # would expand for minutes, so they are refused before loading
+            for event in yaml.parse(f, Loader=loader):
+                if isinstance(event, yaml.AliasEvent):
+                    raise PreparationError(f"{split}: {path}: line {event.start_mark.line + 1}: "
+                                           "YAML aliases (*name) are not accepted in MuST-C "
+                                           "segment lists")
+            f.seek(0)
             segments = yaml.load(f, Loader=loader) or []
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
