@@ -131,8 +131,11 @@ def test_float64_and_one_dimensional_sources_are_accepted(pruned):
 @pytest.mark.parametrize("source,message", [
     (torch.zeros(1, 16000, dtype=torch.int16),
      r"source is int16 PCM: convert to float in \[-1, 1\] \(samples / 32768\)"),
-    (torch.zeros(2, 1, 16000), r"source must be B x samples \(or one utterance of samples\), "
-                               r"got shape \(2, 1, 16000\)"),
+    (torch.zeros(2, 1, 16000), r"source must be B x samples with B >= 1 \(or one utterance of "
+                               r"samples\), got shape \(2, 1, 16000\)"),
+    (torch.zeros(0, 16000), r"source must be B x samples with B >= 1 .* got shape \(0, 16000\)"),
+    ([0.0] * 16000, r"source must be a torch tensor \(B x samples\), got list"),
+    (np.zeros((1, 16000), dtype=np.float32), r"source must be a torch tensor .* got ndarray"),
     (torch.zeros(16000, 1), r"source has shape \(16000, 1\), samples x 1: pass B x samples"),
     (torch.zeros(1, 0), r"source has 0 samples: HuBERT needs at least 400 \(one frame\)"),
     (torch.zeros(1, 200), r"source has 200 samples: HuBERT needs at least 400 \(one frame\)"),
@@ -142,6 +145,20 @@ def test_float64_and_one_dimensional_sources_are_accepted(pruned):
 def test_bad_sources_fail_clearly(pruned, source, message):
     with pytest.raises(ValueError, match=message):
         pruned.extract_features(source, mask=False)
+
+
+@pytest.mark.parametrize("output_layer", [0, -1, 4, 2.0])
+def test_output_layer_outside_the_encoder_is_refused(pruned, output_layer):
+    with pytest.raises(ValueError, match=r"output_layer must be a layer number in \[1, 3\]"):
+        pruned.extract_features(torch.zeros(1, 16000), mask=False, output_layer=output_layer)
+
+
+def test_load_pruned_hubert_names_a_checkpoint_that_is_not_hubert(mt_checkpoint):
+    from npy_tome_layer import load_pruned_hubert
+
+    with pytest.raises(ValueError, match=r"checkpoint_last.pt: a checkpoint of task "
+                                         r"'speech_and_text_translation', not a HuBERT file"):
+        load_pruned_hubert(mt_checkpoint[0])
 
 
 # an all-padding row (an empty utterance) is accepted and comes back fully masked:

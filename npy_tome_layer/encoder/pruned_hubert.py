@@ -231,12 +231,15 @@ class PrunedHubertModel(HubertModel):
         """(B x samples float source, padding mask) or a one-line ValueError:
         a 1-D source is one utterance, float64 is converted to the model's
         dtype, integer PCM and non-finite samples are refused."""
+        if not torch.is_tensor(source):
+            raise ValueError(f"source must be a torch tensor (B x samples), got "
+                             f"{type(source).__name__}: use torch.as_tensor(...)")
         if source.dim() == 1:
             source = source.unsqueeze(0)
             padding_mask = None if padding_mask is None else padding_mask.reshape(1, -1)
-        if source.dim() != 2:
-            raise ValueError("source must be B x samples (or one utterance of samples), got "
-                             f"shape {tuple(source.shape)}")
+        if source.dim() != 2 or source.size(0) == 0:
+            raise ValueError("source must be B x samples with B >= 1 (or one utterance of "
+                             f"samples), got shape {tuple(source.shape)}")
         if source.size(1) == 1 and source.size(0) >= self.min_samples:
             raise ValueError(f"source has shape {tuple(source.shape)}, samples x 1: pass "
                              "B x samples (source.T, or source[:, 0] for one utterance)")
@@ -283,6 +286,11 @@ class PrunedHubertModel(HubertModel):
         are returned with its states. HuBERT's pre-training loss (not
         ``features_only``) needs every frame, so it runs only unshortened."""
         source, padding_mask = self.check_source(source, padding_mask)
+        layers = len(self.encoder.layers)
+        if output_layer is not None and not (isinstance(output_layer, int) and
+                                             1 <= output_layer <= layers):
+            raise ValueError(f"output_layer must be a layer number in [1, {layers}] (None: the "
+                             f"last), got {output_layer!r}")
         if not features_only:
             if self.encoder.shortens():
                 raise ValueError("HuBERT's pre-training loss needs every frame: call with "
@@ -380,6 +388,13 @@ def load_pruned_hubert(path: str, pruning_rate: float = 1.0, pruning_init_layer:
     state = load_checkpoint(path)
     if "cfg" not in state or state["cfg"] is None or "model" not in state:
         raise ValueError(f"{path}: not a fairseq HuBERT checkpoint (needs 'cfg' and 'model')")
+    task_cfg = state["cfg"].get("task")
+    # a DictConfig in HuBERT files; the legacy Namespace (name under "task") in others
+    task = (task_cfg.get("_name") if hasattr(task_cfg, "get")
+            else getattr(task_cfg, "_name", None) or getattr(task_cfg, "task", None))
+    if task not in (None, "hubert_pretraining"):
+        raise ValueError(f"{path}: a checkpoint of task {task!r}, not a HuBERT file (an ST "
+                         "checkpoint's HuBERT: npy_tome_layer.st.model.hubert_from_st_checkpoint)")
     dictionaries = (state.get("task_state") or {}).get("dictionaries")
     weights = dict(state["model"])
     if not dictionaries:
