@@ -18,7 +18,20 @@ NNODES=${NNODES:-1}                               # machines taking part in one 
 NODE_RANK=${NODE_RANK:-0}                         # this machine's index, 0 .. NNODES-1
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}             # node 0's address, reachable from every node
 MASTER_PORT=${MASTER_PORT:-29500}                 # a free port on node 0
-WORLD=$((NNODES * NPROC))                         # workers over all machines
+# NAME VALUE MIN [MAX]: a whole number in range, or one line and exit 2
+whole_number() {
+  case "$2" in
+    ''|*[!0-9]*) echo "error: $1 must be a whole number, got '$2'" >&2; exit 2 ;;
+  esac
+  if [ "$((10#$2))" -lt "$3" ] || { [ -n "${4:-}" ] && [ "$((10#$2))" -gt "$4" ]; }; then
+    echo "error: $1 must be in [$3, ${4:-...}], got '$2'" >&2; exit 2
+  fi
+}
+whole_number NPROC "$NPROC" 1
+whole_number NNODES "$NNODES" 1
+whole_number NODE_RANK "$NODE_RANK" 0 $((10#$NNODES - 1))
+whole_number MASTER_PORT "$MASTER_PORT" 1 65535
+WORLD=$((10#$NNODES * 10#$NPROC))                 # workers over all machines
 DEVICE=${DEVICE:-$("$PY" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')}
 EXTRA_ARGS=${EXTRA_ARGS:-}                        # appended to every fairseq call
 

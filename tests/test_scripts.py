@@ -264,3 +264,22 @@ def test_study_p_values_follow_the_hypotheses():
     wrong = [f"a dog {i} runs" for i in range(30)]
     p = paired_p_values({"baseline": refs, "same": list(refs), "bad": wrong}, refs, "baseline")
     assert p["same"] == 1.0 and p["bad"] < 0.01
+
+
+@pytest.mark.parametrize("variables,message", [
+    ({"NPROC": "0"}, "NPROC must be in [1, ...], got '0'"),
+    ({"NPROC": "-1"}, "NPROC must be a whole number, got '-1'"),
+    ({"NPROC": "abc"}, "NPROC must be a whole number, got 'abc'"),
+    ({"NPROC": "2x"}, "NPROC must be a whole number, got '2x'"),
+    ({"NNODES": "0"}, "NNODES must be in [1, ...], got '0'"),
+    ({"NNODES": "2", "NODE_RANK": "2"}, "NODE_RANK must be in [0, 1], got '2'"),
+    ({"MASTER_PORT": "http"}, "MASTER_PORT must be a whole number, got 'http'"),
+])
+def test_worker_variables_are_checked(variables, message):
+    """A bad worker count fails with one line, never as --update-freq -6."""
+    proc = subprocess.run(["bash", "-c", f'source "{SCRIPTS}/env.sh"; echo reached'],
+                          capture_output=True, text=True,
+                          env=dict(os.environ, DEVICE="cpu", PY=os.path.join(VENV_BIN, "python"),
+                                   **variables))
+    assert proc.returncode == 2 and "reached" not in proc.stdout
+    assert proc.stderr.strip() == f"error: {message}"
