@@ -1,7 +1,9 @@
 """What happens when things go wrong: one clear error naming the thing at
 fault, nothing half-written, no silent wrong result. Numbers refer to the
 bad-input and kill probe."""
+import contextlib
 import glob
+import io
 import os
 
 import numpy as np
@@ -304,3 +306,29 @@ def test_two_preparations_on_one_output(mustc):
     with output_lock(mustc["out"]):
         prepare_fails(mustc, r"out: another preparation is writing here")
     assert not glob.glob(os.path.join(mustc["out"], "*.tsv"))
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--pruning-rate", "0", "must be a number in (0, 1], got '0'"),
+    ("--pruning-rate", "1.5", "must be a number in (0, 1], got '1.5'"),
+    ("--pruning-rate", "-0.1", "must be a number in (0, 1], got '-0.1'"),
+    ("--pruning-rate", "nan", "must be a number in (0, 1], got 'nan'"),
+    ("--pruning-min-rate", "abc", "must be a number in (0, 1], got 'abc'"),
+    ("--pruning-init-layer", "-1", "must be a whole number >= 0, got '-1'"),
+    ("--pruning-schedule-updates", "-5", "must be a whole number >= 0, got '-5'"),
+    ("--conv-reduction-stride", "1", "must be a whole number >= 2, got '1'"),
+])
+def test_pruning_flags_are_checked_by_the_parser(flag, value, message):
+    """fairseq's own parser names the flag: one line, exit 2, before anything is built."""
+    from fairseq import options
+
+    parser = options.get_training_parser()
+    with pytest.raises(SystemExit) as exit_info, \
+            contextlib.redirect_stderr(io.StringIO()) as err:
+        options.parse_args_and_arch(parser, [
+            "data", "--user-dir", os.path.join(REPO, "npy_tome_layer"),
+            "--task", "speech_and_text_translation", "--arch", "hubert_transformer_pruning_layer",
+            flag, value])
+    assert exit_info.value.code == 2
+    assert f"error: argument {flag}: {message}" in err.getvalue()
+    assert "Traceback" not in err.getvalue()

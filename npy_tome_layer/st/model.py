@@ -4,6 +4,7 @@ The DeltaLM encoder is shared with the MT path: a batch of token ids goes
 straight into it, a batch of waveforms goes through HuBERT and the
 subsampler first.
 """
+import argparse
 import contextlib
 import logging
 
@@ -28,10 +29,35 @@ from .deltalm import (
     deltalm_base,
     load_released_deltalm,
 )
-from ..reduction import REDUCTIONS
+from ..reduction import REDUCTIONS, check_rate
 from ..encoder.pruned_hubert import build_pruned_hubert, load_hubert_weights
 
 logger = logging.getLogger(__name__)
+
+
+def keep_rate_flag(text: str) -> float:
+    """argparse type of a keep rate, so fairseq's parser names the flag:
+    ``error: argument --pruning-rate: ...``."""
+    try:
+        value = float(text)
+        check_rate("a keep rate", value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}") from e
+    return value
+
+
+def whole_number_flag(minimum: int):
+    """argparse type of a whole number >= ``minimum``."""
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}, got {text!r}")
+        return value
+    whole_number.__name__ = f"whole number >= {minimum}"
+    return whole_number
 
 
 class SpeechAndTextEncoder(FairseqEncoder):
@@ -115,13 +141,14 @@ class HubertTransformerPruningModel(FairseqEncoderDecoderModel):
         parser.add_argument("--hubert-model-path", type=str, metavar="FILE",
                             help="official-format HuBERT checkpoint (hubert_base_ls960.pt)")
         parser.add_argument("--freeze-hubert", action="store_true")
-        parser.add_argument("--pruning-rate", type=float,
+        parser.add_argument("--pruning-rate", type=keep_rate_flag,
                             help="keep rate per pruning layer; 1.0 = dense baseline")
-        parser.add_argument("--pruning-init-layer", type=int,
+        parser.add_argument("--pruning-init-layer", type=whole_number_flag(0),
                             help="first HuBERT layer after which frames are pruned")
-        parser.add_argument("--pruning-max-rate", type=float, help="schedule: rate at update 0")
-        parser.add_argument("--pruning-min-rate", type=float, help="schedule: final rate")
-        parser.add_argument("--pruning-schedule-updates", type=int,
+        parser.add_argument("--pruning-max-rate", type=keep_rate_flag,
+                            help="schedule: rate at update 0")
+        parser.add_argument("--pruning-min-rate", type=keep_rate_flag, help="schedule: final rate")
+        parser.add_argument("--pruning-schedule-updates", type=whole_number_flag(0),
                             help="schedule: updates to go from max to min rate")
         parser.add_argument("--fairseq-padding", action="store_true",
                             help="reproduce fairseq's padded speech path: HuBERT's GroupNorm "
@@ -138,10 +165,10 @@ class HubertTransformerPruningModel(FairseqEncoderDecoderModel):
                             help="prune (the method), merge (ToMe matching, same frame "
                                  "counts), conv (one strided conv after the init layer), "
                                  "or any other registered reduction")
-        parser.add_argument("--token-reduction-seed", type=int,
+        parser.add_argument("--token-reduction-seed", type=whole_number_flag(0),
                             help="seed of --token-reduction random (with the layer and the "
                                  "row's length it fixes the subset)")
-        parser.add_argument("--conv-reduction-stride", type=int,
+        parser.add_argument("--conv-reduction-stride", type=whole_number_flag(2),
                             help="stride of --token-reduction conv")
         parser.add_argument("--conv-kernel-sizes", type=str, help="subsampler kernels, e.g. 5,5")
         parser.add_argument("--conv-channels", type=int, help="subsampler channels")
