@@ -6,8 +6,11 @@
 # files, averaged (last AVERAGE_LAST epoch checkpoints, default 10) and evaluated
 # on tst-COMMON as evaluate.sh does; then python -m npy_tome_layer.tools.study writes
 # study.json, study.md and study.png to $CKPT_ROOT/en-TGT/study/ (one run per
-# MODE_seedS directory there). Re-running continues: a run whose evaluation
-# output exists is kept. STUDY_ARGS is appended to the report's arguments.
+# MODE_seedS directory there). Re-running continues: a finished training
+# (marker .trained), average and evaluation output are kept. The training seed
+# varies; --token-reduction-seed (the random baseline's frame choice) stays at
+# its default unless EXTRA_ARGS sets it. STUDY_ARGS is appended to the
+# report's arguments.
 source "$(dirname "$0")/env.sh"
 TGT=${1:-}; check_lang "$TGT"
 MODES=${STUDY_MODES:-baseline fixed schedule paper uniform random}
@@ -28,12 +31,17 @@ for seed in $SEEDS; do
     dir=$STUDY/${mode}_seed$seed
     ckpt=$dir/avg_last_$AVERAGE_LAST.pt
     out=$dir/generate-avg_last_$AVERAGE_LAST.txt
-    if [ ! -f "$out" ]; then
-      ST_DIR=$dir EXTRA_ARGS="$EXTRA_ARGS --seed $seed" bash "$REPO/scripts/train_st.sh" "$TGT" "$mode"
+    if [ -f "$out" ]; then
+      echo "[study] $mode seed $seed: $out exists, kept" >&2
+    else
+      # a finished run is not trained again: fairseq does not keep its early-stopping
+      # count, and more epochs would rotate the checkpoints an average was made of
+      if [ ! -f "$dir/.trained" ]; then
+        ST_DIR=$dir EXTRA_ARGS="$EXTRA_ARGS --seed $seed" bash "$REPO/scripts/train_st.sh" "$TGT" "$mode"
+        touch "$dir/.trained"
+      fi
       ST_DIR=$dir bash "$REPO/scripts/average_checkpoints.sh" "$TGT" "$mode" "$AVERAGE_LAST"
       bash "$REPO/scripts/evaluate.sh" "$TGT" "$ckpt"
-    else
-      echo "[study] $mode seed $seed: $out exists, kept" >&2
     fi
     runs+=(--run "$mode" "$seed" "$ckpt" "$out")
   done

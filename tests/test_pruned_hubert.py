@@ -292,3 +292,17 @@ def test_group_norm_of_an_empty_row_stays_finite(hubert_tiny):
     with torch.no_grad():
         x, m = model.extract_features(batch, padding_mask=mask)
     assert torch.isfinite(x).all() and m[1].all() and not m[0].all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_batch_invariant_front_end_in_half_precision(hubert_tiny, dtype):
+    """The per-row GroupNorm computes in fp32 and hands back the input's dtype."""
+    model = load_pruned_hubert(hubert_tiny, pruning_rate=1.0).to(dtype)
+    batch, mask = waveforms([29237, 12001], total=33001, seed=7)
+    with torch.no_grad():
+        conv, conv_mask = model.extract_features(batch.to(dtype), padding_mask=mask,
+                                                 ret_conv=True)
+        alone, _ = model.extract_features(batch[1:, :12001].to(dtype), ret_conv=True)
+    n = int((~conv_mask[1]).sum())
+    assert conv.dtype == dtype and torch.isfinite(conv).all() and n == alone.size(1)
+    assert torch.equal(conv[1, :n], alone[0])

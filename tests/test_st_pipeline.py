@@ -151,3 +151,20 @@ def test_a_pruned_checkpoint_translates_alike_in_any_batch(st_checkpoint, st_cor
     assert max(encoder_outputs({})) <= 1e-4
     # the test can see the difference: fairseq's padded front end changes the rows
     assert max(encoder_outputs({"fairseq_padding": True})) > 1e-3
+
+
+def test_normalising_long_audio_in_half_precision():
+    """HuBERT large's per-utterance normalisation counts samples in fp32: in
+    fp16 a row of more than 65,504 samples would count to inf."""
+    import torch
+
+    from npy_tome_layer.st.model import _normalize_valid
+
+    audio = torch.randn(2, 100000) * 0.3 + 0.1
+    padding = torch.zeros(2, 100000, dtype=torch.bool)
+    padding[1, 70000:] = True
+    expected = _normalize_valid(audio, padding)
+    half = _normalize_valid(audio.half(), padding)
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half.float(), expected, atol=2e-2, rtol=1e-2)
+    assert expected[0].std().item() == pytest.approx(1.0, abs=1e-3)

@@ -6,7 +6,7 @@ the concatenation of its segments with silence between, yaml offsets in
 seconds.
 
 For de, es and fr the sentences come from the compositional grammar
-(``demo_grammar``) and dev / tst-COMMON are **held out**: sentences that never
+(``grammar.py``) and dev / tst-COMMON are **held out**: sentences that never
 occur as a whole in train (every word of them does), spoken by speakers not
 used in train. The other targets (it nl pt ro ru) use the 36-sentence phrase
 set, drawn in turn in every split (nothing held out there).

@@ -5,6 +5,7 @@ import contextvars
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from fairseq.modules import Fp32GroupNorm
 
 # Valid samples per row (B,) of the waveforms the conv front end is reading;
@@ -44,18 +45,15 @@ class ValidFramesGroupNorm(Fp32GroupNorm):
         num_samples = _VALID_SAMPLES.get()
         if num_samples is None:
             return super().forward(x)
-        bsz, channels, length = x.shape
-        frames = conv_output_lengths(num_samples, self.input_convs).clamp(min=0)
-        valid = (torch.arange(length, device=x.device).unsqueeze(0) < frames.unsqueeze(1))
-        valid = valid.float()[:, None, None, :]  # B x 1 x 1 x T
-        grouped = x.float().reshape(bsz, self.num_groups, channels // self.num_groups, length)
-        count = (valid.sum(dim=-1, keepdim=True) * grouped.size(2)).clamp(min=1)
-        mean = (grouped * valid).sum(dim=(2, 3), keepdim=True) / count
-        var = (((grouped - mean) * valid) ** 2).sum(dim=(2, 3), keepdim=True) / count
-        out = ((grouped - mean) / torch.sqrt(var + self.eps)).reshape(bsz, channels, length)
-        if self.affine:
-            out = out * self.weight.float()[None, :, None] + self.bias.float()[None, :, None]
-        return out.type_as(x)
+        frames = conv_output_lengths(num_samples, self.input_convs).clamp(min=0).tolist()
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        out = x.new_zeros(x.shape)  # frames past a row's end stay 0: no valid frame reads them
+        for row, n in enumerate(frames):
+            if n > 0:  # each row alone, through the fused kernel: the same as the row unpadded
+                out[row, :, :n] = F.group_norm(x[row:row + 1, :, :n].float(), self.num_groups,
+                                               weight, bias, self.eps)[0]
+        return out
 
 
 def make_front_end_batch_invariant(feature_extractor, conv_layers) -> None:

@@ -125,12 +125,14 @@ class LengthMaskedSubsampler(Conv1dSubsampler):
 
 def _normalize_valid(audio, padding_mask):
     """Per-utterance zero mean / unit variance over valid samples (HuBERT large's
-    task.normalize), so the result does not depend on padding."""
-    valid = (~padding_mask).to(audio.dtype)
+    task.normalize), so the result does not depend on padding. In fp32: a row
+    of more than 65,504 samples would count to inf in fp16."""
+    valid = (~padding_mask).float()
+    samples = audio.float()
     n = valid.sum(dim=1, keepdim=True).clamp(min=1)
-    mean = (audio * valid).sum(dim=1, keepdim=True) / n
-    var = (((audio - mean) * valid) ** 2).sum(dim=1, keepdim=True) / n
-    return ((audio - mean) / torch.sqrt(var + 1e-5)) * valid
+    mean = (samples * valid).sum(dim=1, keepdim=True) / n
+    var = (((samples - mean) * valid) ** 2).sum(dim=1, keepdim=True) / n
+    return (((samples - mean) / torch.sqrt(var + 1e-5)) * valid).to(audio.dtype)
 
 
 @register_model("hubert_transformer_pruning")

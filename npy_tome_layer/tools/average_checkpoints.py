@@ -54,7 +54,8 @@ def last_checkpoints(directory: str, num: int, by_update: bool = False) -> List[
 
 # model arguments that make two checkpoints different models (not training options)
 MODEL_SETTINGS = ("arch", "pruning_", "token_reduction", "conv_", "encoder_", "decoder_",
-                  "hubert_cfg", "hubert_normalize", "hubert_padding_mask", "share_",
+                  "hubert_cfg", "hubert_normalize", "hubert_padding_mask", "fairseq_padding",
+                  "share_",
                   "layernorm_embedding")
 
 

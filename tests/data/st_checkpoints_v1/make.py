@@ -1,8 +1,10 @@
-"""Build tests/data/st_checkpoints_v1: ST checkpoints trained by fairseq-train with the
-code at commit f1c86f3 (before the encoder redesign) and the outputs that code gave."""
+"""Build tests/data/st_checkpoints_v1: ST checkpoints trained by fairseq-train and the
+outputs they give. The files there were made by this script with the code at commit
+f1c86f3 (before the encoder redesign; its imports then named the modules' old places);
+run from the repository root it rebuilds them with the code it finds."""
 import os, shutil, subprocess, sys, glob
 import torch
-REPO = "/work/main"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 sys.path.insert(0, REPO)
 import npy_tome_layer  # noqa
 from npy_tome_layer.demo.standins import (write_hubert_checkpoint, write_deltalm_checkpoint,
