@@ -29,7 +29,8 @@ whole_number() {
 }
 whole_number NPROC "$NPROC" 1
 whole_number NNODES "$NNODES" 1
-whole_number NODE_RANK "$NODE_RANK" 0 $((10#$NNODES - 1))
+whole_number NODE_RANK "$NODE_RANK" 0   # read only with NNODES > 1: in range there
+[ "$((10#$NNODES))" -eq 1 ] || whole_number NODE_RANK "$NODE_RANK" 0 $((10#$NNODES - 1))
 whole_number MASTER_PORT "$MASTER_PORT" 1 65535
 WORLD=$((10#$NNODES * 10#$NPROC))                 # workers over all machines
 DEVICE=${DEVICE:-$("$PY" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')}

@@ -218,8 +218,8 @@ def test_translation_not_utf8(mustc):
 
 
 @pytest.mark.parametrize("field,value,message", [
-    ("offset", "abc", r"offset 'abc' / duration .* are not numbers of seconds"),
-    ("wav", 11, r"wav 11 is not a file name")])
+    ("offset", "abc", r"offset 'abc' / duration .* are not finite numbers of seconds"),
+    ("wav", 11, r"wav 11 is not the name of a file in .*wav")])
 def test_segment_fields_of_the_wrong_type(mustc, field, value, message):
     import yaml
 
