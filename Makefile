@@ -12,7 +12,7 @@ test: install
 demo: install
 	bash scripts/demo.sh
 
-# every demo mode x 3 seeds with significance (about an hour on 2 CPU cores)
+# every demo mode x 3 seeds with significance (measured 111 min on shared 2 cores)
 study: install
 	bash scripts/demo_study.sh
 
