@@ -36,6 +36,11 @@ def interleaved_times(models, measure, warmup: int, repeats: int) -> List[list]:
     return results
 
 
+def utterances(dataset) -> List[torch.Tensor]:
+    """Every utterance of a speech dataset as a 1 x samples batch (no padding)."""
+    return [dataset[i]["source"].unsqueeze(0) for i in range(len(dataset))]
+
+
 def frames_left(features: torch.Tensor, mask) -> int:
     """Valid frames of one utterance's HuBERT output."""
     return features.size(1) if mask is None else int((~mask).sum())
@@ -45,8 +50,7 @@ def frames_left(features: torch.Tensor, mask) -> int:
 def hubert_frames(model, dataset) -> Tuple[int, int]:
     """(HuBERT frames in, frames out) over the subset, each utterance alone."""
     hubert, frames_in, frames_out = model.encoder.hubert, 0, 0
-    for i in range(len(dataset)):
-        audio = dataset[i]["source"].unsqueeze(0)
+    for audio in utterances(dataset):
         frames_in += int(hubert.frame_lengths(torch.tensor(audio.size(1))))
         frames_out += frames_left(*hubert.extract_features(audio, padding_mask=None, mask=False))
     return frames_in, frames_out
@@ -57,7 +61,7 @@ def measure_speech_encoder(model, dataset) -> Dict[str, float]:
     """One pass over the subset, batch 1: HuBERT frames in/out and the seconds
     of HuBERT and of the whole speech encoder (HuBERT, subsampler, text encoder)."""
     hubert = model.encoder.hubert
-    audios = [dataset[i]["source"].unsqueeze(0) for i in range(len(dataset))]
+    audios = utterances(dataset)
     frames_in = sum(int(hubert.frame_lengths(torch.tensor(a.size(1)))) for a in audios)
     frames_out, hubert_s, encoder_s = 0, 0.0, 0.0
     for a in audios:

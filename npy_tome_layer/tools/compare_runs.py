@@ -19,7 +19,8 @@ import torch
 
 from ..evaluation.decoding import bleu_from_generate_output, load_st_model
 from ..evaluation.reference import reference_speedups
-from ..evaluation.timing import measure_interleaved
+from ..evaluation.timing import measure_interleaved, utterances
+
 
 def markdown_table(rows: List[Dict], baseline: Optional[str] = None) -> str:
     base = next((r for r in rows if r["name"] == baseline), rows[0])
@@ -71,7 +72,7 @@ def main(argv=None):
         row.update(measured)
     settings = [model.encoder.hubert.encoder.final_setting for model, _ in pairs]
     dataset = pairs[0][1]
-    audios = [dataset[i]["source"].unsqueeze(0) for i in range(len(dataset))]
+    audios = utterances(dataset)
     del pairs
     speedups = reference_speedups(settings, audios, args.reference_size, repeats=args.repeats)
     for row, setting in zip(rows, settings):

@@ -26,7 +26,7 @@ import torch
 
 from ..evaluation.decoding import bleu_from_generate_output, load_st_model, translations
 from ..evaluation.reference import reference_speedups
-from ..evaluation.timing import hubert_frames
+from ..evaluation.timing import hubert_frames, utterances
 from ..io.atomic import atomic_destination, write_text_atomically
 
 RUN_KEYS = ("mode", "seed", "bleu", "frames_kept", "checkpoint")
@@ -157,7 +157,7 @@ def measure_runs(args):
         frames_in, frames_out = hubert_frames(model, dataset)
         settings.setdefault(mode, model.encoder.hubert.encoder.final_setting)
         if audios is None:
-            audios = [dataset[i]["source"].unsqueeze(0) for i in range(len(dataset))]
+            audios = utterances(dataset)
         runs.append({"mode": mode, "seed": seed, "bleu": bleu,
                      "frames_kept": round(frames_out / frames_in, 4), "checkpoint": checkpoint})
         print(f"{mode} seed {seed}: BLEU {bleu:.2f}, {100 * frames_out / frames_in:.1f} % "
