@@ -6,11 +6,14 @@ and makes fairseq checkpoints load under torch >= 2.6 (``io/fairseq_patches.py``
 
 Layers, each importing only those above it in this list: ``reduction`` (the
 method), ``io``, ``encoder`` (fairseq glue), ``st`` (the ST system),
-``evaluation`` (what the tools share), ``demo``, ``tools`` (commands).
+``evaluation`` (what the tools share), ``demo``, ``tools`` (commands); every
+layer raises ``errors.InputError`` for bad input.
 """
+from .errors import install_one_line_errors
 from .io import fairseq_patches
 
 fairseq_patches.install()
+install_one_line_errors()
 
 from . import st  # noqa: E402,F401  (registration)
 from .encoder import build_pruned_hubert, load_pruned_hubert  # noqa: E402,F401

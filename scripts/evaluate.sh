@@ -7,6 +7,9 @@ source "$(dirname "$0")/env.sh"
 TGT=${1:-}; check_lang "$TGT"
 CKPT=${2:?usage: evaluate.sh TGT_LANG CHECKPOINT}
 [ -f "$CKPT" ] || { echo "error: checkpoint $CKPT not found" >&2; exit 2; }
+# an MT-stage or HuBERT file, or another pair's checkpoint: one line, before decoding
+"$PY" -m npy_tome_layer.tools.inspect_checkpoint --expect-st --tgt-lang "$TGT" "$CKPT" >/dev/null \
+  || exit 2
 LENPEN=$(awk -v l="$TGT" '$1 == l {print $2}' "$REPO/configs/lenpen.tsv")
 ARGS=$(config_args "$CONFIG_DIR/generate.args")
 [ -n "$LENPEN" ] || { echo "error: no length penalty for $TGT in configs/lenpen.tsv" >&2; exit 2; }

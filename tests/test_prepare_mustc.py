@@ -136,7 +136,7 @@ def test_bad_segments_reported_by_split_and_line(tmp_path, st_corpus):
 
 def test_cli_reports_one_clear_error(tmp_path, st_corpus):
     root = str(tmp_path / "mustc")
-    write_corpus(root, {"train": [[4000, 4000]]})
+    write_corpus(root, {"train": [[4000, 4000]], "dev": [[4000]]})
     _edit_yaml(os.path.join(root, "en-de", "data", "train", "txt", "train.yaml"),
                lambda r: r[1].update(offset=-1.0))
     proc = subprocess.run([sys.executable, "-m", "npy_tome_layer.tools.prepare_mustc",
@@ -170,7 +170,7 @@ def test_phrase_sets_cover_all_eight_pairs_and_the_stand_in_vocabulary(st_corpus
 def test_segments_that_point_outside_or_are_not_finite_are_refused(tmp_path, st_corpus, field,
                                                                     value, words):
     root = str(tmp_path / "mustc")
-    write_corpus(root, {"train": [[4000, 4000]]})
+    write_corpus(root, {"train": [[4000, 4000]], "dev": [[4000]]})
     outside = tmp_path / "outside.wav"
     outside.write_bytes(b"")
     _edit_yaml(os.path.join(root, "en-de", "data", "train", "txt", "train.yaml"),

@@ -1,6 +1,9 @@
 """The built-in parallel phrase set of the demo corpus: 36 English sentences
 and their translations into the eight MuST-C v1.0 target languages."""
 
+from ..errors import InputError
+
+
 ENGLISH = [
     'Good morning, everyone.',
     'Thank you very much.',
@@ -353,7 +356,7 @@ LANGUAGES = tuple(TRANSLATIONS)
 def phrase_pairs(tgt_lang):
     """[(english, translation), ...] for one target language."""
     if tgt_lang not in TRANSLATIONS:
-        raise ValueError(f"no demo phrases for {tgt_lang!r}; have {', '.join(LANGUAGES)}")
+        raise InputError(f"no demo phrases for {tgt_lang!r}; have {', '.join(LANGUAGES)}")
     return list(zip(ENGLISH, TRANSLATIONS[tgt_lang]))
 
 

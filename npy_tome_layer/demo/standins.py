@@ -10,6 +10,7 @@ from fairseq.models.hubert.hubert import HubertModel
 from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig
 from omegaconf import OmegaConf
 
+from ..errors import InputError
 from ..encoder.config import HUBERT_SIZES, hubert_config, hubert_model_config
 from ..encoder.pruned_hubert import REDUCTION_PREFIX
 from ..io.atomic import save_atomically
@@ -67,7 +68,7 @@ def export_hubert_from_st(st_checkpoint: str, hubert_file: str, out: str) -> Non
     missing = [k for k in official["model"] if k not in trained
                and not k.startswith(PRETRAINING_HEADS)]
     if missing or not trained:
-        raise ValueError(f"{st_checkpoint}: its HuBERT does not match {hubert_file} "
+        raise InputError(f"{st_checkpoint}: its HuBERT does not match {hubert_file} "
                          f"(missing {missing[:5]})")
     official["model"] = {k: trained.get(k, v) for k, v in official["model"].items()}
     save_atomically(official, out)

@@ -30,8 +30,9 @@ from fairseq.utils import index_put
 from omegaconf import OmegaConf
 from torch.profiler import record_function
 
+from ..errors import InputError
 from ..io.audio import SAMPLE_RATE
-from ..io.checkpoints import load_checkpoint
+from ..io.checkpoints import checkpoint_task, load_checkpoint
 from ..reduction import REDUCE_LABEL, KeepRateSchedule, Tokens, TokenReduction, build_reduction
 from .attention import ReducibleAttention, attention_padding_mask, collecting
 from .config import hubert_config
@@ -63,15 +64,15 @@ class PrunedTransformerEncoder(TransformerEncoder):
         num_layers = len(self.layers)
         if isinstance(pruning_init_layer, bool) or not isinstance(pruning_init_layer,
                                                                   numbers.Integral):
-            raise ValueError(f"pruning_init_layer must be a whole number, got "
+            raise InputError(f"pruning_init_layer must be a whole number, got "
                              f"{pruning_init_layer!r}")
         if not 0 <= pruning_init_layer <= num_layers:
-            raise ValueError(
+            raise InputError(
                 f"pruning_init_layer must be in [0, {num_layers}] for a "
                 f"{num_layers}-layer encoder, got {pruning_init_layer}"
             )
         if args.layer_type != "transformer" or args.checkpoint_activations:
-            raise ValueError(
+            raise InputError(
                 "frame pruning supports layer_type='transformer' without "
                 f"checkpoint_activations, got layer_type={args.layer_type!r}, "
                 f"checkpoint_activations={args.checkpoint_activations}"
@@ -232,27 +233,27 @@ class PrunedHubertModel(HubertModel):
         a 1-D source is one utterance, float64 is converted to the model's
         dtype, integer PCM and non-finite samples are refused."""
         if not torch.is_tensor(source):
-            raise ValueError(f"source must be a torch tensor (B x samples), got "
+            raise InputError(f"source must be a torch tensor (B x samples), got "
                              f"{type(source).__name__}: use torch.as_tensor(...)")
         if source.dim() == 1:
             source = source.unsqueeze(0)
             padding_mask = None if padding_mask is None else padding_mask.reshape(1, -1)
         if source.dim() != 2 or source.size(0) == 0:
-            raise ValueError("source must be B x samples with B >= 1 (or one utterance of "
+            raise InputError("source must be B x samples with B >= 1 (or one utterance of "
                              f"samples), got shape {tuple(source.shape)}")
         if source.size(1) == 1 and source.size(0) >= self.min_samples:
-            raise ValueError(f"source has shape {tuple(source.shape)}, samples x 1: pass "
+            raise InputError(f"source has shape {tuple(source.shape)}, samples x 1: pass "
                              "B x samples (source.T, or source[:, 0] for one utterance)")
         if not source.is_floating_point():
             dtype = str(source.dtype).replace("torch.", "")
-            raise ValueError(f"source is {dtype} PCM: convert to float in [-1, 1] "
+            raise InputError(f"source is {dtype} PCM: convert to float in [-1, 1] "
                              "(samples / 32768)")
         if source.size(1) < self.min_samples:
-            raise ValueError(f"source has {source.size(1)} samples: HuBERT needs at least "
+            raise InputError(f"source has {source.size(1)} samples: HuBERT needs at least "
                              f"{self.min_samples} (one frame)")
         if padding_mask is not None:
             if padding_mask.shape != source.shape or padding_mask.dtype != torch.bool:
-                raise ValueError(f"padding_mask must be a bool tensor shaped like source "
+                raise InputError(f"padding_mask must be a bool tensor shaped like source "
                                  f"{tuple(source.shape)}, got {padding_mask.dtype} "
                                  f"{tuple(padding_mask.shape)}")
             valid = (~padding_mask).sum(dim=1)
@@ -260,14 +261,14 @@ class PrunedHubertModel(HubertModel):
             short = ((valid > 0) & (valid < self.min_samples)).nonzero()
             if len(short):
                 row = int(short[0])
-                raise ValueError(f"row {row} of source has {int(valid[row])} valid samples: "
+                raise InputError(f"row {row} of source has {int(valid[row])} valid samples: "
                                  f"HuBERT needs at least {self.min_samples} (one frame)")
         finite = torch.isfinite(source)
         if padding_mask is not None:
             finite = finite | padding_mask  # padding is never read as speech
         if not bool(finite.all()):
             row = int((~finite).any(dim=1).nonzero()[0])
-            raise ValueError(f"source has non-finite samples (NaN or inf) in row {row}")
+            raise InputError(f"source has non-finite samples (NaN or inf) in row {row}")
         dtype = self.layer_norm.weight.dtype
         return source.to(dtype), padding_mask
 
@@ -289,11 +290,11 @@ class PrunedHubertModel(HubertModel):
         layers = len(self.encoder.layers)
         if output_layer is not None and not (isinstance(output_layer, int) and
                                              1 <= output_layer <= layers):
-            raise ValueError(f"output_layer must be a layer number in [1, {layers}] (None: the "
+            raise InputError(f"output_layer must be a layer number in [1, {layers}] (None: the "
                              f"last), got {output_layer!r}")
         if not features_only:
             if self.encoder.shortens():
-                raise ValueError("HuBERT's pre-training loss needs every frame: call with "
+                raise InputError("HuBERT's pre-training loss needs every frame: call with "
                                  "features_only=True, or use keep rate 1.0")
             with self.reading_rows(padding_mask):
                 return super().forward(source, target_list, padding_mask, mask, features_only,
@@ -357,7 +358,7 @@ def build_pruned_hubert(model_cfg, task_cfg=None, dictionaries=None,
     cfg = hubert_config(model_cfg)
     for key, value in model_overrides.items():
         if key not in cfg:
-            raise ValueError(f"unknown HuBERT config field {key!r}")
+            raise InputError(f"unknown HuBERT config field {key!r}")
         cfg[key] = value
     if task_cfg is None:
         task_cfg = OmegaConf.create({"sample_rate": SAMPLE_RATE})
@@ -374,7 +375,7 @@ def load_hubert_weights(model: PrunedHubertModel, weights: dict, path: str) -> N
     missing, unexpected = model.load_state_dict(weights, strict=False)
     missing = [k for k in missing if not k.startswith(REDUCTION_PREFIX)]
     if missing or unexpected:
-        raise ValueError(f"{path}: HuBERT weights do not fit its own config: missing "
+        raise InputError(f"{path}: HuBERT weights do not fit its own config: missing "
                          f"{missing[:5]}, unexpected {unexpected[:5]}")
 
 
@@ -387,13 +388,10 @@ def load_pruned_hubert(path: str, pruning_rate: float = 1.0, pruning_init_layer:
     overrides such as ``encoder_layerdrop``)."""
     state = load_checkpoint(path)
     if "cfg" not in state or state["cfg"] is None or "model" not in state:
-        raise ValueError(f"{path}: not a fairseq HuBERT checkpoint (needs 'cfg' and 'model')")
-    task_cfg = state["cfg"].get("task")
-    # a DictConfig in HuBERT files; the legacy Namespace (name under "task") in others
-    task = (task_cfg.get("_name") if hasattr(task_cfg, "get")
-            else getattr(task_cfg, "_name", None) or getattr(task_cfg, "task", None))
+        raise InputError(f"{path}: not a fairseq HuBERT checkpoint (needs 'cfg' and 'model')")
+    task = checkpoint_task(state)
     if task not in (None, "hubert_pretraining"):
-        raise ValueError(f"{path}: a checkpoint of task {task!r}, not a HuBERT file (an ST "
+        raise InputError(f"{path}: a checkpoint of task {task!r}, not a HuBERT file (an ST "
                          "checkpoint's HuBERT: npy_tome_layer.st.model.hubert_from_st_checkpoint)")
     dictionaries = (state.get("task_state") or {}).get("dictionaries")
     weights = dict(state["model"])

@@ -10,6 +10,8 @@ import re
 from contextlib import redirect_stdout
 from typing import Dict, List, Optional, Tuple
 
+from ..errors import InputError
+
 USER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLEU_LINE = re.compile(r"^Generate .*?BLEU = ([0-9.]+)", re.M)
 HYPOTHESIS = re.compile(r"^D-(\d+)\t[^\t]*\t(.*)$", re.M)
@@ -33,7 +35,7 @@ def bleu_from_generate_output(path: str) -> float:
     with open(path, encoding="utf-8") as f:
         m = BLEU_LINE.search(f.read())
     if not m:
-        raise ValueError(f"{path}: no 'Generate ... BLEU = ' line (did fairseq-generate finish?)")
+        raise InputError(f"{path}: no 'Generate ... BLEU = ' line (did fairseq-generate finish?)")
     return float(m.group(1))
 
 
@@ -44,7 +46,7 @@ def translations(generate_output: str) -> Tuple[List[str], List[str]]:
     hyps = dict((int(i), h) for i, h in HYPOTHESIS.findall(text))
     refs = dict((int(i), r) for i, r in REFERENCE.findall(text))
     if not hyps or set(hyps) != set(refs):
-        raise ValueError(f"{generate_output}: hypotheses and references of different "
+        raise InputError(f"{generate_output}: hypotheses and references of different "
                          f"sentences ({len(hyps)} D- lines, {len(refs)} T- lines)")
     ids = sorted(hyps)
     return [hyps[i] for i in ids], [refs[i] for i in ids]

@@ -6,16 +6,24 @@ import shutil
 
 import torch
 
+from ..errors import InputError
+
+TEMPORARY_MARK = ".tmp-"  # FILE.tmp-PID: a write in progress, or a killed one's
+
 
 @contextlib.contextmanager
 def atomic_destination(path: str):
     """A temporary name beside ``path`` to write a file or fill a directory at:
     it replaces ``path`` when the block succeeds and is removed when it fails,
     so a crash never leaves a half-written result where a good one (or none) was."""
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = f"{path}{TEMPORARY_MARK}{os.getpid()}"
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename in (None, tmp):  # a full disk's error names no file: name this one
+            raise OSError(e.errno, e.strerror, path) from e
+        raise
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp)
@@ -31,3 +39,26 @@ def save_atomically(obj, path: str) -> None:
 def write_text_atomically(path: str, text: str) -> None:
     with atomic_destination(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def check_output_file(path: str, flag: str) -> None:
+    """Before the work: a file can be written at ``path`` (its folder exists,
+    it is not a folder), so a long run does not fail at its last step."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise InputError(f"{flag} {path}: is a folder, expected a file name")
+    if not os.path.isdir(folder):
+        raise InputError(f"{flag} {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"{flag} {path}: folder {folder} is not writable")
+
+
+def check_output_folder(path: str, flag: str) -> None:
+    """Before the work: ``path`` is a folder or can be made one."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise InputError(f"{flag} {path}: exists and is not a folder")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
+        raise InputError(f"{flag} {path}: cannot be created under {existing}")

@@ -5,10 +5,15 @@ from typing import Dict, Optional
 
 import soundfile as sf
 
+from ..errors import InputError
+
 SAMPLE_RATE = 16000
+# HuBERT's conv front end (kernels 10,3,3,3,3,2,2, strides 5,2,2,2,2,2,2) needs
+# this many samples for one frame; a shorter utterance cannot be encoded
+MIN_SAMPLES = 400
 
 
-class AudioError(ValueError):
+class AudioError(InputError):
     """An audio file that cannot serve as 16 kHz mono speech (the message names it)."""
 
 

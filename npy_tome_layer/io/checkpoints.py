@@ -18,11 +18,12 @@ import zipfile
 from fairseq import checkpoint_utils
 from fairseq.data.dictionary import Dictionary
 
+from ..errors import InputError
+
 SAFE_GLOBALS = [argparse.Namespace, Dictionary]
 
 
-
-class CheckpointError(RuntimeError):
+class CheckpointError(InputError):
     """A file given as a checkpoint could not be read as one."""
 
 
@@ -70,6 +71,26 @@ def resume_hint(path: str) -> str:
         return "; no other readable checkpoint in its directory"
     return (f"; the newest readable checkpoint is {newest}: resume from it with "
             f"--restore-file {newest} (or move the broken file away)")
+
+
+def checkpoint_task(state: dict):
+    """The task a fairseq checkpoint was trained with: ``cfg.task._name`` (a
+    DictConfig in HuBERT files; a legacy Namespace keeps it under ``task``), or
+    None where the file records none."""
+    cfg = state.get("cfg") if isinstance(state, dict) else None
+    task_cfg = cfg.get("task") if hasattr(cfg, "get") else None
+    if task_cfg is None and isinstance(state, dict) and state.get("args") is not None:
+        return getattr(state["args"], "task", None)
+    return (task_cfg.get("_name") if hasattr(task_cfg, "get")
+            else getattr(task_cfg, "_name", None) or getattr(task_cfg, "task", None))
+
+
+def checkpoint_model_args(state: dict):
+    """``cfg.model`` (or legacy ``args``) of a training checkpoint, or None."""
+    cfg = state.get("cfg") if isinstance(state, dict) else None
+    model = cfg.get("model") if hasattr(cfg, "get") else None
+    return model if model is not None else (state.get("args") if isinstance(state, dict)
+                                            else None)
 
 
 def load_checkpoint(path: str) -> dict:

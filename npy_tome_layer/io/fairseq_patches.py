@@ -26,6 +26,10 @@ from .atomic import atomic_destination
 from .checkpoints import SAFE_GLOBALS, CheckpointError, check_checkpoint_file, resume_hint
 
 
+# torch's messages for a zip file that is not a torch archive (or a damaged one)
+TORCH_ARCHIVE_ERRORS = ("zip archive", "PytorchStreamReader", "inline_container")
+
+
 def _wrap_with_path(load):
     @functools.wraps(load)
     def load_checkpoint_to_cpu(path, *args, **kwargs):
@@ -36,7 +40,8 @@ def _wrap_with_path(load):
             try:
                 return load(path, *args, **kwargs)
             except (pickle.UnpicklingError, EOFError, RuntimeError) as e:
-                if isinstance(e, RuntimeError) and "zip archive" not in str(e):
+                if isinstance(e, RuntimeError) and not any(
+                        m in str(e) for m in TORCH_ARCHIVE_ERRORS):
                     raise
                 detail = next(
                     (ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln),

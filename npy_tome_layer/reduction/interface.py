@@ -25,6 +25,7 @@ import torch.nn as nn
 from torch import Tensor
 from torch.profiler import record_function
 
+from ..errors import InputError
 from .selection import gather_frames, keep_counts, received_attention
 
 EVIDENCE_LABEL = "token_reduction.evidence"  # scoring inside the attention blocks
@@ -176,5 +177,5 @@ def register_reduction(name: str):
 def build_reduction(name: str, embed_dim: int, conv_stride: int = 2,
                     seed: int = 0) -> TokenReduction:
     if name not in REDUCTIONS:
-        raise ValueError(f"token_reduction must be one of {tuple(REDUCTIONS)}, got {name!r}")
+        raise InputError(f"token_reduction must be one of {tuple(REDUCTIONS)}, got {name!r}")
     return REDUCTIONS[name].build(embed_dim, conv_stride, seed)

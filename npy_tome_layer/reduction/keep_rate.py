@@ -3,11 +3,13 @@ import numbers
 from dataclasses import dataclass
 from typing import Optional
 
+from ..errors import InputError
+
 
 def check_rate(name: str, value: float) -> None:
     # bool is a number to Python, and float("0.9") would hide a string
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value <= 1.0:
-        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
+        raise InputError(f"{name} must be a number in (0, 1], got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -42,15 +44,15 @@ class KeepRateSchedule:
         check_rate("pruning_max_rate", self.max_rate)
         check_rate("pruning_min_rate", self.min_rate)
         if self.min_rate > self.max_rate:
-            raise ValueError(
+            raise InputError(
                 f"pruning_min_rate ({self.min_rate}) must be <= pruning_max_rate "
                 f"({self.max_rate}); allowed: 0 < min_rate <= max_rate <= 1"
             )
         if isinstance(self.updates, bool) or not isinstance(self.updates, numbers.Integral):
-            raise ValueError(f"pruning_schedule_updates must be a whole number, got "
+            raise InputError(f"pruning_schedule_updates must be a whole number, got "
                              f"{self.updates!r}")
         if self.updates < 0:
-            raise ValueError(
+            raise InputError(
                 f"pruning_schedule_updates must be >= 0, got {self.updates}"
             )
 

@@ -14,6 +14,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from ..errors import InputError
 from .selection import keep_counts, time_ordered, valid_lengths
 
 
@@ -30,7 +31,7 @@ def merge_tokens(
     Returns (x, sizes, positions, padding_mask), each B x W, W = max_b k_b.
     """
     if not 0.5 <= rate <= 1.0:
-        raise ValueError(f"token merging needs a keep rate in [0.5, 1.0], got {rate}")
+        raise InputError(f"token merging needs a keep rate in [0.5, 1.0], got {rate}")
     bsz, tsz, _ = x.shape
     n = valid_lengths(padding_mask, bsz, tsz, x.device)
     k = keep_counts(n, rate)

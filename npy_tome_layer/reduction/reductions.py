@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..errors import InputError
 from .interface import (
     KeyMean,
     ReceivedAttentionSum,
@@ -53,7 +54,7 @@ class TokenMerging(TokenReduction):
 
     def check(self, min_rate, init_layer, num_layers):
         if min_rate < 0.5:
-            raise ValueError(f"token merging needs keep rates >= 0.5 (one bipartite step "
+            raise InputError(f"token merging needs keep rates >= 0.5 (one bipartite step "
                              f"at most halves a sequence), got a rate down to {min_rate}")
 
     def reduce(self, tokens, evidence, rate, layer):
@@ -79,7 +80,7 @@ class StridedConvReduction(TokenReduction):
     def __init__(self, dim: int, stride: int = 2):
         super().__init__()
         if stride < 2:
-            raise ValueError(f"conv length reduction needs stride >= 2, got {stride}")
+            raise InputError(f"conv length reduction needs stride >= 2, got {stride}")
         self.stride = stride
         self.conv = nn.Conv1d(dim, dim, kernel_size=stride, stride=stride)
         with torch.no_grad():
@@ -97,7 +98,7 @@ class StridedConvReduction(TokenReduction):
 
     def check(self, min_rate, init_layer, num_layers):
         if init_layer >= num_layers:
-            raise ValueError(f"the conv reduction acts after layer pruning_init_layer, which must "
+            raise InputError(f"the conv reduction acts after layer pruning_init_layer, which must "
                              f"be < {num_layers} for a {num_layers}-layer encoder, got {init_layer}")
 
     def forward(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:

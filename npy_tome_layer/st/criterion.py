@@ -23,6 +23,8 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterionConfig,
 )
 
+from ..errors import InputError
+
 
 # key of the text batch that joins a speech batch in training (--st-training --ext-mt-training)
 EXTRA_TEXT = "extra_text"
@@ -45,7 +47,7 @@ class SpeechAndTextTranslationCriterion(LabelSmoothedCrossEntropyCriterion):
         parts = {first: loss}
         if speech and self.training and getattr(self.task, "mt_on_transcripts", False):
             if "transcript" not in sample:
-                raise ValueError("--mt-finetune with --st-training needs the transcripts "
+                raise InputError("--mt-finetune with --st-training needs the transcripts "
                                  "(src_text) of the speech batch")
             mt_sample = dict(sample, net_input=dict(
                 sample["transcript"], prev_output_tokens=sample["net_input"]["prev_output_tokens"]))

@@ -15,12 +15,13 @@ import soundfile as sf
 import torch
 from fairseq.data import FairseqDataset, data_utils
 
-from ..io.audio import AudioError, audio_info
+from ..errors import InputError, shorten
+from ..io.audio import MIN_SAMPLES, AudioError, audio_info
 
 COLUMNS = ("id", "audio", "n_frames", "tgt_text", "src_text", "speaker")
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError):
     """A manifest row (or the audio it points to) is unusable."""
 
 
@@ -31,9 +32,15 @@ class AudioRef:
     num_samples: int  # -1: the whole file
 
 
+def is_whole_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes "²" (which ``int`` refuses)
+    and other scripts' digits (which no manifest writer means)."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_audio_ref(value: str, base_dir: str) -> AudioRef:
     parts = value.rsplit(":", 2)
-    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+    if len(parts) == 3 and is_whole_number(parts[1]) and is_whole_number(parts[2]):
         path, offset, num = parts[0], int(parts[1]), int(parts[2])
     else:
         path, offset, num = value, 0, -1
@@ -57,19 +64,27 @@ def read_manifest(tsv_path: str) -> List[Dict[str, str]]:
             raise ManifestError(f"{tsv_path}:1: header lacks column(s) {missing}; "
                                 f"expected {list(COLUMNS)}, got {header}")
         rows = []
-        for line_no, fields in enumerate(reader, start=2):
-            if len(fields) != len(header):
-                raise ManifestError(f"{tsv_path}:{line_no}: {len(fields)} fields, "
-                                    f"header has {len(header)}")
-            row = dict(zip(header, fields))
-            if not row["n_frames"].isdigit():
-                raise ManifestError(f"{tsv_path}:{line_no}: n_frames {row['n_frames']!r} "
-                                    "is not a non-negative integer")
-            row["_line"] = line_no
-            rows.append(row)
+        line_no = 1
+        try:
+            for line_no, fields in enumerate(reader, start=2):
+                rows.append(manifest_row(tsv_path, line_no, header, fields))
+        except csv.Error as e:  # e.g. a field beyond csv.field_size_limit()
+            raise ManifestError(f"{tsv_path}:{line_no + 1}: {e}") from e
     if not rows:
         raise ManifestError(f"{tsv_path}: no rows (header only)")
     return rows
+
+
+def manifest_row(tsv_path, line_no, header, fields) -> Dict[str, str]:
+    if len(fields) != len(header):
+        raise ManifestError(f"{tsv_path}:{line_no}: {len(fields)} fields, "
+                            f"header has {len(header)}")
+    row = dict(zip(header, fields))
+    if not is_whole_number(row["n_frames"]):
+        raise ManifestError(f"{tsv_path}:{line_no}: n_frames {shorten(row['n_frames'])!r} "
+                            "is not a non-negative integer")
+    row["_line"] = line_no
+    return row
 
 
 def check_audio(ref: AudioRef, where: str, info_cache: Dict[str, sf._SoundFileInfo]) -> int:
@@ -82,6 +97,9 @@ def check_audio(ref: AudioRef, where: str, info_cache: Dict[str, sf._SoundFileIn
     if num <= 0 or ref.offset + num > info.frames:
         raise ManifestError(f"{where}: segment {ref.offset}:{num} lies outside {ref.path} "
                             f"({info.frames} samples)")
+    if num < MIN_SAMPLES:
+        raise ManifestError(f"{where}: {num} samples; HuBERT needs at least {MIN_SAMPLES} "
+                            "for one frame")
     return num
 
 

@@ -20,6 +20,7 @@ from fairseq.models.transformer import (
 from fairseq.modules import LayerNorm
 from fairseq.modules.transformer_layer import TransformerDecoderLayerBase
 
+from ..errors import InputError
 from ..io.checkpoints import load_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ def _vocabulary_rows(name, released: torch.Tensor, current: torch.Tensor) -> tor
     """Embedding rows follow the model's dictionary: extra released rows are
     dropped, rows the release lacks keep their fresh initialisation."""
     if released.shape[1:] != current.shape[1:]:
-        raise ValueError(f"{name}: released shape {tuple(released.shape)} vs model "
+        raise InputError(f"{name}: released shape {tuple(released.shape)} vs model "
                          f"{tuple(current.shape)}")
     rows = min(released.size(0), current.size(0))
     merged = current.detach().clone()
@@ -172,7 +173,7 @@ def load_released_deltalm(encoder, decoder, path: str) -> None:
     and every model tensor must be covered."""
     state = load_checkpoint(path)
     if "weights" not in state:
-        raise ValueError(f"{path}: not a released DeltaLM file (no 'weights'; keys: {sorted(state)})")
+        raise InputError(f"{path}: not a released DeltaLM file (no 'weights'; keys: {sorted(state)})")
     released: Dict[str, torch.Tensor] = state["weights"]
     modules = {"encoder": encoder, "decoder": decoder}
     targets = {f"{side}.{k}": v
@@ -196,7 +197,7 @@ def load_released_deltalm(encoder, decoder, path: str) -> None:
             new_state[name] = tensor
     missing = sorted(set(targets) - seen - optional)
     if unknown or missing or bad_shapes:
-        raise ValueError(
+        raise InputError(
             f"{path}: released DeltaLM weights do not match the model:\n"
             f"  unknown keys: {unknown}\n  missing keys: {missing}\n"
             f"  shape mismatches: {bad_shapes}"

@@ -4,7 +4,6 @@ The DeltaLM encoder is shared with the MT path: a batch of token ids goes
 straight into it, a batch of waveforms goes through HuBERT and the
 subsampler first.
 """
-import argparse
 import contextlib
 import logging
 
@@ -21,7 +20,8 @@ from fairseq.models.speech_to_text.modules.convolution import Conv1dSubsampler
 from fairseq.models.transformer import TransformerConfig
 from omegaconf import OmegaConf
 
-from ..io.checkpoints import load_checkpoint
+from ..errors import InputError
+from ..io.checkpoints import checkpoint_model_args, checkpoint_task, load_checkpoint
 from .deltalm import (
     DeltaLMDecoder,
     DeltaLMEncoder,
@@ -29,35 +29,11 @@ from .deltalm import (
     deltalm_base,
     load_released_deltalm,
 )
-from ..reduction import REDUCTIONS, check_rate
+from ..io.flags import keep_rate_flag, whole_number_flag
+from ..reduction import REDUCTIONS
 from ..encoder.pruned_hubert import build_pruned_hubert, load_hubert_weights
 
 logger = logging.getLogger(__name__)
-
-
-def keep_rate_flag(text: str) -> float:
-    """argparse type of a keep rate, so fairseq's parser names the flag:
-    ``error: argument --pruning-rate: ...``."""
-    try:
-        value = float(text)
-        check_rate("a keep rate", value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}") from e
-    return value
-
-
-def whole_number_flag(minimum: int):
-    """argparse type of a whole number >= ``minimum``."""
-    def whole_number(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}, got {text!r}")
-        return value
-    whole_number.__name__ = f"whole number >= {minimum}"
-    return whole_number
 
 
 class SpeechAndTextEncoder(FairseqEncoder):
@@ -189,7 +165,7 @@ class HubertTransformerPruningModel(FairseqEncoderDecoderModel):
             args.fairseq_padding = not fresh
         if fresh:
             if not args.hubert_model_path:
-                raise ValueError("--hubert-model-path is required to build the ST model")
+                raise InputError("--hubert-model-path is required to build the ST model")
             state = load_checkpoint(args.hubert_model_path)
             args.hubert_cfg = OmegaConf.to_container(state["cfg"]["model"], resolve=True,
                                                      enum_to_str=True)
@@ -234,7 +210,7 @@ def load_mt_encoder_decoder(text_encoder, decoder, path):
         try:
             module.load_state_dict(part, strict=True)
         except RuntimeError as e:
-            raise ValueError(f"{path}: MT checkpoint does not fit the ST {prefix[:-1]}: {e}") from e
+            raise InputError(f"{path}: MT checkpoint does not fit the ST {prefix[:-1]}: {e}") from e
     logger.info("loaded MT encoder/decoder from %s", path)
 
 
@@ -265,15 +241,45 @@ def rate_arguments(args) -> dict:
         "pruning_rate", "pruning_max_rate", "pruning_min_rate", "pruning_schedule_updates")}
 
 
+ST_TASK = "speech_and_text_translation"
+
+
+def checkpoint_language(state: dict):
+    """The target language the checkpoint's task was trained for, or None."""
+    cfg = state.get("cfg") or {}
+    task_cfg = cfg.get("task") if hasattr(cfg, "get") else None
+    return getattr(task_cfg, "tgt_lang", None) or getattr(state.get("args"), "tgt_lang", None)
+
+
+def check_st_checkpoint(path: str, tgt_lang=None, state=None) -> dict:
+    """The state of a trained ST checkpoint of this project (for ``tgt_lang``
+    when given), or an ``InputError`` saying what the file is instead."""
+    state = load_checkpoint(path) if state is None else state
+    task = checkpoint_task(state)
+    if "model" not in state and "weights" in state:
+        raise InputError(f"{path}: released DeltaLM weights, not a trained ST checkpoint")
+    if task == "hubert_pretraining":
+        raise InputError(f"{path}: a HuBERT checkpoint (task hubert_pretraining), not a trained "
+                         "ST checkpoint")
+    if task != ST_TASK:
+        raise InputError(f"{path}: a checkpoint of task {task!r}, not a trained ST checkpoint "
+                         f"of this project (task {ST_TASK})")
+    args = checkpoint_model_args(state)
+    if getattr(args, "hubert_cfg", None) is None:
+        raise InputError(f"{path}: an MT-stage checkpoint (arch {getattr(args, 'arch', '?')}, "
+                         "scripts/train_mt.sh), not an ST one; train_st.sh starts from it")
+    trained_for = checkpoint_language(state)
+    if tgt_lang is not None and trained_for is not None and trained_for != tgt_lang:
+        raise InputError(f"{path}: a checkpoint of en-{trained_for}, not en-{tgt_lang}")
+    return state
+
+
 def hubert_from_st_checkpoint(path: str, **overrides):
     """The HuBERT of a trained ST checkpoint in eval mode, at the keep rate its
     training reached, or with ``overrides`` of ``build_pruned_hubert``'s
     arguments (e.g. ``pruning_rate``)."""
-    state = load_checkpoint(path)
-    args = state["cfg"]["model"] if state.get("cfg") else state.get("args")
-    if getattr(args, "hubert_cfg", None) is None:
-        raise ValueError(f"{path}: not an ST checkpoint of this project (no hubert_cfg in "
-                         "its model args)")
+    state = check_st_checkpoint(path)
+    args = checkpoint_model_args(state)
     kwargs = hubert_arguments(args)
     if kwargs["fairseq_padding"] is None:  # written before the option: fairseq's front end
         kwargs["fairseq_padding"] = True

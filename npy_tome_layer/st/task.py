@@ -14,10 +14,28 @@ from fairseq.distributed import utils as distributed_utils
 from fairseq.tasks import FairseqTask, register_task
 from fairseq.tasks.translation import load_langpair_dataset
 
+from ..errors import InputError
 from .criterion import EXTRA_TEXT
 from .dataset import SpeechTranslationDataset
 
 logger = logging.getLogger(__name__)
+
+
+def read_data_config(cfg_path: str) -> dict:
+    """The data folder's config.yaml (written by prepare_mustc), checked."""
+    if not os.path.isfile(cfg_path):
+        raise InputError(f"{cfg_path}: data config not found (prepare_mustc writes it)")
+    try:
+        with open(cfg_path, encoding="utf-8") as f:
+            data_cfg = yaml.safe_load(f) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise InputError(f"{cfg_path}: not valid YAML ({str(e).splitlines()[0]})") from e
+    if not isinstance(data_cfg, dict):
+        raise InputError(f"{cfg_path}: expected a mapping, got {type(data_cfg).__name__}")
+    for key in ("vocab_filename", "bpe_tokenizer"):
+        if key not in data_cfg:
+            raise InputError(f"{cfg_path}: missing '{key}'")
+    return data_cfg
 
 
 @register_task("speech_and_text_translation")
@@ -104,17 +122,14 @@ class SpeechAndTextTranslationTask(FairseqTask):
     def setup_task(cls, args, **kwargs):
         check_ddp_backend(args)
         cfg_path = os.path.join(args.data, args.config_yaml)
-        if not os.path.isfile(cfg_path):
-            raise FileNotFoundError(f"{cfg_path}: data config not found")
-        with open(cfg_path) as f:
-            data_cfg = yaml.safe_load(f) or {}
-        for key in ("vocab_filename", "bpe_tokenizer"):
-            if key not in data_cfg:
-                raise ValueError(f"{cfg_path}: missing '{key}'")
+        data_cfg = read_data_config(cfg_path)
         dict_path = cls._resolve(args.data, data_cfg["vocab_filename"])
         if not os.path.isfile(dict_path):
-            raise FileNotFoundError(f"{cfg_path}: vocab_filename {dict_path} not found")
-        dictionary = Dictionary.load(dict_path)
+            raise InputError(f"{cfg_path}: vocab_filename {dict_path} not found")
+        try:
+            dictionary = Dictionary.load(dict_path)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InputError(f"{dict_path}: not a fairseq dictionary ({e})") from e
         logger.info("dictionary: %d types", len(dictionary))
         return cls(args, dictionary, data_cfg)
 
@@ -198,7 +213,7 @@ class SpeechAndTextTranslationTask(FairseqTask):
 
     def load_text_dataset(self, split):
         if not self.args.text_data:
-            raise ValueError("--text-data DIR is required for MT (--ext-mt-training)")
+            raise InputError("--text-data DIR is required for MT (--ext-mt-training)")
         src, tgt = self.args.src_lang, self.args.tgt_lang
         prefix = os.path.join(self.args.text_data, f"{split}.{src}-{tgt}.{src}")
         if split in self.TEXT_SPLIT_NAMES and not os.path.exists(prefix + ".idx"):
@@ -226,7 +241,7 @@ class SpeechAndTextTranslationTask(FairseqTask):
             too_long = np.flatnonzero(dataset.sizes > max_tokens)
             if len(too_long):
                 i = int(too_long[0])
-                raise ValueError(
+                raise InputError(
                     f"{dataset.where(dataset.rows[i])}: {dataset.sizes[i]} samples, more than "
                     f"--max-tokens {max_tokens} (a batch must hold one utterance; "
                     f"{len(too_long)} utterance(s) too long): raise --max-tokens")
@@ -277,7 +292,7 @@ class SpeechAndTextTranslationTask(FairseqTask):
                 self._mt_batches = None
                 empty_epochs += 0 if found else 1
                 if empty_epochs >= 2:
-                    raise ValueError(f"{self.args.text_data}: MT train split yields no batch "
+                    raise InputError(f"{self.args.text_data}: MT train split yields no batch "
                                      "(all pairs longer than --max-text-positions?)")
                 continue
             if batch:
@@ -374,9 +389,9 @@ def _json_arg(value, flag):
     try:
         parsed = json.loads(value or "{}")
     except json.JSONDecodeError as e:
-        raise ValueError(f"{flag}: not valid JSON ({e}): {value!r}") from e
+        raise InputError(f"{flag}: not valid JSON ({e}): {value!r}") from e
     if not isinstance(parsed, dict):
-        raise ValueError(f"{flag}: expected a JSON object such as '{{\"beam\": 8}}', got {value!r}")
+        raise InputError(f"{flag}: expected a JSON object such as '{{\"beam\": 8}}', got {value!r}")
     return parsed
 
 
@@ -389,7 +404,7 @@ def check_ddp_backend(args):
     backend = getattr(args, "ddp_backend", "legacy_ddp")
     if world > 1 and backend in ("pytorch_ddp", "c10d") and not getattr(
             args, "find_unused_parameters", False):
-        raise ValueError(
+        raise InputError(
             f"--ddp-backend {backend} on {world} workers fails on this model's unused "
             "parameters (MT batches skip HuBERT, layerdrop skips layers): pass "
             "--ddp-backend legacy_ddp (as the paper does) or --find-unused-parameters")

@@ -16,20 +16,22 @@ An existing output is never replaced unless ``--overwrite`` is given.
 import argparse
 import os
 import re
-import sys
 from typing import Dict, List, Sequence
 
 import torch
 from omegaconf import OmegaConf
 
-from ..io.atomic import save_atomically
-from ..io.checkpoints import CheckpointError, load_checkpoint
+from ..io.flags import whole_number_flag
+from ..errors import InputError, exit_on_input_error
+from ..io.atomic import check_output_file, save_atomically
+from ..io.checkpoints import checkpoint_task, load_checkpoint
+from ..st.model import ST_TASK
 
 EPOCH_FILE = re.compile(r"^checkpoint(\d+)\.pt$")
 UPDATE_FILE = re.compile(r"^checkpoint_\d+_(\d+)\.pt$")
 
 
-class AveragingError(ValueError):
+class AveragingError(InputError):
     pass
 
 
@@ -77,7 +79,14 @@ def average_model_states(paths: Sequence[str]) -> Dict:
         state = load_checkpoint(path)
         if "model" not in state:
             raise AveragingError(f"{path}: no 'model' weights (not a fairseq checkpoint)")
+        if checkpoint_task(state) != ST_TASK:
+            raise AveragingError(f"{path}: a checkpoint of task {checkpoint_task(state)!r}, not "
+                                 f"of this project's training ({ST_TASK})")
         model = state["model"]
+        broken = next((k for k, v in model.items()
+                       if v.is_floating_point() and not torch.isfinite(v).all()), None)
+        if broken is not None:
+            raise AveragingError(f"{path}: tensor {broken} holds NaN or inf (a damaged file?)")
         if reference is None:
             reference = (path, model)
             sums = {k: v.double().clone() if v.is_floating_point() else v.clone()
@@ -125,31 +134,34 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--inputs", nargs="+", help="checkpoint files (or use --checkpoint-dir)")
     parser.add_argument("--checkpoint-dir", help="directory of a fairseq-train run")
-    parser.add_argument("--num-epoch-checkpoints", type=int,
+    parser.add_argument("--num-epoch-checkpoints", type=whole_number_flag(1),
                         help="average the last N checkpointEPOCH.pt files")
-    parser.add_argument("--num-update-checkpoints", type=int,
+    parser.add_argument("--num-update-checkpoints", type=whole_number_flag(1),
                         help="average the last N checkpoint_EPOCH_UPDATE.pt files")
     parser.add_argument("--output", required=True)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     args = parser.parse_args(argv)
-    try:
-        if bool(args.inputs) == bool(args.checkpoint_dir):
-            raise AveragingError("give either --inputs or --checkpoint-dir")
-        if args.checkpoint_dir:
-            counts = [args.num_epoch_checkpoints, args.num_update_checkpoints]
-            if sum(c is not None for c in counts) != 1 or min(c for c in counts if c is not None) < 1:
-                raise AveragingError("with --checkpoint-dir give one of --num-epoch-checkpoints "
-                                     "or --num-update-checkpoints, >= 1")
-            paths = last_checkpoints(args.checkpoint_dir,
-                                     args.num_epoch_checkpoints or args.num_update_checkpoints,
-                                     by_update=args.num_update_checkpoints is not None)
-        else:
-            paths = args.inputs
-        if os.path.exists(args.output) and not args.overwrite:
-            raise AveragingError(f"{args.output} exists; pass --overwrite to replace it")
-        state = average_model_states(paths)
-    except (AveragingError, CheckpointError) as e:
-        sys.exit(f"average_checkpoints: {e}")
+    with exit_on_input_error("average_checkpoints"):
+        run(args)
+
+
+def run(args):
+    if bool(args.inputs) == bool(args.checkpoint_dir):
+        raise AveragingError("give either --inputs or --checkpoint-dir")
+    if args.checkpoint_dir:
+        counts = [args.num_epoch_checkpoints, args.num_update_checkpoints]
+        if sum(c is not None for c in counts) != 1 or min(c for c in counts if c is not None) < 1:
+            raise AveragingError("with --checkpoint-dir give one of --num-epoch-checkpoints "
+                                 "or --num-update-checkpoints, >= 1")
+        paths = last_checkpoints(args.checkpoint_dir,
+                                 args.num_epoch_checkpoints or args.num_update_checkpoints,
+                                 by_update=args.num_update_checkpoints is not None)
+    else:
+        paths = args.inputs
+    if os.path.exists(args.output) and not args.overwrite:
+        raise AveragingError(f"{args.output} exists; pass --overwrite to replace it")
+    check_output_file(args.output, "--output")
+    state = average_model_states(paths)
     save_atomically(state, args.output)
     print(f"averaged {len(paths)} checkpoints -> {args.output}")
     for p in paths:

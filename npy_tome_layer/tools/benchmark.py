@@ -35,6 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from fairseq.models.hubert.hubert import HubertModel
 from omegaconf import OmegaConf
 
+from ..io.flags import keep_rate_flag, positive_number_flag, whole_number_flag
 from ..encoder.config import hubert_config
 from ..encoder.pruned_hubert import PrunedHubertModel
 from ..evaluation.reference import reference_model, setting_model, share_weights
@@ -434,28 +435,28 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
     parser.add_argument("--size", default="base", choices=["base", "large", "small", "tiny"])
-    parser.add_argument("--durations", type=float, nargs="+", default=[5, 10, 20])
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--rates", type=float, nargs="+", default=[1.0, 0.95, 0.9, 0.85, 0.8])
-    parser.add_argument("--init-layers", type=int, nargs="+", default=[0, 4, 6])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--durations", type=positive_number_flag, nargs="+", default=[5, 10, 20])
+    parser.add_argument("--batches", type=whole_number_flag(1), nargs="+", default=[1, 8])
+    parser.add_argument("--rates", type=keep_rate_flag, nargs="+", default=[1.0, 0.95, 0.9, 0.85, 0.8])
+    parser.add_argument("--init-layers", type=whole_number_flag(0), nargs="+", default=[0, 4, 6])
+    parser.add_argument("--repeats", type=whole_number_flag(1), default=5)
+    parser.add_argument("--warmup", type=whole_number_flag(0), default=1)
     parser.add_argument("--no-alternatives", dest="alternatives", action="store_false")
-    parser.add_argument("--alternatives-duration", type=float, default=10)
-    parser.add_argument("--alternatives-batch", type=int, default=8)
+    parser.add_argument("--alternatives-duration", type=positive_number_flag, default=10)
+    parser.add_argument("--alternatives-batch", type=whole_number_flag(1), default=8)
     parser.add_argument("--train-step", action="store_true",
                         help="also time forward + backward: fairseq's dense HubertModel vs pruned")
-    parser.add_argument("--train-step-duration", type=float, default=5)
-    parser.add_argument("--train-step-batch", type=int, default=4)
-    parser.add_argument("--train-step-rates", type=float, nargs="+", default=[1.0, 0.9, 0.8])
+    parser.add_argument("--train-step-duration", type=positive_number_flag, default=5)
+    parser.add_argument("--train-step-batch", type=whole_number_flag(1), default=4)
+    parser.add_argument("--train-step-rates", type=keep_rate_flag, nargs="+", default=[1.0, 0.9, 0.8])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--threads", type=whole_number_flag(1), help="torch.set_num_threads (CPU)")
     parser.add_argument("--decode-checkpoints", nargs="*", metavar="NAME=CKPT",
                         help="also time beam search of these ST checkpoints on --decode-data")
     parser.add_argument("--decode-data")
     parser.add_argument("--decode-subset", default="tst-COMMON")
-    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--beam", type=whole_number_flag(1), default=5)
     return parser.parse_args(argv)
 
 

@@ -12,14 +12,16 @@ interleaved, and the median total is reported. Prints a markdown table.
 """
 import argparse
 import os
-import sys
 from typing import Dict, List, Optional
 
 import torch
 
+from ..io.flags import whole_number_flag
+from ..errors import InputError, exit_on_input_error
 from ..evaluation.decoding import bleu_from_generate_output, load_st_model
 from ..evaluation.reference import reference_speedups
 from ..evaluation.timing import measure_interleaved, utterances
+from ..st.model import check_st_checkpoint
 
 
 def markdown_table(rows: List[Dict], baseline: Optional[str] = None) -> str:
@@ -44,27 +46,30 @@ def main(argv=None):
     parser.add_argument("--subset", default="tst-COMMON")
     parser.add_argument("--run", action="append", required=True, metavar="NAME=CKPT[:GENERATE_OUT]",
                         help="the first run is the speedup baseline")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--repeats", type=whole_number_flag(1), default=3)
+    parser.add_argument("--threads", type=whole_number_flag(1), default=None, help="torch.set_num_threads")
     parser.add_argument("--reference-size", default="base",
                         help="HuBERT size of the last column: a random-weight encoder of that "
                              "size on the same audio at each run's setting (tiny in tests)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    with exit_on_input_error("compare_runs"):
+        run(args)
+
+
+def run(args):
     rows, pairs = [], []
     for spec in args.run:
         name, _, paths = spec.partition("=")
         ckpt, _, generate_out = paths.partition(":")
         if not name or not ckpt:
-            sys.exit(f"compare_runs: --run {spec!r}: expected NAME=CHECKPOINT[:GENERATE_OUTPUT]")
+            raise InputError(f"--run {spec!r}: expected NAME=CHECKPOINT[:GENERATE_OUTPUT]")
         for path in filter(None, (ckpt, generate_out)):
             if not os.path.isfile(path):
-                sys.exit(f"compare_runs: --run {name}: {path} does not exist")
-        try:
-            bleu = bleu_from_generate_output(generate_out) if generate_out else None
-        except ValueError as e:
-            sys.exit(f"compare_runs: {e}")
+                raise InputError(f"--run {name}: {path} does not exist")
+        check_st_checkpoint(ckpt)
+        bleu = bleu_from_generate_output(generate_out) if generate_out else None
         model, dataset, _ = load_st_model(ckpt, args.data, args.subset)
         rows.append({"name": name, "bleu": bleu})
         pairs.append((model, dataset))

@@ -5,35 +5,49 @@ and writes to OUT:
   SPLIT.tsv     id, audio (wav:offset:num_samples, no copies), n_frames, tgt_text, src_text, speaker
   config.yaml   the sentencepiece model and dictionary (DeltaLM's spm.model / dict.txt)
   mt/           fairseq-preprocess binaries of the text pairs, for --text-data
-Every segment is checked against its wav and the three text files must align;
-bad segments are all reported by split and line, and nothing is written for
-that split. Finished outputs are kept on re-runs; every file is written under
-a temporary name and renamed.
+Every input is checked before anything is written: the flags' files, the
+splits present (train and dev are required), every segment against its wav
+(at least one HuBERT frame of samples) and the three text files' alignment.
+Bad segments are all reported by split and line, and nothing is written for
+that split. Finished outputs are kept on re-runs (a config.yaml naming other
+files is refused); every file is written under a temporary name and renamed,
+and temporaries of a killed run are removed by the next one.
 """
 import argparse
 import contextlib
+import csv
+import ctypes
 import fcntl
+import glob
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import unicodedata
 from typing import Dict, List, Optional
 
 import sentencepiece as spm
 import soundfile as sf
 import yaml
+from fairseq.data import Dictionary
 
-from ..io.atomic import atomic_destination, write_text_atomically
-from ..io.audio import SAMPLE_RATE, AudioError, audio_info
+from ..errors import InputError, exit_on_input_error, shorten
+from ..io.atomic import (TEMPORARY_MARK, atomic_destination, check_output_folder,
+                         write_text_atomically)
+from ..io.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, audio_info
 from ..st.dataset import COLUMNS
 
 SPLITS = ("train", "dev", "tst-COMMON", "tst-HE")
+REQUIRED_SPLITS = ("train", "dev")  # training and validation; tests are optional
+# characters a TSV field cannot hold: the manifest reader splits rows at \n and \r
+FIELD_BREAKS = str.maketrans({"\t": " ", "\n": " ", "\r": " "})
 MT_SPLITS = {"train": "trainpref", "dev": "validpref", "tst-COMMON": "testpref"}
 
 
-class PreparationError(ValueError):
-    pass
+class PreparationError(InputError):
+    """A MuST-C folder or a flag that cannot be prepared; the message names it."""
 
 
 def read_yaml_segments(path: str, split: str) -> List:
@@ -71,7 +85,7 @@ def read_lines(path: str, split: str) -> List[str]:
     with open(path, "rb") as f:
         data = f.read()
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte-order mark is not part of line 1
     except UnicodeDecodeError as e:
         line = data[:e.start].count(b"\n") + 1
         raise PreparationError(f"{split}: {path}: line {line} is not UTF-8 "
@@ -94,6 +108,12 @@ def seconds(value) -> Optional[float]:
     return number if math.isfinite(number) else None
 
 
+def is_blank(text: str) -> bool:
+    """Nothing to translate: only whitespace, controls and invisible format
+    characters (U+200B zero-width space, U+FEFF, ...), which ``str.strip`` keeps."""
+    return all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf") for c in text)
+
+
 def is_plain_file_name(name) -> bool:
     """A name inside the split's wav/ folder: no directory part (``../x.wav``
     or an absolute path would point the manifest outside the talk folder)."""
@@ -101,12 +121,7 @@ def is_plain_file_name(name) -> bool:
             and os.path.basename(name) == name and "/" not in name and "\\" not in name)
 
 
-def short(text: str, limit: int = 80) -> str:
-    """``text`` cut to ``limit`` characters, for a one-line message."""
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
-
-
-def read_split(pair_dir: str, split: str, tgt_lang: str) -> List[Dict]:
+def read_split(pair_dir: str, split: str, tgt_lang: str, log=print) -> List[Dict]:
     """Segments of one split as manifest rows; raises with every bad line."""
     txt = os.path.join(pair_dir, "data", split, "txt")
     wav_dir = os.path.join(pair_dir, "data", split, "wav")
@@ -122,17 +137,17 @@ def read_split(pair_dir: str, split: str, tgt_lang: str) -> List[Dict]:
     rows, per_talk = [], {}
     for i, (seg, en, tgt) in enumerate(zip(segments, texts["en"], texts[tgt_lang])):
         named = seg.get("wav") if isinstance(seg, dict) else seg
-        where = f"{split}: line {i + 1} ({short(str(named))})"
+        where = f"{split}: line {i + 1} ({shorten(str(named))})"
         if not isinstance(seg, dict) or not {"offset", "duration", "wav"} <= set(seg):
             problems.append(f"{where}: segment lacks offset/duration/wav")
             continue
         offset, duration = seconds(seg["offset"]), seconds(seg["duration"])
         if offset is None or duration is None:
-            problems.append(f"{where}: offset {short(repr(seg['offset']))} / duration "
-                            f"{short(repr(seg['duration']))} are not finite numbers of seconds")
+            problems.append(f"{where}: offset {shorten(repr(seg['offset']))} / duration "
+                            f"{shorten(repr(seg['duration']))} are not finite numbers of seconds")
             continue
         if not is_plain_file_name(seg["wav"]):
-            problems.append(f"{where}: wav {short(repr(seg['wav']))} is not the name of a file "
+            problems.append(f"{where}: wav {shorten(repr(seg['wav']))} is not the name of a file "
                             f"in {wav_dir}")
             continue
         wav = os.path.abspath(os.path.join(wav_dir, seg["wav"]))
@@ -147,9 +162,21 @@ def read_split(pair_dir: str, split: str, tgt_lang: str) -> List[Dict]:
             problems.append(f"{where}: segment {seg['offset']}s+{seg['duration']}s lies outside "
                             f"{wav} ({meta.frames / SAMPLE_RATE:.3f}s)")
             continue
-        if not en.strip() or not tgt.strip():
+        if n < MIN_SAMPLES:
+            problems.append(f"{where}: segment of {n} samples ({seg['duration']}s); HuBERT needs "
+                            f"at least {MIN_SAMPLES} for one frame")
+            continue
+        if is_blank(en) or is_blank(tgt):
             problems.append(f"{where}: empty transcript or translation")
             continue
+        too_long = max(len(en), len(tgt)) > csv.field_size_limit()
+        if too_long:
+            problems.append(f"{where}: a sentence of {max(len(en), len(tgt))} characters; a "
+                            f"manifest field holds at most {csv.field_size_limit()}")
+            continue
+        if "\r" in en + tgt or "\t" in en + tgt:
+            log(f"[prepare] warning: {where}: tab or carriage return inside a sentence, written "
+                "as a space")
         talk = os.path.splitext(seg["wav"])[0]
         per_talk[talk] = per_talk.get(talk, -1) + 1
         rows.append({"id": f"{talk}_{per_talk[talk]}", "audio": f"{wav}:{offset}:{n}",
@@ -164,7 +191,7 @@ def read_split(pair_dir: str, split: str, tgt_lang: str) -> List[Dict]:
 def tsv_text(rows) -> str:
     lines = ["\t".join(COLUMNS)]
     for r in rows:
-        fields = [str(r[c]).replace("\t", " ").replace("\n", " ") for c in COLUMNS]
+        fields = [str(r[c]).translate(FIELD_BREAKS) for c in COLUMNS]
         lines.append("\t".join(fields))
     return "\n".join(lines) + "\n"
 
@@ -172,7 +199,8 @@ def tsv_text(rows) -> str:
 @contextlib.contextmanager
 def output_lock(out: str):
     """One preparation per output directory: two at once raced on the same
-    temporary names and renames."""
+    temporary names and renames. Holding the lock, any temporary left in
+    ``out`` is a killed run's and is removed."""
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, ".prepare.lock"), "w") as f:
         try:
@@ -180,25 +208,73 @@ def output_lock(out: str):
         except BlockingIOError:
             raise PreparationError(f"{out}: another preparation is writing here; wait for it "
                                    "to finish") from None
+        for stale in glob.glob(os.path.join(glob.escape(out), f"*{TEMPORARY_MARK}*")):
+            shutil.rmtree(stale) if os.path.isdir(stale) else os.remove(stale)
         yield
+
+
+def config_text(spm_model: str, dictionary: str) -> str:
+    return yaml.safe_dump({
+        "vocab_filename": os.path.abspath(dictionary),
+        "bpe_tokenizer": {"bpe": "sentencepiece", "sentencepiece_model": os.path.abspath(spm_model)},
+    }, sort_keys=False)
+
+
+def check_inputs(pair_dir, out, spm_model, dictionary, splits):
+    """Everything the flags name, before anything is written; returns the splits present."""
+    if any(c in os.path.abspath(pair_dir) for c in "\t\n\r"):
+        raise PreparationError(f"--mustc-root {pair_dir!r}: a tab or line break in the path "
+                               "cannot be written to a manifest; move or link the data")
+    if not os.path.isdir(os.path.join(pair_dir, "data")):
+        raise PreparationError(f"{pair_dir}: no data/ folder (MuST-C keeps en-XX/data/SPLIT/)")
+    present = [s for s in splits if os.path.isdir(os.path.join(pair_dir, "data", s))]
+    missing = [s for s in REQUIRED_SPLITS if s in splits and s not in present]
+    if missing:
+        raise PreparationError(f"{pair_dir}/data: no {' or '.join(missing)} split (training "
+                               "needs train and dev)")
+    check_output_folder(out, "--out")
+    if not os.path.isfile(spm_model):
+        raise PreparationError(f"--spm-model {spm_model}: not found")
+    try:
+        spm.SentencePieceProcessor(model_file=spm_model)
+    except (OSError, RuntimeError) as e:
+        raise PreparationError(f"--spm-model {spm_model}: not a sentencepiece model "
+                               f"({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+    if not os.path.isfile(dictionary):
+        raise PreparationError(f"--dict {dictionary}: not found")
+    try:
+        Dictionary.load(dictionary)
+    except (ValueError, RuntimeError, UnicodeDecodeError) as e:
+        raise PreparationError(f"--dict {dictionary}: not a fairseq dictionary ({e})")
+    config = os.path.join(out, "config.yaml")
+    if os.path.isfile(config):
+        with open(config, encoding="utf-8") as f:
+            if f.read() != config_text(spm_model, dictionary):
+                raise PreparationError(
+                    f"{config} names another --spm-model or --dict than this run's; the "
+                    f"prepared data used those: remove {out} (or its config.yaml and mt/) to "
+                    "prepare with these")
+    return present
 
 
 def prepare(root, tgt_lang, out, spm_model, dictionary, splits=SPLITS, log=print):
     pair_dir = os.path.join(root, f"en-{tgt_lang}")
     if not os.path.isdir(pair_dir):
         raise PreparationError(f"{pair_dir}: MuST-C pair directory not found")
+    present = check_inputs(pair_dir, out, spm_model, dictionary, splits)
+    if "tst-COMMON" in splits and "tst-COMMON" not in present:
+        log(f"[prepare] warning: {pair_dir}/data has no tst-COMMON split (evaluate.sh needs it)")
     with output_lock(out):
-        _prepare(pair_dir, tgt_lang, out, spm_model, dictionary, splits, log)
+        _prepare(pair_dir, tgt_lang, out, spm_model, dictionary, present, log)
 
 
-def _prepare(pair_dir, tgt_lang, out, spm_model, dictionary, splits, log):
-    present = [s for s in splits if os.path.isdir(os.path.join(pair_dir, "data", s))]
+def _prepare(pair_dir, tgt_lang, out, spm_model, dictionary, present, log):
     rows_by_split = {}
     errors = []
     for split in present:
         tsv = os.path.join(out, f"{split}.tsv")
         try:
-            rows = read_split(pair_dir, split, tgt_lang)
+            rows = read_split(pair_dir, split, tgt_lang, log)
         except PreparationError as e:
             errors.append(str(e))
             continue
@@ -210,11 +286,7 @@ def _prepare(pair_dir, tgt_lang, out, spm_model, dictionary, splits, log):
             log(f"[prepare] {tsv}: {len(rows)} segments")
     config = os.path.join(out, "config.yaml")
     if not os.path.exists(config):
-        write_text_atomically(config, yaml.safe_dump({
-            "vocab_filename": os.path.abspath(dictionary),
-            "bpe_tokenizer": {"bpe": "sentencepiece",
-                              "sentencepiece_model": os.path.abspath(spm_model)},
-        }, sort_keys=False))
+        write_text_atomically(config, config_text(spm_model, dictionary))
     if errors:  # mt/ holds every split or none: a kept mt/ must not lack one
         log(f"[prepare] {os.path.join(out, 'mt')} not written until every split prepares")
     else:
@@ -251,11 +323,22 @@ def _binarise(work, tgt_lang, rows_by_split, sp, dictionary):
             with open(f"{prefix}.{lang}", "w", encoding="utf-8") as f:
                 f.write("\n".join(pieces) + "\n")
         cmd += [f"--{flag}", prefix]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=die_with_parent)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise PreparationError(f"fairseq-preprocess failed writing {work}: {last}")
     shutil.rmtree(os.path.join(work, "spm"))
 
 
-def main():
+def die_with_parent():
+    """In the child: killed with the preparation (Linux), so a killed run
+    leaves no fairseq-preprocess writing into a temporary folder."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mustc-root", required=True)
@@ -263,11 +346,9 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--spm-model", required=True, help="DeltaLM's spm.model")
     parser.add_argument("--dict", required=True, help="DeltaLM's dict.txt")
-    args = parser.parse_args()
-    try:
+    args = parser.parse_args(argv)
+    with exit_on_input_error("prepare_mustc"):
         prepare(args.mustc_root, args.tgt_lang, args.out, args.spm_model, args.dict)
-    except PreparationError as e:
-        sys.exit(f"prepare_mustc: {e}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from typing import Dict, List, Tuple
 
 import torch
 
+from ..io.flags import whole_number_flag
+from ..errors import InputError
 from ..evaluation.decoding import bleu_from_generate_output, load_st_model, translations
 from ..evaluation.reference import reference_speedups
 from ..evaluation.timing import hubert_frames, utterances
@@ -64,7 +66,7 @@ def summarise(runs: List[Dict], translations_of: Dict[Tuple[str, int], Tuple[Lis
         if references is None:
             references = refs
         elif refs != references:
-            raise ValueError(f"mode {mode}: its seeds' references differ from the first mode's "
+            raise InputError(f"mode {mode}: its seeds' references differ from the first mode's "
                              "(every mode needs the same seeds on the same split)")
     p_values = paired_p_values(pooled, references, baseline) if baseline in pooled else {}
     summary = []
@@ -130,7 +132,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     p.add_argument("--out", required=True)
     p.add_argument("--reference-size", default="base",
                    help="HuBERT size of the speedup column (tiny in tests)")
-    p.add_argument("--repeats", type=int, default=3, help="timed passes per setting")
+    p.add_argument("--repeats", type=whole_number_flag(1), default=3, help="timed passes per setting")
     args = p.parse_args(argv)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         p.error(f"--out {args.out} exists and is not a directory")

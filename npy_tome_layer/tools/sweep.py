@@ -22,9 +22,12 @@ import statistics
 import sys
 from typing import Dict, List
 
+from ..io.flags import finite_number_flag, keep_rate_flag, whole_number_flag
+from ..errors import InputError, exit_on_input_error
 from ..evaluation.decoding import decode_bleu, load_st_model
 from ..evaluation.timing import measure_interleaved
-from ..st.model import hubert_from_st_checkpoint
+from ..io.atomic import check_output_folder, write_text_atomically
+from ..st.model import check_st_checkpoint, hubert_from_st_checkpoint
 
 
 def pruning_overrides(rate: float, init_layer: int) -> Dict:
@@ -112,31 +115,33 @@ def main(argv=None):
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True, help="prepared pair directory (SPLIT.tsv, config.yaml)")
     p.add_argument("--subset", default="tst-COMMON")
-    p.add_argument("--rates", type=float, nargs="+", default=[1.0, 0.95, 0.9, 0.85, 0.8])
-    p.add_argument("--init-layers", type=int, nargs="+", default=[0, 4])
+    p.add_argument("--rates", type=keep_rate_flag, nargs="+", default=[1.0, 0.95, 0.9, 0.85, 0.8])
+    p.add_argument("--init-layers", type=whole_number_flag(0), nargs="+", default=[0, 4])
     p.add_argument("--out", required=True)
-    p.add_argument("--beam", type=int, default=8)
-    p.add_argument("--lenpen", type=float, default=1.0)
-    p.add_argument("--max-tokens", type=int, default=4000000)
-    p.add_argument("--repeats", type=int, default=3, help="timed passes per setting")
+    p.add_argument("--beam", type=whole_number_flag(1), default=8)
+    p.add_argument("--lenpen", type=finite_number_flag, default=1.0)
+    p.add_argument("--max-tokens", type=whole_number_flag(1), default=4000000)
+    p.add_argument("--repeats", type=whole_number_flag(1), default=3, help="timed passes per setting")
     p.add_argument("--cpu", action="store_true")
     args = p.parse_args(argv)
+    with exit_on_input_error("sweep"):
+        run(args)
+
+
+def run(args):
     for path in (args.checkpoint, os.path.join(args.data, f"{args.subset}.tsv")):
         if not os.path.isfile(path):
-            sys.exit(f"sweep: {path} not found")
-    bad = [r for r in args.rates if not 0 < r <= 1]
-    if bad:
-        sys.exit(f"sweep: keep rates must be in (0, 1], got {bad}")
+            raise InputError(f"{path} not found")
+    check_output_folder(args.out, "--out")
+    check_st_checkpoint(args.checkpoint)
     records = sweep(args.checkpoint, args.data, args.subset, args.rates, args.init_layers,
                     args.beam, args.lenpen, args.max_tokens, args.cpu, args.repeats,
                     log=lambda m: print(m, file=sys.stderr, flush=True))
     trained = trained_setting(args.checkpoint)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "sweep.json"), "w") as f:
-        json.dump(records, f, indent=1)
+    write_text_atomically(os.path.join(args.out, "sweep.json"), json.dumps(records, indent=1))
     table = markdown(records, args.checkpoint, args.subset, trained)
-    with open(os.path.join(args.out, "sweep.md"), "w") as f:
-        f.write(table)
+    write_text_atomically(os.path.join(args.out, "sweep.md"), table)
     plot(records, trained, os.path.join(args.out, "sweep.png"))
     print(table)
 

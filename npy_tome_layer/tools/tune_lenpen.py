@@ -11,12 +11,14 @@ best into the table only with ``--write``.
         [--write configs/lenpen.tsv]
 """
 import argparse
-import math
 import os
 import sys
 
-from ..io.atomic import write_text_atomically
+from ..io.flags import finite_number_flag, whole_number_flag
+from ..errors import InputError, exit_on_input_error
 from ..evaluation.decoding import decode_bleu
+from ..io.atomic import check_output_file, write_text_atomically
+from ..st.model import check_st_checkpoint
 
 LANGS = ("de", "es", "fr", "it", "nl", "pt", "ro", "ru")
 
@@ -43,19 +45,24 @@ def main(argv=None):
     p.add_argument("--data", required=True, help="prepared pair directory (SPLIT.tsv, config.yaml)")
     p.add_argument("--tgt-lang", required=True, choices=LANGS)
     p.add_argument("--subset", default="dev")
-    p.add_argument("--lenpens", type=float, nargs="+",
+    p.add_argument("--lenpens", type=finite_number_flag, nargs="+",
                    default=[0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8])
-    p.add_argument("--beam", type=int, default=8)
-    p.add_argument("--max-tokens", type=int, default=4000000)
+    p.add_argument("--beam", type=whole_number_flag(1), default=8)
+    p.add_argument("--max-tokens", type=whole_number_flag(1), default=4000000)
     p.add_argument("--cpu", action="store_true")
     p.add_argument("--write", metavar="TSV", help="put the best penalty into this table")
     args = p.parse_args(argv)
-    bad = [x for x in args.lenpens if not math.isfinite(x)]
-    if bad:
-        sys.exit(f"error: length penalties must be finite numbers, got {bad}")
+    with exit_on_input_error("tune_lenpen"):
+        run(args)
+
+
+def run(args):
     for path in (args.checkpoint, os.path.join(args.data, f"{args.subset}.tsv")):
         if not os.path.isfile(path):
-            sys.exit(f"error: {path} not found")
+            raise InputError(f"{path} not found")
+    if args.write:
+        check_output_file(args.write, "--write")
+    check_st_checkpoint(args.checkpoint, args.tgt_lang)
 
     scores = []
     for lenpen in args.lenpens:

@@ -10,19 +10,21 @@ reached (override with --rate). Frames are 20 ms; row k of the lower panel
 marks the frames still present after pruning layer k.
 """
 import argparse
-import sys
 from typing import List, Optional
 
 import numpy as np
 import soundfile as sf
 import torch
 
+from ..io.flags import keep_rate_flag, whole_number_flag
 from ..encoder.config import hubert_model_config
 from ..encoder.pruned_hubert import PrunedHubertModel, build_pruned_hubert, load_pruned_hubert
+from ..errors import InputError, exit_on_input_error
 from ..evaluation.plotting import pyplot
-from ..io.audio import SAMPLE_RATE, AudioError, audio_info
-from ..io.checkpoints import CheckpointError, load_checkpoint
-from ..st.model import hubert_from_st_checkpoint
+from ..io.atomic import check_output_file
+from ..io.audio import SAMPLE_RATE, audio_info
+from ..io.checkpoints import checkpoint_task, load_checkpoint
+from ..st.model import check_st_checkpoint, hubert_from_st_checkpoint
 
 FRAME_SECONDS = 0.02
 
@@ -34,15 +36,14 @@ def load_for_visualisation(checkpoint: Optional[str], rate: Optional[float],
         return build_pruned_hubert(hubert_model_config("base"), pruning_rate=rate or 0.9,
                                    pruning_init_layer=init_layer or 0).eval()
     state = load_checkpoint(checkpoint)
-    cfg = state.get("cfg") or {}
-    model_cfg = cfg.get("model") if hasattr(cfg, "get") else None
-    if getattr(model_cfg, "hubert_cfg", None) is None:  # an official HuBERT file
+    if checkpoint_task(state) in (None, "hubert_pretraining"):  # an official HuBERT file
         return load_pruned_hubert(checkpoint, pruning_rate=rate or 0.9,
                                   pruning_init_layer=init_layer or 0)
     # an ST checkpoint: its own HuBERT, at the rate it reached unless told otherwise
     overrides = {} if init_layer is None else {"pruning_init_layer": init_layer}
     if rate is not None:
         overrides.update(pruning_rate=rate, pruning_max_rate=None, pruning_min_rate=None)
+    check_st_checkpoint(checkpoint, state=state)
     return hubert_from_st_checkpoint(checkpoint, **overrides)
 
 
@@ -87,20 +88,21 @@ def main(argv=None):
     parser.add_argument("--wav", required=True, help="16 kHz mono audio")
     parser.add_argument("--out", required=True, help="PNG to write")
     parser.add_argument("--checkpoint", help="HuBERT or ST checkpoint (default: random base)")
-    parser.add_argument("--rate", type=float, help="keep rate (default 0.9 / the checkpoint's)")
-    parser.add_argument("--init-layer", type=int)
+    parser.add_argument("--rate", type=keep_rate_flag, help="keep rate (default 0.9 / the checkpoint's)")
+    parser.add_argument("--init-layer", type=whole_number_flag(0))
     args = parser.parse_args(argv)
+    with exit_on_input_error("visualize_pruning"):
+        run(args)
+
+
+def run(args):
+    audio_info(args.wav)
     try:
-        audio_info(args.wav)
         audio = sf.read(args.wav, dtype="float32")[0]
-    except AudioError as e:
-        sys.exit(f"visualize_pruning: {e}")
     except Exception as e:  # soundfile's errors do not always name the file
-        sys.exit(f"visualize_pruning: cannot read {args.wav}: {e}")
-    try:
-        model = load_for_visualisation(args.checkpoint, args.rate, args.init_layer)
-    except (CheckpointError, ValueError) as e:
-        sys.exit(f"visualize_pruning: {e}")
+        raise InputError(f"cannot read {args.wav}: {e}") from e
+    check_output_file(args.out, "--out")
+    model = load_for_visualisation(args.checkpoint, args.rate, args.init_layer)
     grid = survival(model, audio)
     enc = model.encoder
     title = (f"{args.wav}: keep rate {enc.keep_rate:g} per layer from layer "

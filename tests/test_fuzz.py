@@ -1,0 +1,303 @@
+"""Property-based tests of every parser of user input: generated inputs either
+succeed with a result that keeps the stated invariants, or raise the project's
+one bad-input error (``InputError``; argparse's ``ArgumentTypeError`` for flag
+types) - never another exception. Each test is bounded to a few seconds."""
+import argparse
+import importlib
+import math
+import os
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
+
+from npy_tome_layer.errors import InputError
+from npy_tome_layer.io.audio import MIN_SAMPLES, SAMPLE_RATE
+from npy_tome_layer.io.flags import (finite_number_flag, keep_rate_flag, positive_number_flag,
+                                     whole_number_flag)
+from npy_tome_layer.reduction.keep_rate import KeepRateSchedule
+from npy_tome_layer.reduction.selection import keep_counts, select_frames
+from npy_tome_layer.st.dataset import COLUMNS, parse_audio_ref, read_manifest
+from npy_tome_layer.tools.prepare_mustc import (is_plain_file_name, read_lines, read_split,
+                                                read_yaml_segments, seconds)
+
+from .conftest import REPO
+
+FUZZ = settings(max_examples=300, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                       HealthCheck.too_slow])
+
+# text as a user's files hold it: any character, and those that break formats
+nasty_text = st.text(alphabet=st.one_of(
+    st.characters(exclude_categories=("Cs",)), st.sampled_from(list("\t\n\r:*&!|>-[]{}#'\"\\\u2028\u200b\ufeff0123456789."))),
+    max_size=60)
+# any value a YAML field can hold
+yaml_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), nasty_text),
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(nasty_text, inner, max_size=3)),
+    max_leaves=6)
+flag_text = st.one_of(nasty_text, st.integers().map(str), st.floats().map(str),
+                      st.sampled_from(["0", "1", "1.0", "-0", "1e-9", "nan", "inf", "-inf", "0x10",
+                                       "1_000", " 3 ", "٣", "²", "1e400", "True", ""]))
+
+
+# --- numeric flags of the plugin (fairseq's parser) and of every tool ---------
+
+def numeric_actions():
+    """(program, flag, type) of every flag whose type is not a plain string."""
+    import npy_tome_layer  # noqa: F401
+    from npy_tome_layer.st.model import HubertTransformerPruningModel
+
+    parser = argparse.ArgumentParser()
+    HubertTransformerPruningModel.add_args(parser)
+    own = ("--pruning-", "--token-reduction", "--conv-reduction")  # DeltaLM's are fairseq's
+    found = [("fairseq-train", a.option_strings[0], a.type) for a in parser._actions
+             if a.type not in (None, str) and a.option_strings[0].startswith(own)]
+
+    class Parsed(Exception):
+        pass
+
+    def capture(self, args=None, namespace=None):
+        raise Parsed(self)
+    for tool in ("prepare_mustc", "average_checkpoints", "tune_lenpen", "compare_runs", "sweep",
+                 "study", "benchmark", "visualize_pruning", "inspect_checkpoint"):
+        module = importlib.import_module(f"npy_tome_layer.tools.{tool}")
+        original = argparse.ArgumentParser.parse_args
+        argparse.ArgumentParser.parse_args = capture
+        try:
+            module.main([])
+        except Parsed as e:
+            tool_parser = e.args[0]
+        finally:
+            argparse.ArgumentParser.parse_args = original
+        found += [(tool, a.option_strings[0] if a.option_strings else a.dest, a.type)
+                  for a in tool_parser._actions if a.type not in (None, str)]
+    return found
+
+
+ACTIONS = numeric_actions()
+FLAG_TYPES = {keep_rate_flag: lambda v: 0 < v <= 1,
+              finite_number_flag: math.isfinite,
+              positive_number_flag: lambda v: math.isfinite(v) and v > 0}
+
+
+def invariant_of(flag_type):
+    if flag_type in FLAG_TYPES:
+        return FLAG_TYPES[flag_type]
+    minimum = int(flag_type.__name__.rsplit(" ", 1)[-1])  # "whole number >= N"
+    return lambda v: isinstance(v, int) and v >= minimum
+
+
+def test_every_numeric_flag_has_a_checked_type():
+    """No bare int/float: those accept nan, inf, negative counts and rates > 1."""
+    unchecked = [(prog, flag) for prog, flag, kind in numeric_actions()
+                 if kind not in FLAG_TYPES and "whole number" not in getattr(kind, "__name__", "")]
+    assert not unchecked, unchecked
+
+
+@FUZZ
+@given(text=flag_text, which=st.integers(0, 10 ** 6))
+def test_flag_types_return_a_value_in_range_or_argparse_error(text, which):
+    kinds = sorted({kind for _, _, kind in ACTIONS}, key=lambda k: getattr(k, "__name__", ""))
+    kind = kinds[which % len(kinds)]
+    try:
+        value = kind(text)
+    except argparse.ArgumentTypeError as e:
+        assert repr(text) in str(e)
+        return
+    assert invariant_of(kind)(value), (kind, text, value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=flag_text, name=st.sampled_from(["NPROC", "NNODES", "MASTER_PORT"]))
+def test_env_numbers_are_checked_in_one_line(value, name):
+    assume("\x00" not in value)
+    env = {"PATH": os.environ["PATH"], "DEVICE": "cpu", name: value}
+    proc = subprocess.run(["bash", "-c", f"source {REPO}/scripts/env.sh && echo WORLD=$WORLD"],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode == 0:
+        number = int(value or {"NPROC": "1", "NNODES": "1", "MASTER_PORT": "29500"}[name], 10)
+        assert 1 <= number <= (65535 if name == "MASTER_PORT" else 999999999)
+        assert proc.stdout.startswith("WORLD=")
+    else:
+        assert proc.returncode == 2 and proc.stderr.startswith(f"error: {name} must be")
+        assert len(proc.stderr.strip().split("\n")) == 1
+
+
+# --- the keep rate schedule and the keep-count rule --------------------------
+
+rate_values = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(),
+                        st.floats(0, 1), nasty_text)
+
+
+@FUZZ
+@given(rate=rate_values, max_rate=rate_values, min_rate=rate_values, updates=rate_values,
+       at=st.integers(-10, 10 ** 6))
+def test_keep_rate_schedule_is_valid_or_an_input_error(rate, max_rate, min_rate, updates, at):
+    try:
+        schedule = KeepRateSchedule.from_arguments(rate, max_rate, min_rate, updates)
+    except InputError:
+        return
+    r = schedule.rate_at(at)
+    assert 0 < schedule.min_rate <= r <= schedule.max_rate <= 1
+    assert schedule.rate_at(at + 1) <= r
+
+
+@FUZZ
+@given(lengths=st.lists(st.integers(0, 10 ** 6), min_size=1, max_size=8), rate=st.floats(0, 1))
+def test_keep_counts_are_ceil_rate_n_and_in_range(lengths, rate):
+    assume(rate > 0)
+    k = keep_counts(torch.tensor(lengths), rate).tolist()
+    for n, kept in zip(lengths, k):
+        assert kept == (0 if n == 0 else max(1, math.ceil(rate * n)))
+        assert (n == 0 and kept == 0) or 1 <= kept <= n
+
+
+@FUZZ
+@given(data=st.data(), rate=st.floats(0.01, 1.0))
+def test_selected_frames_are_the_top_k_valid_frames_in_time_order(data, rate):
+    bsz = data.draw(st.integers(1, 4))
+    tsz = data.draw(st.integers(1, 24))
+    lengths = data.draw(st.lists(st.integers(0, tsz), min_size=bsz, max_size=bsz))
+    # few distinct values: many ties
+    scores = torch.tensor(data.draw(st.lists(
+        st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.5, -1.0, 1e-30]), min_size=tsz, max_size=tsz),
+        min_size=bsz, max_size=bsz)))
+    padding = torch.arange(tsz).unsqueeze(0) >= torch.tensor(lengths).unsqueeze(1)
+    indices, new_mask = select_frames(scores, padding, rate)
+    for b, n in enumerate(lengths):
+        kept = indices[b][~new_mask[b]].tolist()
+        assert len(kept) == (0 if n == 0 else max(1, math.ceil(rate * n)))
+        assert kept == sorted(set(kept)) and all(i < n for i in kept)  # valid, time order
+        dropped = [i for i in range(n) if i not in kept]
+        if kept and dropped:
+            assert min(scores[b, kept]) >= max(scores[b, dropped])
+
+
+# --- preparation: segment lists, text files, times, file names ---------------
+
+@FUZZ
+@given(text=st.one_of(nasty_text, st.lists(yaml_values, max_size=4).map(
+    lambda v: yaml.safe_dump(v, allow_unicode=True))))
+def test_segment_list_reader_returns_a_list_or_an_input_error(tmp_path, text):
+    path = tmp_path / "x.yaml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        segments = read_yaml_segments(str(path), "train")
+    except InputError as e:
+        assert "\n" not in str(e) and len(str(e)) < 600
+        return
+    assert isinstance(segments, list)
+
+
+@FUZZ
+@given(data=st.binary(max_size=200))
+def test_text_files_read_as_lines_split_at_newline_only(tmp_path, data):
+    path = tmp_path / "x.de"
+    path.write_bytes(data)
+    try:
+        lines = read_lines(str(path), "train")
+    except InputError as e:
+        assert "line " in str(e)
+        return
+    body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    expected = body.count(b"\n") + (0 if body.endswith(b"\n") or not body else 1)
+    assert len(lines) == expected
+
+
+@FUZZ
+@given(value=yaml_values)
+def test_segment_times_are_finite_floats_or_none(value):
+    t = seconds(value)
+    assert t is None or (isinstance(t, float) and math.isfinite(t))
+    assert not (isinstance(value, bool) and t is not None)
+
+
+@FUZZ
+@given(name=yaml_values)
+def test_accepted_wav_names_stay_inside_the_folder(name):
+    if is_plain_file_name(name):
+        folder = "/data/en-de/data/train/wav"
+        assert os.path.dirname(os.path.normpath(os.path.join(folder, name))) == folder
+
+
+@pytest.fixture(scope="module")
+def talk(tmp_path_factory):
+    """One split folder with one 1-second talk."""
+    root = tmp_path_factory.mktemp("fuzz_split")
+    for sub in ("wav", "txt"):
+        os.makedirs(root / "en-de" / "data" / "train" / sub)
+    sf.write(str(root / "en-de" / "data" / "train" / "wav" / "talk.wav"),
+             np.zeros(SAMPLE_RATE, dtype=np.int16), SAMPLE_RATE, subtype="PCM_16")
+    return root / "en-de"
+
+
+segments = st.lists(st.fixed_dictionaries({
+    "offset": st.one_of(st.floats(-1, 2), yaml_values),
+    "duration": st.one_of(st.floats(0, 1.2), yaml_values),
+    "wav": st.one_of(st.just("talk.wav"), st.just("missing.wav"), yaml_values)}),
+    min_size=1, max_size=4)
+
+
+@FUZZ
+@given(records=segments, en=st.lists(nasty_text, min_size=1, max_size=4),
+       de=st.lists(nasty_text, min_size=1, max_size=4))
+def test_split_reader_gives_exact_spans_or_an_input_error(talk, records, en, de):
+    txt = talk / "data" / "train" / "txt"
+    (txt / "train.yaml").write_text(yaml.safe_dump(records, allow_unicode=True), encoding="utf-8")
+    for lang, lines in (("en", en), ("de", de)):
+        (txt / f"train.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    try:
+        rows = read_split(str(talk), "train", "de", log=lambda *a: None)
+    except InputError:
+        return
+    assert len(rows) == len(records)
+    for row, record in zip(rows, records):
+        path, offset, n = row["audio"].rsplit(":", 2)
+        assert int(offset) == round(record["offset"] * SAMPLE_RATE)
+        assert int(n) == round(record["duration"] * SAMPLE_RATE) == row["n_frames"]
+        assert MIN_SAMPLES <= int(n) and int(offset) + int(n) <= SAMPLE_RATE
+        assert os.path.basename(path) == "talk.wav"
+        assert "\t" not in row["tgt_text"] and "\n" not in row["tgt_text"]
+
+
+# --- manifests and audio references ------------------------------------------
+
+@FUZZ
+@given(lines=st.lists(st.lists(nasty_text, min_size=1, max_size=7).map("\t".join), max_size=5),
+       header=st.booleans())
+@example(lines=["a\tb.wav\t\u00b2\tx\ty\tz"], header=True)
+def test_manifest_reader_returns_checked_rows_or_an_input_error(tmp_path, lines, header):
+    path = tmp_path / "x.tsv"
+    body = (["\t".join(COLUMNS)] if header else []) + lines
+    path.write_text("\n".join(body) + "\n", encoding="utf-8")
+    try:
+        rows = read_manifest(str(path))
+    except InputError:
+        return
+    assert rows and [r["_line"] for r in rows] == sorted({r["_line"] for r in rows})
+    for r in rows:
+        assert set(COLUMNS) <= set(r) and r["n_frames"].isascii() and r["n_frames"].isdigit()
+
+
+@FUZZ
+@given(value=nasty_text)
+@example("talk.wav:\u00b2:5")  # str.isdigit() is True for "²", int() refuses it
+@example("talk.wav:\u0663:5")  # Arabic-Indic three: a digit to int(), not to a manifest
+def test_audio_references_parse_to_whole_sample_spans(value):
+    ref = parse_audio_ref(value, "/base")
+    assert ref.offset >= 0 and ref.num_samples >= -1 and os.path.isabs(ref.path)
+
+
+@FUZZ
+@given(path=nasty_text, offset=st.integers(0, 10 ** 12), n=st.integers(0, 10 ** 12))
+def test_audio_references_round_trip(path, offset, n):
+    assume(path and not path.startswith("/"))
+    ref = parse_audio_ref(f"{path}:{offset}:{n}", "/base")
+    assert (ref.path, ref.offset, ref.num_samples) == (os.path.join("/base", path), offset, n)
