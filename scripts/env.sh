@@ -21,12 +21,12 @@ MASTER_PORT=${MASTER_PORT:-29500}                 # a free port on node 0
 # NAME VALUE MIN [MAX]: a whole number in range, or one line and exit 2
 whole_number() {
   case "$2" in
-    ''|*[!0-9]*) printf "error: %s must be a whole number, got %q\n" "$1" "$2" >&2; exit 2 ;;
+    ''|*[!0-9]*) echo "error: $1 must be a whole number, got '${2//[![:print:]]/?}'" >&2; exit 2 ;;
   esac
   # more than 9 significant digits would wrap around in shell arithmetic
   local significant; significant=$(printf %s "$2" | sed 's/^0*//')
   if [ "${#significant}" -gt 9 ] || [ "$((10#$2))" -lt "$3" ] || { [ -n "${4:-}" ] && [ "$((10#$2))" -gt "$4" ]; }; then
-    echo "error: $1 must be in [$3, ${4:-999999999}], got '$2'" >&2; exit 2
+    echo "error: $1 must be in [$3, ${4:-...}], got '$2'" >&2; exit 2
   fi
 }
 whole_number NPROC "$NPROC" 1

@@ -11,7 +11,10 @@
 #      stand-ins (loss finite, checkpoint written), then fairseq-generate on each
 #      (on the CPU fp32 only: fairseq reads --fp16/--bf16 without CUDA as a TPU run);
 #   3. the encoder benchmark (base size, fp16, 10 s and 20 s x 8, rates 1.0 0.9
-#      0.8, init layers 0 and 4, alternatives, training step dense vs pruned).
+#      0.8, init layers 0 and 4, alternatives, training step dense vs pruned);
+#   4. the attention paths of the pruning layers in bf16: fairseq dense vs the
+#      explicit vs the fused path at 0.9 and 0.8 from layer 0, inference 30 s x 8
+#      and training steps 10 s and 30 s x 8 (time and peak CUDA memory).
 # Writes summary.md (all tables and results), results.json (the benchmark's)
 # and details.tar.gz (logs, plots) into $OUT if set, else gpu_results/.
 # Every step runs even if one before it failed; the exit status says whether all passed.
@@ -51,12 +54,18 @@ if [ "$DEVICE" = cpu ]; then
                     --repeats 1 --alternatives-duration 1 --alternatives-batch 2
                     --train-step --train-step-duration 1 --train-step-batch 2 --device cpu
                     --dtype fp32)
+  PATHS=(--size tiny --no-grid --no-alternatives --attention-paths --paths-duration 1
+         --paths-batch 2 --paths-train-durations 1 --train-step-batch 2 --repeats 1
+         --device cpu --dtype fp32)
   PRECISIONS=(fp32)  # fairseq takes --fp16 / --bf16 without CUDA for a TPU run
   TRAIN_DEVICE=(--cpu)
 else
   SIZE=demo; BENCH=(--size base --durations 10 20 --batches 8 --rates 1.0 0.9 0.8 --init-layers 0 4
                     --repeats 5 --train-step --train-step-duration 10 --train-step-batch 8
                     --device cuda --dtype fp16)
+  PATHS=(--size base --no-grid --no-alternatives --attention-paths --paths-duration 30
+         --paths-batch 8 --paths-train-durations 10 30 --train-step-batch 8 --repeats 3
+         --device cuda --dtype bf16)
   PRECISIONS=(fp16 bf16)
   TRAIN_DEVICE=()
 fi
@@ -150,12 +159,20 @@ if [ -f "$WORK/bench/benchmark.md" ]; then
   cp "$WORK/bench/results.json" "$RESULTS/results.json"
 fi
 
+step attention_paths "$PY" -m npy_tome_layer.tools.benchmark --out "$WORK/paths" "${PATHS[@]}"
+if [ -f "$WORK/paths/benchmark.md" ]; then
+  say ""
+  cat "$WORK/paths/benchmark.md" >>"$SUMMARY"
+  cp "$WORK/paths/results.json" "$RESULTS/attention_paths.json"
+fi
+
 say ""
 if [ ${#failed[@]} -eq 0 ]; then
   say "finished in $((SECONDS - start)) s; failed: none"
 else
   say "finished in $((SECONDS - start)) s; failed: ${failed[*]}"
 fi
-tar -czf "$RESULTS/details.tar.gz" -C "$WORK" logs $( [ -d "$WORK/bench" ] && echo bench )
+tar -czf "$RESULTS/details.tar.gz" -C "$WORK" logs $( [ -d "$WORK/bench" ] && echo bench ) \
+  $( [ -d "$WORK/paths" ] && echo paths )
 echo "[gpu_check] wrote $SUMMARY, $RESULTS/results.json, $RESULTS/details.tar.gz" >&2
 [ ${#failed[@]} -eq 0 ]

@@ -153,3 +153,31 @@ def test_training_step_times_fairseq_dense_against_pruned(tiny):
     # the step left no gradients behind, on the shared weights either
     assert all(p.grad is None for p in reference.parameters())
     assert "| fairseq dense | 1 s | 2 | 1 |" in train_markdown(rows)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_attention_paths_time_fairseq_dense_explicit_and_fused(tiny, training, monkeypatch):
+    import npy_tome_layer.tools.benchmark as benchmark
+    from npy_tome_layer.encoder.attention import _SCORING_PATH
+
+    seen = []
+    real = benchmark._timed_step if training else benchmark.timed_pass
+
+    def spy(model, audio):
+        seen.append(_SCORING_PATH.get())  # the path each timed pass ran on
+        return real(model, audio)
+    monkeypatch.setattr(benchmark, "_timed_step" if training else "timed_pass", spy)
+    cfg, reference = tiny
+    rows = benchmark.run_attention_paths(reference, cfg, [0.9, 0.8], duration=1, batch=2,
+                                         device=torch.device("cpu"), dtype=torch.float32,
+                                         warmup=0, repeats=2, training=training)
+    assert [(r["mode"], r["path"], r["rate"]) for r in rows] == [
+        ("fairseq dense", "fairseq", 1.0), ("prune", "explicit", 0.9), ("prune", "fused", 0.9),
+        ("prune", "explicit", 0.8), ("prune", "fused", 0.8)]
+    # interleaved: repeat 1 of every setting, then repeat 2
+    assert seen[:10] == ["auto", "explicit", "fused", "explicit", "fused"] * 2
+    assert rows[0]["measured_speedup"] == 1.0 and rows[4]["ideal_speedup"] > 1.0
+    assert all(0 <= r["overhead_share"] < 1 and r["latency_s"] > 0 for r in rows)
+    assert rows[0]["overhead_share"] == 0  # fairseq's model has no scoring
+    assert all(p.grad is None for p in reference.parameters())
+    assert "| prune | fused | 1 s | 2 | 0.9 |" in benchmark.paths_markdown(rows)

@@ -102,3 +102,24 @@ def test_half_precision_keeps_the_frames_fp32_keeps(dtype):
             a = set(kept_full[b, :k].tolist())
             agree, total = agree + len(a & set(kept_half[b, :k].tolist())), total + k
     assert agree / total >= 0.95, f"{dtype}: {agree}/{total} kept positions agree with fp32"
+
+
+@pytest.mark.parametrize("mode", ["prune", "merge"])
+def test_fused_path_on_the_device_equals_the_explicit_path_on_the_cpu(hubert_tiny, mode):
+    """The device takes the fused path (auto); the CPU reference the explicit one."""
+    from npy_tome_layer.encoder.attention import scoring_path
+
+    _no_tf32()
+    model = load_pruned_hubert(hubert_tiny, pruning_rate=0.7, token_reduction=mode)
+    source, mask = waveforms([16640, 9000, 4000])
+    with torch.no_grad():
+        with scoring_path("explicit"):
+            ref = model(source, padding_mask=mask, mask=False, features_only=True)
+        model.to(DEVICE)
+        with scoring_path("fused"):
+            out = model(source.to(DEVICE), padding_mask=mask.to(DEVICE), mask=False,
+                        features_only=True)
+    for a, b in zip(ref["kept_indices"], out["kept_indices"]):
+        assert torch.equal(a, b.cpu())
+    valid = ~ref["padding_mask"].unsqueeze(-1)
+    assert ((out["x"].cpu() - ref["x"]) * valid).abs().max().item() <= 1e-4

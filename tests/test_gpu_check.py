@@ -92,6 +92,11 @@ def test_gpu_check_runs_on_the_cpu_at_tiny_size(bundle, tmp_path):
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert {r["group"] for r in rows} >= {"grid", "alternatives", "train_step"}
     assert "| fairseq dense |" in summary  # the training-step table
+    assert "- attention_paths: passed" in summary
+    paths = json.loads((out / "attention_paths.json").read_text())["rows"]
+    assert {(r["group"], r["path"]) for r in paths} == {
+        (group, path) for group in ("paths", "paths_train")
+        for path in ("fairseq", "explicit", "fused")}
     assert "corpus from the bundle" in (work / "logs" / "corpus.log").read_text()
     with tarfile.open(out / "details.tar.gz") as tar:
         members = tar.getnames()

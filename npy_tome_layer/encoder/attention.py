@@ -2,22 +2,58 @@
 
 ``ReducibleAttention`` is installed by changing the class of fairseq's own
 instances (as ToMe patches timm), so every setting of the original is kept.
-While ``collecting(evidence)`` is active around its layer it computes attention
-explicitly and hands the evidence blocks of fp32 probabilities or the keys;
-otherwise it is fairseq's module, fast path included.
+While ``collecting(evidence)`` is active around its layer it hands the evidence
+the keys, or the fp32 attention probabilities, along one of two paths:
+
+* ``fused``: the output comes from PyTorch's fused attention
+  (``scaled_dot_product_attention``, as fairseq's dense layers: flash or
+  memory-efficient kernels, O(T) memory, their backward), and the
+  probabilities are recomputed for the evidence in a separate ``no_grad``
+  pass over blocks of whole query rows, in fp32, never kept;
+* ``explicit``: attention is computed by hand in blocks, the probabilities
+  serve both the output and the evidence (and are kept for the backward).
+
+``scoring_path(...)`` chooses; ``auto`` (the default) is ``fused`` except for
+CPU inference, where the explicit path's single pass over the logits was
+measured faster (docs/results.md, "Fast attention path").
 """
 import contextlib
 import contextvars
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from fairseq.modules import MultiheadAttention
+from torch.profiler import record_function
 
-from ..reduction import AttentionEvidence
+from ..reduction import EVIDENCE_LABEL, AttentionEvidence
 
 # The evidence the running layer's attention fills; set only around one layer call.
 _EVIDENCE: contextvars.ContextVar[Optional[AttentionEvidence]] = contextvars.ContextVar(
     "token_reduction_evidence", default=None)
+SCORING_PATHS = ("auto", "fused", "explicit")
+_SCORING_PATH: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "token_reduction_scoring_path", default="auto")
+
+
+@contextlib.contextmanager
+def scoring_path(path: str):
+    """Attention path of the acting layers inside this block (``SCORING_PATHS``)."""
+    if path not in SCORING_PATHS:
+        raise ValueError(f"scoring path must be one of {SCORING_PATHS}, got {path!r}")
+    token = _SCORING_PATH.set(path)
+    try:
+        yield
+    finally:
+        _SCORING_PATH.reset(token)
+
+
+def chosen_path(device: torch.device, training: bool) -> str:
+    """The path ``auto`` takes on this device and mode."""
+    path = _SCORING_PATH.get()
+    if path != "auto":
+        return path
+    return "explicit" if device.type == "cpu" and not training else "fused"
 
 
 @contextlib.contextmanager
@@ -41,6 +77,7 @@ class ReducibleAttention(MultiheadAttention):
     # x 8 it took 2.4x as long as fused attention, blocks of ~2 MB 1.3x), so
     # the map is built block by block. CUDA takes it in one go.
     cpu_block_bytes = 2 << 20
+    cuda_block_bytes = 256 << 20  # the scoring pass's blocks on a GPU
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
                 attn_mask=None, **kwargs):
@@ -54,7 +91,9 @@ class ReducibleAttention(MultiheadAttention):
         def split_heads(t):  # T x B x C -> B x H x T x d
             return t.reshape(tgt_len, bsz, heads, head_dim).permute(1, 2, 0, 3)
 
-        q = split_heads(self.q_proj(query) * self.scaling)
+        fused = attn_mask is None and chosen_path(query.device, self.training) == "fused"
+        # SDPA scales q itself; the explicit path scales it as fairseq does
+        q = split_heads(self.q_proj(query) * (1.0 if fused else self.scaling))
         k = split_heads(self.k_proj(key))
         v = split_heads(self.v_proj(value))
         if evidence.needs_keys:
@@ -66,6 +105,8 @@ class ReducibleAttention(MultiheadAttention):
             pad = torch.zeros(bsz, 1, 1, tgt_len, device=q.device).masked_fill_(
                 key_padding_mask[:, None, None, :].bool(), float("-inf"))
             key_bias = pad if key_bias is None else key_bias + pad
+        if fused:
+            return self._fused(q, k, v, key_bias, key_padding_mask, evidence)
         rows_per_block, heads_per_block = self._block_shape(bsz, tgt_len, q.device)
         outputs = []
         for r in range(0, bsz, rows_per_block):
@@ -90,6 +131,47 @@ class ReducibleAttention(MultiheadAttention):
         out = torch.cat(outputs, dim=0) if len(outputs) > 1 else outputs[0]  # B x H x T x d
         out = out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, embed_dim)
         return self.out_proj(out), None
+
+    def _fused(self, q, k, v, key_bias, key_padding_mask, evidence):
+        """Output from fused attention; probabilities for the evidence from a
+        separate no-grad pass."""
+        if evidence.needs_probabilities:
+            with torch.no_grad(), record_function(EVIDENCE_LABEL):
+                self._probabilities_by_query_blocks(q.detach(), k.detach(), key_bias,
+                                                    key_padding_mask, evidence)
+        if key_bias is None:
+            mask = None
+        elif evidence.key_log_size is None:
+            mask = ~key_padding_mask[:, None, None, :].bool()  # exact in any dtype
+        else:
+            mask = key_bias.to(q.dtype)
+        dropout = self.dropout_module.p if self.training or \
+            self.dropout_module.apply_during_inference else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        bsz, heads, tgt_len, head_dim = out.shape
+        out = out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, heads * head_dim)
+        return self.out_proj(out), None
+
+    def _probabilities_by_query_blocks(self, q, k, key_bias, key_padding_mask, evidence):
+        """fp32 softmax of blocks of whole query rows (every head, every key),
+        handed to the evidence block by block and dropped: the score needs no
+        gradient and no block outlives its turn."""
+        bsz, heads, length, _ = q.shape
+        q = q.float() * self.scaling
+        k = k.float()
+        per_row = 4 * heads * length  # bytes of one query row's probabilities
+        budget = self.cpu_block_bytes if q.device.type == "cpu" else self.cuda_block_bytes
+        rows_per_block = max(1, budget // per_row)
+        for b in range(bsz):
+            rows = slice(b, b + 1)
+            for start in range(0, length, rows_per_block):
+                queries = slice(start, min(start + rows_per_block, length))
+                logits = torch.matmul(q[rows, :, queries], k[rows].transpose(-1, -2))
+                if key_bias is not None:
+                    logits += key_bias[rows]
+                probs = logits.softmax(dim=-1)
+                query_mask = None if key_padding_mask is None else key_padding_mask[:, queries]
+                evidence.accumulate(probs, rows, heads, query_mask)
 
     def _block_shape(self, bsz: int, length: int, device: torch.device):
         """(batch rows, heads) per block of the attention map."""

@@ -82,6 +82,10 @@ class AttentionEvidence:
                           key_padding_mask: Optional[Tensor]) -> None:
         pass
 
+    def accumulate(self, probs: Tensor, rows: slice, num_heads: int,
+                   key_padding_mask: Optional[Tensor]) -> None:
+        pass
+
     def add_keys(self, keys: Tensor) -> None:
         pass
 
@@ -96,7 +100,14 @@ class ReceivedAttentionSum(AttentionEvidence):
         self._rows: Dict[int, Tensor] = {}  # first row of a block -> its rows' sums
 
     def add_probabilities(self, probs, rows, num_heads, key_padding_mask):
-        with record_function(EVIDENCE_LABEL), full_precision(probs):
+        with record_function(EVIDENCE_LABEL):
+            self.accumulate(probs, rows, num_heads, key_padding_mask)
+
+    def accumulate(self, probs, rows, num_heads, key_padding_mask):
+        """``add_probabilities`` without its profiler label (for a caller that
+        labels a whole scoring pass). ``key_padding_mask`` marks the padded
+        *queries* of this block: they are left out of the sum."""
+        with full_precision(probs):
             # scores only choose indices: no autograd graph for them
             mask = None if key_padding_mask is None else key_padding_mask[rows]
             part = received_attention(probs.detach(), mask) * (probs.size(1) / num_heads)

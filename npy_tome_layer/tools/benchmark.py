@@ -37,6 +37,7 @@ from omegaconf import OmegaConf
 
 from ..io.flags import keep_rate_flag, positive_number_flag, whole_number_flag
 from ..encoder.config import hubert_config
+from ..encoder.attention import scoring_path
 from ..encoder.pruned_hubert import PrunedHubertModel
 from ..evaluation.reference import reference_model, setting_model, share_weights
 from ..evaluation.timing import interleaved_times, sync, timed_pass
@@ -114,17 +115,7 @@ def reduction_share(model, audio) -> float:
     """Share of one pass spent under the reductions' profiler labels (scoring
     inside attention, top-k / matching / conv, gathering), from a profiled
     pass of its own (profiling slows every op alike, roughly)."""
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if audio.is_cuda:
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=activities) as prof:
-        total = timed_pass(model, audio)
-    field = "device_time_total" if audio.is_cuda else "cpu_time_total"
-    # on CUDA each label also has a GPU-side twin under the same key: count the CPU
-    # event's (its device time covers the kernels it launched) only
-    spent_us = sum(getattr(e, field) for e in prof.key_averages()
-                   if e.key in PROFILE_LABELS and e.device_type == DeviceType.CPU)
-    return spent_us / 1e6 / total
+    return labelled_share(lambda: timed_pass(model, audio), audio.is_cuda)
 
 
 def measure_group(models, audio, warmup: int, repeats: int) -> List[Dict]:
@@ -231,6 +222,86 @@ def run_training_step(reference, cfg, rates: List[float], duration: float, batch
     return rows
 
 
+# --- attention paths of the acting layers ---------------------------------------
+
+def run_attention_paths(reference, cfg, rates: List[float], duration: float, batch: int, device,
+                        dtype, warmup: int, repeats: int, training: bool) -> List[Dict]:
+    """fairseq's dense HubertModel vs pruning from layer 0 at each rate on the
+    explicit and the fused attention path, interleaved. ``training``: forward
+    + backward in train mode (dropout as configured, what fairseq-train does;
+    PyTorch's CPU flash kernel refuses attention dropout, so dense layers too
+    fall back there), else inference. Scoring share: time under the scoring
+    label in a profiled pass of its own; peak memory: one pass of its own."""
+    num_samples = int(duration * SAMPLE_RATE)
+    g = torch.Generator().manual_seed(0)
+    audio = (0.1 * torch.randn(batch, num_samples, generator=g)).to(device=device, dtype=dtype)
+    entries = [("fairseq dense", 1.0, None, fairseq_dense(reference, cfg))] + [
+        ("prune", rate, path, setting_model(reference, cfg, "prune", rate, 0))
+        for rate in rates for path in ("explicit", "fused")]
+    for *_, model in entries:
+        model.train(training).requires_grad_(training)
+
+    def measure(entry):
+        _, _, path, model = entry
+        with scoring_path(path or "auto"):
+            if training:
+                return _timed_step(model, audio)
+            with torch.inference_mode():
+                return timed_pass(model, audio)
+
+    times = interleaved_times(entries, measure, warmup, repeats)
+    dense_flops = encoder_flops_formula(cfg, num_samples, batch)["total"]
+    rows = []
+    for (mode, rate, path, model), t in zip(entries, times):
+        peak = PeakMemory(audio.device)
+        with peak:
+            measure((mode, rate, path, model))
+        with scoring_path(path or "auto"):
+            share = labelled_share(lambda: measure((mode, rate, path, model)), audio.is_cuda)
+        flops = encoder_flops_formula(cfg, num_samples, batch, rate, 0)["total"]
+        rows.append({"group": "paths_train" if training else "paths", "mode": mode,
+                     "path": path or "fairseq", "rate": rate, "init_layer": 0,
+                     "duration_s": duration, "batch": batch,
+                     "latency_s": statistics.median(t), "latency_range_s": (min(t), max(t)),
+                     "peak_bytes": peak.bytes, "ideal_speedup": dense_flops / flops,
+                     "overhead_share": share})
+        print(f"  {'train step' if training else 'inference'} {mode:13s} "
+              f"{path or '':8s} rate {rate:.2f} {duration:g}s x{batch}: "
+              f"{rows[-1]['latency_s'] * 1000:8.1f} ms", flush=True)
+    for row in rows:
+        row["measured_speedup"] = rows[0]["latency_s"] / row["latency_s"]
+    return rows
+
+
+def labelled_share(run, cuda: bool) -> float:
+    """Share of ``run()``'s time under the reductions' profiler labels."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        total = run()
+    field = "device_time_total" if cuda else "cpu_time_total"
+    spent_us = sum(getattr(e, field) for e in prof.key_averages()
+                   if e.key in PROFILE_LABELS and e.device_type == DeviceType.CPU)
+    return spent_us / 1e6 / total
+
+
+def paths_markdown(rows: List[Dict]) -> str:
+    out = ["| model | attention path | audio | batch | keep rate (from layer 0) | ms, median "
+           "(min-max) | peak MiB | speedup over fairseq dense | FLOP ideal | measured/ideal "
+           "| scoring + selection share |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lo, hi = r["latency_range_s"]
+        out.append(f"| {r['mode']} | {r['path']} | {r['duration_s']:g} s | {r['batch']} "
+                   f"| {r['rate']:g} | {r['latency_s'] * 1000:.0f} ({lo * 1000:.0f}-"
+                   f"{hi * 1000:.0f}) | {_mib(r['peak_bytes'])} | {r['measured_speedup']:.2f}x "
+                   f"| {r['ideal_speedup']:.2f}x "
+                   f"| {r['measured_speedup'] / r['ideal_speedup']:.2f} "
+                   f"| {100 * r['overhead_share']:.1f} % |")
+    return "\n".join(out)
+
+
 def train_markdown(rows: List[Dict]) -> str:
     out = ["| model | audio | batch | keep rate (from layer 0) | forward + backward ms, median "
            "(min-max) | peak MiB | speedup over fairseq dense | FLOP ideal |",
@@ -258,7 +329,7 @@ def run_grid(args) -> List[Dict]:
             args.repeats))
 
     dense = {"mode": "prune", "rate": 1.0, "init_layer": 0}
-    for duration in args.durations:
+    for duration in args.durations if args.grid else []:
         for batch in args.batches:
             group("grid", duration, batch, [dense] + [
                 {"mode": "prune", "rate": rate, "init_layer": init}
@@ -275,6 +346,17 @@ def run_grid(args) -> List[Dict]:
                 settings += [{"mode": mode, "rate": 0.9, "init_layer": init}
                              for mode, cls in REDUCTIONS.items() if cls.uses_rate]
         group("alternatives", args.alternatives_duration, args.alternatives_batch, settings)
+    if args.attention_paths:
+        print(f"[benchmark] attention paths: {args.paths_duration:g} s x {args.paths_batch} "
+              f"inference, {args.paths_train_durations} s x {args.train_step_batch} training "
+              f"steps, rates {args.paths_rates}", flush=True)
+        rows.extend(run_attention_paths(model, cfg, args.paths_rates, args.paths_duration,
+                                        args.paths_batch, device, dtype, args.warmup,
+                                        args.repeats, training=False))
+        for duration in args.paths_train_durations:
+            rows.extend(run_attention_paths(model, cfg, args.paths_rates, duration,
+                                            args.train_step_batch, device, dtype, args.warmup,
+                                            args.repeats, training=True))
     if args.train_step:
         print(f"[benchmark] training step: {args.train_step_duration:g} s x "
               f"{args.train_step_batch}, fairseq dense + rates {args.train_step_rates}", flush=True)
@@ -284,6 +366,8 @@ def run_grid(args) -> List[Dict]:
     else:
         train_rows = []
     for row in rows:
+        if row["group"].startswith("paths"):
+            continue  # against fairseq's dense model, measured alongside
         dense = next(r for r in rows if r["mode"] == "prune" and r["rate"] == 1.0
                      and r["group"] == row["group"] and r["duration_s"] == row["duration_s"]
                      and r["batch"] == row["batch"])
@@ -449,6 +533,16 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--train-step-duration", type=positive_number_flag, default=5)
     parser.add_argument("--train-step-batch", type=whole_number_flag(1), default=4)
     parser.add_argument("--train-step-rates", type=keep_rate_flag, nargs="+", default=[1.0, 0.9, 0.8])
+    parser.add_argument("--attention-paths", action="store_true",
+                        help="also compare the explicit and fused attention paths of the "
+                             "pruning layers with fairseq's dense model (inference and training)")
+    parser.add_argument("--paths-duration", type=positive_number_flag, default=10)
+    parser.add_argument("--paths-batch", type=whole_number_flag(1), default=8)
+    parser.add_argument("--paths-train-durations", type=positive_number_flag, nargs="+",
+                        default=[5, 20])
+    parser.add_argument("--paths-rates", type=keep_rate_flag, nargs="+", default=[0.9, 0.8])
+    parser.add_argument("--no-grid", dest="grid", action="store_false",
+                        help="skip the rate x init-layer grid")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     parser.add_argument("--threads", type=whole_number_flag(1), help="torch.set_num_threads (CPU)")
@@ -465,11 +559,14 @@ def report_lines(args, rows: List[Dict], machine: str) -> List[str]:
     grid = [r for r in rows if r["group"] == "grid"]
     alternatives = [r for r in rows if r["group"] == "alternatives"]
     train_step = [r for r in rows if r["group"] == "train_step"]
+    paths = [r for r in rows if r["group"] == "paths"]
+    paths_train = [r for r in rows if r["group"] == "paths_train"]
     report = [f"# HuBERT-{args.size} encoder benchmark ({args.dtype}, random weights)", "",
               f"Machine: {machine}; median of {args.repeats} passes after {args.warmup} "
               "warm-up, settings of one table section interleaved.", "",
               "Keep rates x init layers (speedups against the dense row of the same input):", "",
-              markdown(grid)]
+              markdown(grid)] if grid else [f"# HuBERT-{args.size} encoder benchmark ({args.dtype}, "
+                                            f"random weights)", "", f"Machine: {machine}."]
     if alternatives:
         report += ["", f"Alternatives at about equal frames leaving the encoder "
                        f"({args.alternatives_duration:g} s x {args.alternatives_batch}; "
@@ -479,7 +576,15 @@ def report_lines(args, rows: List[Dict], machine: str) -> List[str]:
         report += ["", f"Training step (forward + backward, {args.train_step_duration:g} s x "
                        f"{args.train_step_batch}, dropout off, settings interleaved):", "",
                    train_markdown(train_step)]
-    return report + ["", targets(rows)]
+    if paths:
+        report += ["", "Attention paths of the pruning layers, inference (eval mode, settings "
+                       "interleaved; scoring + selection share: time under the reductions' "
+                       "profiler labels):", "", paths_markdown(paths)]
+    if paths_train:
+        report += ["", f"Attention paths, training step (forward + backward in train mode, "
+                       f"dropout as configured, batch {args.train_step_batch}, interleaved per "
+                       "duration):", "", paths_markdown(paths_train)]
+    return report + (["", targets(rows)] if grid else [])
 
 
 def main(argv=None):
