@@ -10,7 +10,10 @@
 # (marker .trained), average and evaluation output are kept. The training seed
 # varies; --token-reduction-seed (the random baseline's frame choice) stays at
 # its default unless EXTRA_ARGS sets it. STUDY_ARGS is appended to the
-# report's arguments.
+# report's arguments. The coverage mode's share (--pruning-coverage) is COVERAGE,
+# or chosen on dev before its first run: the share at which the first seed's
+# baseline keeps the frames the first seed's fixed keeps (tools/choose_coverage;
+# written to $STUDY/coverage.txt and kept), so it compares at equal frames.
 source "$(dirname "$0")/env.sh"
 TGT=${1:-}; check_lang "$TGT"
 MODES=${STUDY_MODES:-baseline fixed schedule paper uniform random}
@@ -23,6 +26,22 @@ for seed in $SEEDS; do
   case "$seed" in ''|*[!0-9]*) echo "error: SEEDS must be whole numbers, got '$seed'" >&2; exit 2 ;; esac
 done
 [ -f "$MT_CHECKPOINT" ] || { echo "error: MT checkpoint $MT_CHECKPOINT not found (run scripts/train_mt.sh $TGT)" >&2; exit 2; }
+
+first_seed=${SEEDS%% *}
+coverage_args() {  # the coverage mode's --pruning-coverage, chosen once
+  if [ -z "${COVERAGE:-}" ] && [ ! -f "$STUDY/coverage.txt" ]; then
+    for need in baseline fixed; do
+      [ -f "$STUDY/${need}_seed$first_seed/avg_last_$AVERAGE_LAST.pt" ] || {
+        echo "error: the coverage mode needs the $need mode before it (STUDY_MODES), or COVERAGE" >&2
+        exit 2; }
+    done
+    run "$PY" -m npy_tome_layer.tools.choose_coverage --data "$DATA_ROOT/en-$TGT" --subset dev \
+      --checkpoint "$STUDY/baseline_seed$first_seed/avg_last_$AVERAGE_LAST.pt" \
+      --match "$STUDY/fixed_seed$first_seed/avg_last_$AVERAGE_LAST.pt" > "$STUDY/coverage.txt.tmp"
+    mv "$STUDY/coverage.txt.tmp" "$STUDY/coverage.txt"
+  fi
+  echo "--pruning-coverage ${COVERAGE:-$(awk '{print $2}' "$STUDY/coverage.txt")}"
+}
 
 runs=()
 # seeds outermost: an interrupted study has every mode at the first seeds
@@ -37,7 +56,9 @@ for seed in $SEEDS; do
       # a finished run is not trained again: fairseq does not keep its early-stopping
       # count, and more epochs would rotate the checkpoints an average was made of
       if [ ! -f "$dir/.trained" ]; then
-        ST_DIR=$dir EXTRA_ARGS="$EXTRA_ARGS --seed $seed" bash "$REPO/scripts/train_st.sh" "$TGT" "$mode"
+        mode_args=""; [ "$mode" = coverage ] && mode_args=$(coverage_args)
+        ST_DIR=$dir EXTRA_ARGS="$EXTRA_ARGS --seed $seed $mode_args" \
+          bash "$REPO/scripts/train_st.sh" "$TGT" "$mode"
         touch "$dir/.trained"
       fi
       ST_DIR=$dir bash "$REPO/scripts/average_checkpoints.sh" "$TGT" "$mode" "$AVERAGE_LAST"

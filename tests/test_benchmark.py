@@ -99,8 +99,9 @@ def test_tiny_benchmark_writes_table_json_and_plots(tmp_path):
     rows = json.loads((out / "results.json").read_text())["rows"]
     # grid: per batch 1 dense + 2 inits x 1 rate; alternatives: its own dense, then
     # 2 inits x (every registered reduction at the half rate, the rate-driven ones at 0.9)
-    per_init = len(REDUCTIONS) + sum(cls.uses_rate for cls in REDUCTIONS.values())
-    assert per_init == 9  # prune merge conv uniform random; all but conv at 0.9
+    fixed_count = [cls for cls in REDUCTIONS.values() if not cls.data_dependent_counts]
+    per_init = len(fixed_count) + sum(cls.uses_rate for cls in fixed_count)
+    assert per_init == 11  # prune merge conv uniform random local; all but conv at 0.9
     assert len(rows) == 2 * 3 + 1 + 2 * per_init
     assert [r["group"] for r in rows] == ["grid"] * 6 + ["alternatives"] * (1 + 2 * per_init)
     assert sum(1 for line in table.splitlines() if line.startswith("| prune |")) == 2 * 3 + 1 + 4
@@ -181,3 +182,21 @@ def test_attention_paths_time_fairseq_dense_explicit_and_fused(tiny, training, m
     assert rows[0]["overhead_share"] == 0  # fairseq's model has no scoring
     assert all(p.grad is None for p in reference.parameters())
     assert "| prune | fused | 1 s | 2 | 0.9 |" in benchmark.paths_markdown(rows)
+
+
+def test_coverage_in_the_grid_reports_measured_frames_per_layer(tmp_path):
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [sys.executable, "-m", "npy_tome_layer.tools.benchmark", "--out", str(out), "--size", "tiny",
+         "--durations", "1", "--batches", "2", "--rates", "1.0", "0.9", "--init-layers", "0",
+         "--coverages", "0.8", "--repeats", "1", "--no-alternatives"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    coverage = next(r for r in rows if r["mode"] == "coverage")
+    prune = next(r for r in rows if r["mode"] == "prune" and r["rate"] == 0.9)
+    assert coverage["flops_formula"] is None and coverage["flops"] > 0
+    assert len(coverage["frames_per_layer"]) == 3  # tiny: 3 layers, acting after each
+    assert coverage["frames_per_layer"] == sorted(coverage["frames_per_layer"], reverse=True)
+    assert prune["frames_per_layer"][-1] == prune["frames_out"]
+    assert "| coverage 0.8 |" in (out / "benchmark.md").read_text()

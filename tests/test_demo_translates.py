@@ -72,16 +72,18 @@ def test_sweep_of_a_trained_checkpoint(fixed_checkpoint, st_corpus, tmp_path):
     out = tmp_path / "sweep"
     main(["--checkpoint", fixed_checkpoint, "--data", st_corpus["data"], "--subset", "dev",
           "--rates", "1.0", "0.9", "0.8", "--init-layers", "0", "1", "--out", str(out),
-          "--beam", "2", "--cpu", "--repeats", "2"])
+          "--beam", "2", "--cpu", "--repeats", "2", "--coverages", "0.9", "0.5"])
     records = json.loads((out / "sweep.json").read_text())
-    assert [(r["rate"], r["init_layer"]) for r in records] == [
-        (1.0, 0), (0.9, 0), (0.8, 0), (1.0, 1), (0.9, 1), (0.8, 1)]
+    assert [(r["rate"], r["coverage"], r["init_layer"]) for r in records] == [
+        (1.0, None, 0), (0.9, None, 0), (0.8, None, 0), (1.0, None, 1), (0.9, None, 1),
+        (0.8, None, 1), (None, 0.9, 0), (None, 0.5, 0), (None, 0.9, 1), (None, 0.5, 1)]
     for r in records:
-        assert set(r) == {"rate", "init_layer", "bleu", "frames_kept", "encoder_seconds",
-                          "speedup"}
+        assert set(r) == {"rate", "coverage", "init_layer", "bleu", "frames_kept",
+                          "encoder_seconds", "speedup"}
         assert r["encoder_seconds"] > 0 and r["speedup"] > 0 and 0 <= r["bleu"] <= 100
     layer0 = [r["frames_kept"] for r in records if r["init_layer"] == 0]
     assert layer0[0] == 1.0 and layer0[0] > layer0[1] > layer0[2]  # falls with the rate
+    assert layer0[3] > layer0[4]  # and with the coverage
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (out / "sweep.md").read_text()
     assert "trained at keep rate 0.9 from layer 0" in table and table.count("\n| 0.8 |") == 2
@@ -103,6 +105,16 @@ def test_sweep_of_a_trained_checkpoint(fixed_checkpoint, st_corpus, tmp_path):
         "--scoring", "sacrebleu", "--required-batch-size-multiple", "1"])
     bleu = float(re.search(r"BLEU = ([0-9.]+)", generated).group(1))
     assert records[1]["bleu"] == pytest.approx(bleu, abs=0.005)
+
+
+def test_choose_coverage_finds_the_share_that_keeps_a_target_of_frames(fixed_checkpoint,
+                                                                       st_corpus):
+    from npy_tome_layer.tools.choose_coverage import choose, coverage_overrides, frames_share
+
+    coverage, share = choose(fixed_checkpoint, st_corpus["data"], "dev", 0.5, log=lambda m: None)
+    assert 0 < coverage < 1 and abs(share - 0.5) < 0.1
+    assert frames_share(fixed_checkpoint, st_corpus["data"], "dev",
+                        coverage_overrides(coverage, 0)) == share
 
 
 def test_sweep_refuses_bad_rates(fixed_checkpoint, st_corpus, tmp_path, capsys):

@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 from npy_tome_layer.errors import InputError
 from npy_tome_layer.io.audio import MIN_SAMPLES, SAMPLE_RATE
 from npy_tome_layer.io.flags import (finite_number_flag, keep_rate_flag, positive_number_flag,
-                                     whole_number_flag)
+                                     share_flag)
 from npy_tome_layer.reduction.keep_rate import KeepRateSchedule
-from npy_tome_layer.reduction.selection import keep_counts, select_frames
+from npy_tome_layer.reduction.selection import (coverage_counts, keep_counts, select_by_windows,
+                                                select_frames, window_quotas)
 from npy_tome_layer.st.dataset import COLUMNS, parse_audio_ref, read_manifest
 from npy_tome_layer.tools.prepare_mustc import (is_plain_file_name, read_lines, read_split,
                                                 read_yaml_segments, seconds)
@@ -83,6 +84,7 @@ def numeric_actions():
 
 ACTIONS = numeric_actions()
 FLAG_TYPES = {keep_rate_flag: lambda v: 0 < v <= 1,
+              share_flag: lambda v: 0 <= v <= 1,
               finite_number_flag: math.isfinite,
               positive_number_flag: lambda v: math.isfinite(v) and v > 0}
 
@@ -178,6 +180,30 @@ def test_selected_frames_are_the_top_k_valid_frames_in_time_order(data, rate):
         dropped = [i for i in range(n) if i not in kept]
         if kept and dropped:
             assert min(scores[b, kept]) >= max(scores[b, dropped])
+
+
+@FUZZ
+@given(data=st.data(), coverage=st.floats(0.001, 1.0), floor=st.floats(0, 1),
+       window=st.integers(1, 12), rate=st.floats(0.01, 1.0))
+def test_adaptive_counts_are_in_range_and_windows_keep_their_quotas(data, coverage, floor,
+                                                                     window, rate):
+    bsz, tsz = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 30))
+    lengths = data.draw(st.lists(st.integers(0, tsz), min_size=bsz, max_size=bsz))
+    scores = torch.tensor(data.draw(st.lists(st.lists(
+        st.floats(0, 10, allow_subnormal=False), min_size=tsz, max_size=tsz),
+        min_size=bsz, max_size=bsz)))
+    padding = torch.arange(tsz).unsqueeze(0) >= torch.tensor(lengths).unsqueeze(1)
+    counts = coverage_counts(scores, padding, coverage, floor).tolist()
+    for n, m in zip(lengths, counts):
+        assert (n == 0 and m == 0) or max(1, math.ceil(floor * n) if floor else 1) <= m <= n
+    wanted = keep_counts(torch.tensor(lengths), rate)
+    indices, new_mask = select_by_windows(scores, padding, wanted, window)
+    for b, n in enumerate(lengths):
+        kept = indices[b][~new_mask[b]].tolist()
+        assert len(kept) == int(wanted[b]) and kept == sorted(set(kept)) and all(
+            i < n for i in kept)
+        quota = window_quotas(n, int(wanted[b]), window).tolist()
+        assert [sum(1 for i in kept if i // window == w) for w in range(len(quota))] == quota
 
 
 # --- preparation: segment lists, text files, times, file names ---------------

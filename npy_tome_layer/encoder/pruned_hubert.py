@@ -33,7 +33,8 @@ from torch.profiler import record_function
 from ..errors import InputError
 from ..io.audio import SAMPLE_RATE
 from ..io.checkpoints import checkpoint_task, load_checkpoint
-from ..reduction import REDUCE_LABEL, KeepRateSchedule, Tokens, TokenReduction, build_reduction
+from ..reduction import (REDUCE_LABEL, KeepRateSchedule, ReductionOptions, Tokens,
+                         TokenReduction, build_reduction)
 from .attention import ReducibleAttention, attention_padding_mask, collecting
 from .config import hubert_config
 from .front_end import conv_output_lengths, make_front_end_batch_invariant, reading_valid_samples
@@ -59,7 +60,8 @@ class PrunedTransformerEncoder(TransformerEncoder):
     ``length_reduction``, the conv reduction's state-dict prefix)."""
 
     def __init__(self, args, schedule: KeepRateSchedule, pruning_init_layer: int = 0,
-                 token_reduction: str = "prune", conv_stride: int = 2, reduction_seed: int = 0):
+                 token_reduction: str = "prune",
+                 options: ReductionOptions = ReductionOptions()):
         super().__init__(args)
         num_layers = len(self.layers)
         if isinstance(pruning_init_layer, bool) or not isinstance(pruning_init_layer,
@@ -80,7 +82,7 @@ class PrunedTransformerEncoder(TransformerEncoder):
         self.schedule = schedule
         self.pruning_init_layer = pruning_init_layer
         self.length_reduction: TokenReduction = build_reduction(
-            token_reduction, self.embedding_dim, conv_stride, reduction_seed)
+            token_reduction, self.embedding_dim, options)
         self.length_reduction.check(schedule.min_rate, pruning_init_layer, num_layers)
         self.num_updates = 0
         for layer in self.layers:
@@ -101,8 +103,11 @@ class PrunedTransformerEncoder(TransformerEncoder):
     @property
     def final_setting(self) -> tuple:
         """(reduction, keep rate, init layer) once any schedule has ended: the
-        setting a trained model evaluates at."""
-        return self.length_reduction.name, self.schedule.min_rate, self.pruning_init_layer
+        setting a trained model evaluates at. A reduction that ignores the
+        keep rate gives its own number instead (coverage: the share)."""
+        own = self.length_reduction.setting_value
+        return (self.length_reduction.name, self.schedule.min_rate if own is None else own,
+                self.pruning_init_layer)
 
     def shortens(self) -> bool:
         """Whether the sequence leaves shorter than it came in, at the current rate."""
@@ -196,10 +201,11 @@ class PrunedHubertModel(HubertModel):
     def __init__(self, cfg: HubertConfig, task_cfg, dictionaries: List[Optional[Dictionary]],
                  schedule: KeepRateSchedule, pruning_init_layer: int = 0,
                  fairseq_padding: bool = False, padding_mask_from_conv_lengths: bool = False,
-                 token_reduction: str = "prune", conv_stride: int = 2, reduction_seed: int = 0):
+                 token_reduction: str = "prune",
+                 options: ReductionOptions = ReductionOptions()):
         super().__init__(cfg, task_cfg, dictionaries)
         self.encoder = PrunedTransformerEncoder(cfg, schedule, pruning_init_layer,
-                                                token_reduction, conv_stride, reduction_seed)
+                                                token_reduction, options)
         self.conv_layers = eval(cfg.conv_feature_layers)  # noqa: S307 (fairseq's format)
         # batch-invariant unless fairseq_padding: front-end statistics and the
         # frame mask come from each row's own length
@@ -342,7 +348,9 @@ def build_pruned_hubert(model_cfg, task_cfg=None, dictionaries=None,
                         fairseq_padding: bool = False,
                         padding_mask_from_conv_lengths: bool = False,
                         token_reduction: str = "prune", conv_stride: int = 2,
-                        reduction_seed: int = 0,
+                        reduction_seed: int = 0, pruning_coverage: Optional[float] = None,
+                        pruning_min_keep_rate: float = 0.0,
+                        pruning_window: Optional[int] = None,
                         **model_overrides) -> PrunedHubertModel:
     """Build (random weights) from a HuBERT ``cfg.model``. The keep rate comes
     from ``KeepRateSchedule.from_arguments``; ``model_overrides``
@@ -352,7 +360,9 @@ def build_pruned_hubert(model_cfg, task_cfg=None, dictionaries=None,
     other rows of its batch. ``fairseq_padding=True`` reproduces fairseq's
     padded front end exactly (GroupNorm statistics over the padding, a frame
     valid if any of its samples is; ``padding_mask_from_conv_lengths`` then
-    changes only the mask)."""
+    changes only the mask). ``token_reduction="coverage"`` reads
+    ``pruning_coverage`` and ``pruning_min_keep_rate``; ``"local"`` reads
+    ``pruning_window``."""
     schedule = KeepRateSchedule.from_arguments(pruning_rate, pruning_max_rate, pruning_min_rate,
                                                pruning_schedule_updates)
     cfg = hubert_config(model_cfg)
@@ -364,8 +374,9 @@ def build_pruned_hubert(model_cfg, task_cfg=None, dictionaries=None,
         task_cfg = OmegaConf.create({"sample_rate": SAMPLE_RATE})
     return PrunedHubertModel(
         cfg, task_cfg, dictionaries or [None], schedule, pruning_init_layer,
-        fairseq_padding, padding_mask_from_conv_lengths, token_reduction, conv_stride,
-        reduction_seed,
+        fairseq_padding, padding_mask_from_conv_lengths, token_reduction,
+        ReductionOptions(conv_stride, reduction_seed, pruning_coverage, pruning_min_keep_rate,
+                         pruning_window),
     )
 
 

@@ -2,11 +2,14 @@
 weights: what a setting costs at a real model size, which the frames it keeps
 decide whatever the width of the model that chose them."""
 import statistics
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 
 from ..encoder.pruned_hubert import REDUCTION_PREFIX, PrunedHubertModel, build_pruned_hubert
+from ..reduction import TokenReduction
+from ..reduction.interface import ReceivedAttentionSum
+from ..reduction.selection import select_counts
 from ..encoder.config import hubert_model_config
 from .timing import interleaved_times, timed_pass
 
@@ -21,11 +24,12 @@ def reference_model(size: str, device, dtype):
 
 
 def setting_model(reference: PrunedHubertModel, cfg: Dict, mode: str, rate: float,
-                  init_layer: int) -> PrunedHubertModel:
+                  init_layer: int, **options) -> PrunedHubertModel:
     """A model for one setting, built the public way, sharing the reference's
-    weights (assign=True: no copy); the conv reduction's own weights are new."""
+    weights (assign=True: no copy); the conv reduction's own weights are new.
+    ``options``: the reduction's own (``pruning_coverage``, ``pruning_window``)."""
     model = build_pruned_hubert(cfg, pruning_rate=rate, pruning_init_layer=init_layer,
-                                token_reduction=mode)
+                                token_reduction=mode, **options)
     model.remove_pretraining_modules()
     return share_weights(model, reference)
 
@@ -42,21 +46,65 @@ def share_weights(model, reference: PrunedHubertModel):
     return model.eval()
 
 
+class ReplayedCounts(TokenReduction):
+    """Keeps, after each layer from ``init_layer`` on, the count a trained
+    model kept there on the utterance being encoded (``counts``, set per
+    utterance), chosen by received attention as ``prune`` does: a
+    data-dependent mode's cost at another size, where its own rule would
+    choose other counts. Not registered: for timing only."""
+
+    evidence_type = ReceivedAttentionSum
+    uses_rate = False
+
+    def __init__(self, init_layer: int):
+        super().__init__()
+        self.init_layer = init_layer
+        self.counts: List[int] = []
+
+    def acts_after(self, layer, init_layer, rate):
+        return 0 <= layer - self.init_layer < len(self.counts)
+
+    def reduce(self, tokens, evidence, rate, layer):
+        counts = torch.tensor([self.counts[layer - self.init_layer]], device=tokens.x.device)
+        indices, padding_mask = select_counts(evidence.scores, tokens.padding_mask, counts)
+        return tokens.take(indices, padding_mask)
+
+
+def replaying_model(reference, cfg, init_layer: int):
+    """The reference's weights, keeping replayed counts from ``init_layer`` on."""
+    model = setting_model(reference, cfg, "prune", 1.0, init_layer)
+    model.encoder.length_reduction = ReplayedCounts(init_layer)
+    return model
+
+
 def reference_speedups(settings, audios: List[torch.Tensor], size: str = "base",
-                       warmup: int = 1, repeats: int = 3) -> Dict[tuple, float]:
+                       warmup: int = 1, repeats: int = 3,
+                       kept_counts: Optional[Dict[tuple, List[List[int]]]] = None
+                       ) -> Dict[tuple, float]:
     """What the frames a setting keeps would save at a real model size: a
     random-weight HuBERT of ``size`` encodes ``audios`` (each alone, 1 x
     samples) at each ``(reduction, rate, init_layer)`` setting and densely,
     timed round-robin; returns dense time / setting time per setting. The
-    frames kept depend on the audio and the setting only, not on the width."""
+    frames kept depend on the audio and the setting only, not on the width -
+    except for a data-dependent reduction (coverage), whose counts come from
+    ``kept_counts[setting]``: per utterance, the count the trained model kept
+    after each layer, replayed (``ReplayedCounts``)."""
     settings = list(dict.fromkeys(tuple(s) for s in settings))
+    kept_counts = kept_counts or {}
     cfg, reference = reference_model(size, torch.device("cpu"), torch.float32)
-    models = [setting_model(reference, cfg, *s) for s in settings]
+    models = [replaying_model(reference, cfg, s[2]) if s in kept_counts
+              else setting_model(reference, cfg, *s) for s in settings]
+    replayed = {id(m): kept_counts[s] for s, m in zip(settings, models) if s in kept_counts}
     # a setting that shortens nothing is the dense model itself: speedup 1
-    timed_models = [reference] + [m for m in models if m.encoder.shortens()]
+    timed_models = [reference] + [m for m in models if id(m) in replayed or m.encoder.shortens()]
 
     def timed(model):
-        return sum(timed_pass(model, audio) for audio in audios)
+        total = 0.0
+        for i, audio in enumerate(audios):
+            if id(model) in replayed:
+                model.encoder.length_reduction.counts = replayed[id(model)][i]
+            total += timed_pass(model, audio)
+        return total
 
     with torch.inference_mode():
         times = dict(zip(map(id, timed_models),

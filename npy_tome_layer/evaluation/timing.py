@@ -57,6 +57,29 @@ def hubert_frames(model, dataset) -> Tuple[int, int]:
 
 
 @torch.inference_mode()
+def kept_frames(model, dataset) -> List[Tuple[int, List[torch.Tensor]]]:
+    """Per utterance (alone): (HuBERT frames in, original index of each frame
+    kept after each acting layer)."""
+    hubert = model.encoder.hubert
+    return [(int(hubert.frame_lengths(torch.tensor(audio.size(1)))),
+             [kept[0] for kept in hubert(audio, padding_mask=None, mask=False,
+                                         features_only=True)["kept_indices"]])
+            for audio in utterances(dataset)]
+
+
+def kept_counts(model, dataset) -> List[List[int]]:
+    """Per utterance (alone), the frames HuBERT keeps after each acting layer."""
+    return [[kept.numel() for kept in layers] for _, layers in kept_frames(model, dataset)]
+
+
+def kept_positions(model, dataset) -> List[float]:
+    """Where in its utterance (0 = start, 1 = end) each frame that leaves HuBERT
+    lies, over the split (each utterance alone); empty for a dense model."""
+    return [float(i + 0.5) / n for n, layers in kept_frames(model, dataset) if layers
+            for i in layers[-1].tolist()]
+
+
+@torch.inference_mode()
 def measure_speech_encoder(model, dataset) -> Dict[str, float]:
     """One pass over the subset, batch 1: HuBERT frames in/out and the seconds
     of HuBERT and of the whole speech encoder (HuBERT, subsampler, text encoder)."""

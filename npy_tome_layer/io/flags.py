@@ -17,6 +17,17 @@ def keep_rate_flag(text: str) -> float:
     return value
 
 
+def share_flag(text: str) -> float:
+    """A share in [0, 1] (0 allowed: a floor that is off)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
+    return value
+
+
 def whole_number_flag(minimum: int):
     """A whole number >= ``minimum``."""
     def whole_number(text: str) -> int:

@@ -2,7 +2,7 @@
 FLOPs under a reduction setting, as arithmetic (the FLOP ideal of the benchmark)."""
 from typing import Dict
 
-from .interface import TokenReduction, build_reduction
+from .interface import ReductionOptions, TokenReduction, build_reduction
 
 
 def reduced_lengths(frames: int, num_layers: int, rate: float, init_layer: int,
@@ -38,7 +38,8 @@ def encoder_flops_formula(model_cfg: Dict, num_samples: int, batch: int = 1, rat
         front += 2 * c_in * c * frames  # post_extract_proj (absent when the dims agree)
     k, groups = model_cfg["conv_pos"], model_cfg["conv_pos_groups"]
     front += 2 * (c // groups) * c * k * (frames + 2 * (k // 2) - k + 1)  # pos_conv before SamePad
-    step = build_reduction(reduction, 1, stride)  # arithmetic only, its weights unused
+    # arithmetic only, its weights unused
+    step = build_reduction(reduction, 1, ReductionOptions(conv_stride=stride))
     lengths, frames_out, steps = reduced_lengths(
         frames, model_cfg["encoder_layers"], rate, init_layer, step,
         model_cfg.get("required_seq_len_multiple", 1))

@@ -143,9 +143,11 @@ class TokenReduction(nn.Module):
     evidence_type: Optional[Type[AttentionEvidence]] = None
     uses_rate = True  # the keep rate sets how much it removes
     acts_after_dropped_layer = False
+    data_dependent_counts = False  # its frame counts depend on the attention, not only n
+    setting_value = None  # its own number that the setting names instead of the keep rate
 
     @classmethod
-    def build(cls, embed_dim: int, conv_stride: int = 2, seed: int = 0) -> "TokenReduction":
+    def build(cls, embed_dim: int, options: "ReductionOptions") -> "TokenReduction":
         return cls()
 
     def acts_after(self, layer: int, init_layer: int, rate: float) -> bool:
@@ -185,8 +187,21 @@ def register_reduction(name: str):
     return register
 
 
-def build_reduction(name: str, embed_dim: int, conv_stride: int = 2,
-                    seed: int = 0) -> TokenReduction:
+@dataclass(frozen=True)
+class ReductionOptions:
+    """Settings a reduction may read besides the keep rate (each reads its own
+    in ``build``; ``--conv-reduction-stride``, ``--token-reduction-seed``,
+    ``--pruning-coverage``, ``--pruning-min-keep-rate``, ``--pruning-window``)."""
+
+    conv_stride: int = 2
+    seed: int = 0
+    coverage: Optional[float] = None
+    min_keep_rate: float = 0.0
+    window: Optional[int] = None
+
+
+def build_reduction(name: str, embed_dim: int,
+                    options: ReductionOptions = ReductionOptions()) -> TokenReduction:
     if name not in REDUCTIONS:
         raise InputError(f"token_reduction must be one of {tuple(REDUCTIONS)}, got {name!r}")
-    return REDUCTIONS[name].build(embed_dim, conv_stride, seed)
+    return REDUCTIONS[name].build(embed_dim, options)

@@ -1,7 +1,10 @@
 """The registered reductions: ``prune`` (the method), ``merge`` and ``conv``
 (alternatives that shorten by other means), ``uniform`` and ``random`` (blind
-baselines that keep prune's frame counts without looking at the attention)."""
+baselines that keep prune's frame counts without looking at the attention),
+``coverage`` (as many frames as cover a share of the received attention, per
+utterance) and ``local`` (prune's count, spread over windows of the utterance)."""
 import math
+import numbers
 from dataclasses import replace
 from typing import Optional, Tuple
 
@@ -20,9 +23,12 @@ from .interface import (
 )
 from .merging import merge_tokens
 from .selection import (
+    coverage_counts,
     keep_counts,
     random_ranks,
     ranked_frame_scores,
+    select_by_windows,
+    select_counts,
     select_frames,
     uniform_ranks,
     valid_lengths,
@@ -90,8 +96,8 @@ class StridedConvReduction(TokenReduction):
             self.conv.bias.zero_()
 
     @classmethod
-    def build(cls, embed_dim, conv_stride=2, seed=0):
-        return cls(embed_dim, conv_stride)
+    def build(cls, embed_dim, options):
+        return cls(embed_dim, options.conv_stride)
 
     def acts_after(self, layer, init_layer, rate):
         return layer == init_layer
@@ -164,8 +170,94 @@ class RandomSelection(BlindSelection):
         self.seed = seed
 
     @classmethod
-    def build(cls, embed_dim, conv_stride=2, seed=0):
-        return cls(seed)
+    def build(cls, embed_dim, options):
+        return cls(options.seed)
 
     def ranks(self, n, k, layer):
         return random_ranks(n, k, (self.seed, layer))
+
+
+@register_reduction("coverage")
+class CoverageReduction(TokenReduction):
+    """Content-adaptive: after each layer from the init layer on, each row keeps
+    the fewest of its frames, by descending received attention (prune's
+    score), whose scores reach ``coverage`` x the row's total - many frames
+    where attention is spread, few where it is concentrated - and at least
+    ``ceil(min_keep_rate * n)``. The keep rate does not apply (a rate below 1
+    is refused); ``coverage`` 1 keeps every frame (the dense encoder)."""
+
+    evidence_type = ReceivedAttentionSum
+    uses_rate = False
+    data_dependent_counts = True
+
+    def __init__(self, coverage: float, min_keep_rate: float = 0.0):
+        super().__init__()
+        self.coverage, self.min_keep_rate = coverage, min_keep_rate
+        self.setting_value = coverage
+
+    @classmethod
+    def build(cls, embed_dim, options):
+        coverage, floor = options.coverage, options.min_keep_rate
+        if not _number(coverage) or not 0.0 < coverage <= 1.0:
+            raise InputError(f"the coverage reduction needs pruning_coverage in (0, 1], got "
+                             f"{coverage!r}")
+        if not _number(floor) or not 0.0 <= floor <= 1.0:
+            raise InputError(f"pruning_min_keep_rate must be in [0, 1], got {floor!r}")
+        return cls(float(coverage), float(floor))
+
+    def acts_after(self, layer, init_layer, rate):
+        return layer >= init_layer and self.coverage < 1.0
+
+    def check(self, min_rate, init_layer, num_layers):
+        if min_rate < 1.0:
+            raise InputError(f"the coverage reduction chooses its own counts: the keep rate "
+                             f"does not apply to it, got a rate of {min_rate} (leave "
+                             "--pruning-rate unset or 1)")
+
+    def reduce(self, tokens, evidence, rate, layer):
+        with full_precision(tokens.x):
+            counts = coverage_counts(evidence.scores, tokens.padding_mask, self.coverage,
+                                     self.min_keep_rate)
+            indices, padding_mask = select_counts(evidence.scores, tokens.padding_mask, counts)
+        return tokens.take(indices, padding_mask)
+
+    def lengths_after(self, valid, run, rate):
+        raise NotImplementedError("the coverage reduction's counts depend on the data: "
+                                  "measure them (benchmark, sweep)")
+
+
+@register_reduction("local")
+class LocalPruning(TokenReduction):
+    """Prune's count, ceil(rate * n), split over consecutive windows of
+    ``window`` valid frames in proportion to their sizes (largest remainders,
+    ties to the earlier window); in each window the frames that receive the
+    most attention. No stretch of an utterance loses all its frames."""
+
+    evidence_type = ReceivedAttentionSum
+
+    def __init__(self, window: int):
+        super().__init__()
+        self.window = window
+
+    default_window = 10  # frames: 0.2 s of HuBERT's 50 frames per second, about a syllable
+
+    @classmethod
+    def build(cls, embed_dim, options):
+        window = cls.default_window if options.window is None else options.window
+        if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1:
+            raise InputError(f"the local reduction needs pruning_window, a whole number >= 1, "
+                             f"got {window!r}")
+        return cls(int(window))
+
+    def reduce(self, tokens, evidence, rate, layer):
+        num_valid = valid_lengths(tokens.padding_mask, tokens.x.size(0), tokens.x.size(1),
+                                  tokens.x.device)
+        with full_precision(tokens.x):
+            indices, padding_mask = select_by_windows(
+                evidence.scores, tokens.padding_mask, keep_counts(num_valid, rate), self.window)
+        return tokens.take(indices, padding_mask)
+
+
+def _number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and \
+        math.isfinite(value)

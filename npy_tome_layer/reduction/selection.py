@@ -74,6 +74,95 @@ def select_frames(
     return time_ordered(top, new_padding_mask, tsz), new_padding_mask
 
 
+def descending_order(scores: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
+    """B x T frame indices by descending score, ties to the earlier frame,
+    padded frames last (a stable sort)."""
+    if padding_mask is not None:
+        scores = scores.masked_fill(padding_mask, float("-inf"))
+    return scores.sort(dim=1, descending=True, stable=True).indices
+
+
+def select_counts(scores: Tensor, padding_mask: Optional[Tensor],
+                  counts: Tensor) -> Tuple[Tensor, Tensor]:
+    """``select_frames`` with a count per row (``counts``, B) instead of a
+    rate: row b keeps its ``counts[b]`` best valid frames (ties to the earlier
+    frame) in time order; the batch width is the largest count."""
+    bsz, tsz = scores.shape
+    width = max(1, int(counts.max())) if bsz else 1
+    top = descending_order(scores.float(), padding_mask)[:, :width]
+    rank = torch.arange(width, device=scores.device).unsqueeze(0)
+    new_padding_mask = rank >= counts.unsqueeze(1)
+    return time_ordered(top, new_padding_mask, tsz), new_padding_mask
+
+
+def coverage_counts(scores: Tensor, padding_mask: Optional[Tensor], coverage: float,
+                    min_keep_rate: float = 0.0) -> Tensor:
+    """Per row, the smallest number m of its valid frames, taken by descending
+    score (ties to the earlier frame), whose scores sum to at least
+    ``coverage`` x the row's total; at least ``ceil(min_keep_rate * n)`` and 1,
+    at most n (0 for an empty row). ``coverage >= 1`` keeps all n: the running
+    sum need not reach the total exactly in floating point. The sum runs in
+    float64 over the row's own sorted scores, so the count is the same in any
+    batch (padding adds only zeros after them)."""
+    bsz, tsz = scores.shape
+    num_valid = valid_lengths(padding_mask, bsz, tsz, scores.device)
+    if coverage >= 1.0:
+        return num_valid
+    ordered = scores.double().gather(1, descending_order(scores.double(), padding_mask))
+    valid_ranks = torch.arange(tsz, device=scores.device).unsqueeze(0) < num_valid.unsqueeze(1)
+    running = ordered.masked_fill(~valid_ranks, 0.0).cumsum(dim=1)
+    target = coverage * running[:, -1:]
+    m = (running < target).sum(dim=1) + 1
+    floor = keep_counts(num_valid, min_keep_rate) if min_keep_rate > 0 else 1
+    m = torch.maximum(m, torch.as_tensor(floor, device=m.device))
+    return torch.minimum(m, num_valid)
+
+
+def window_quotas(num_valid: int, count: int, window: int) -> Tensor:
+    """``count`` of ``num_valid`` frames split over consecutive windows of
+    ``window`` frames (the last may be shorter): window w gets
+    floor(count * size_w / n), the frames left one each to the windows with
+    the largest remainders, ties to the earlier window. Exact integers."""
+    if num_valid == 0:
+        return torch.zeros(0, dtype=torch.long)
+    starts = torch.arange(0, num_valid, window)
+    sizes = torch.clamp(num_valid - starts, max=window)
+    quota = torch.div(count * sizes, num_valid, rounding_mode="floor")
+    remainder = (count * sizes) % num_valid
+    left = count - int(quota.sum())
+    favoured = remainder.sort(descending=True, stable=True).indices[:left]
+    quota[favoured] += 1
+    return quota
+
+
+def select_by_windows(scores: Tensor, padding_mask: Optional[Tensor], counts: Tensor,
+                      window: int) -> Tuple[Tensor, Tensor]:
+    """Row b keeps ``counts[b]`` valid frames spread over windows of ``window``
+    valid frames (``window_quotas``), in each window those with the highest
+    scores (ties to the earlier frame); kept frames in time order. A row's
+    valid frames come first (as everywhere in the encoder)."""
+    bsz, tsz = scores.shape
+    num_valid = valid_lengths(padding_mask, bsz, tsz, scores.device)
+    position = torch.arange(tsz, device=scores.device).unsqueeze(0).expand(bsz, -1)
+    window_of = torch.div(position, window, rounding_mode="floor")
+    if padding_mask is not None:
+        window_of = window_of.masked_fill(padding_mask, tsz)  # padding after every window
+    # by window, then descending score, ties to the earlier frame: two stable sorts
+    by_score = descending_order(scores.float(), padding_mask)
+    by_window = window_of.gather(1, by_score).sort(dim=1, stable=True).indices
+    order = by_score.gather(1, by_window)
+    rank_in_window = torch.arange(tsz, device=scores.device).unsqueeze(0) - \
+        window_of.gather(1, order) * window
+    keep_score = torch.zeros(bsz, tsz, device=scores.device)
+    for b in range(bsz):
+        n = int(num_valid[b])
+        quota = window_quotas(n, int(counts[b]), window).to(scores.device)
+        windows = window_of[b, order[b, :n]]
+        kept = rank_in_window[b, :n] < quota[windows]
+        keep_score[b, order[b, :n][kept]] = 1.0
+    return select_counts(keep_score, padding_mask, counts)
+
+
 def time_ordered(indices: Tensor, filler: Tensor, length: int) -> Tensor:
     """Each row's kept ``indices`` in time order, then its filler entries.
 

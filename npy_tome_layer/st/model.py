@@ -29,7 +29,7 @@ from .deltalm import (
     deltalm_base,
     load_released_deltalm,
 )
-from ..io.flags import keep_rate_flag, whole_number_flag
+from ..io.flags import keep_rate_flag, share_flag, whole_number_flag
 from ..reduction import REDUCTIONS
 from ..encoder.pruned_hubert import build_pruned_hubert, load_hubert_weights
 
@@ -148,6 +148,14 @@ class HubertTransformerPruningModel(FairseqEncoderDecoderModel):
                                  "row's length it fixes the subset)")
         parser.add_argument("--conv-reduction-stride", type=whole_number_flag(2),
                             help="stride of --token-reduction conv")
+        parser.add_argument("--pruning-coverage", type=keep_rate_flag,
+                            help="--token-reduction coverage: each row keeps the fewest frames "
+                                 "whose received attention reaches this share of its total")
+        parser.add_argument("--pruning-min-keep-rate", type=share_flag,
+                            help="--token-reduction coverage: keep at least ceil(R * n) frames "
+                                 "(default 0: no floor)")
+        parser.add_argument("--pruning-window", type=whole_number_flag(1),
+                            help="--token-reduction local: frames per window (default 10)")
         parser.add_argument("--conv-kernel-sizes", type=str, help="subsampler kernels, e.g. 5,5")
         parser.add_argument("--conv-channels", type=int, help="subsampler channels")
         parser.add_argument("--load-pretrained-mt-encoder-decoder-from", type=str, metavar="FILE",
@@ -231,7 +239,10 @@ def hubert_arguments(args) -> dict:
                                                False),
         token_reduction=getattr(args, "token_reduction", None) or "prune",
         conv_stride=getattr(args, "conv_reduction_stride", 2),
-        reduction_seed=getattr(args, "token_reduction_seed", 0), **rate_arguments(args))
+        reduction_seed=getattr(args, "token_reduction_seed", 0),
+        pruning_coverage=getattr(args, "pruning_coverage", None),
+        pruning_min_keep_rate=getattr(args, "pruning_min_keep_rate", None) or 0.0,
+        pruning_window=getattr(args, "pruning_window", None), **rate_arguments(args))
 
 
 def rate_arguments(args) -> dict:
@@ -297,10 +308,15 @@ def st_hubert_weights(weights: dict) -> dict:
 
 
 def _pruning_defaults(args):
-    args.pruning_rate = getattr(args, "pruning_rate", 0.9)
+    args.token_reduction = getattr(args, "token_reduction", "prune")
+    # the coverage reduction sets its own counts: no keep rate unless one is given
+    args.pruning_rate = getattr(args, "pruning_rate",
+                                1.0 if args.token_reduction == "coverage" else 0.9)
     args.pruning_init_layer = getattr(args, "pruning_init_layer", 0)
     args.freeze_hubert = getattr(args, "freeze_hubert", False)
-    args.token_reduction = getattr(args, "token_reduction", "prune")
+    args.pruning_coverage = getattr(args, "pruning_coverage", None)
+    args.pruning_min_keep_rate = getattr(args, "pruning_min_keep_rate", 0.0)
+    args.pruning_window = getattr(args, "pruning_window", None)
     args.conv_reduction_stride = getattr(args, "conv_reduction_stride", 2)
     args.token_reduction_seed = getattr(args, "token_reduction_seed", 0)
     # None: decided when HuBERT is built (new model or older checkpoint)

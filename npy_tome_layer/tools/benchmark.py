@@ -36,7 +36,7 @@ from fairseq.models.hubert.hubert import HubertModel
 from omegaconf import OmegaConf
 
 from ..io.flags import keep_rate_flag, positive_number_flag, whole_number_flag
-from ..encoder.config import hubert_config
+from ..encoder.config import HUBERT_SIZES, hubert_config
 from ..encoder.attention import scoring_path
 from ..encoder.pruned_hubert import PrunedHubertModel
 from ..evaluation.reference import reference_model, setting_model, share_weights
@@ -134,14 +134,18 @@ def measure_group(models, audio, warmup: int, repeats: int) -> List[Dict]:
             # the heap to the OS, and the page faults that follow are not timed
             peak = PeakMemory(audio.device)
             with peak:
-                x, mask = model.extract_features(audio, padding_mask=None, mask=False)
-            frames_out = x.size(1) if mask is None else int((~mask[0]).sum())
-            del x, mask
+                out = model(audio, padding_mask=None, mask=False, features_only=True)
+            mask = out["padding_mask"]
+            frames_out = out["x"].size(1) if mask is None else int((~mask[0]).sum())
+            # the batch's width after each acting layer (measured: a data-dependent
+            # reduction's counts are not arithmetic)
+            per_layer = [int(k.size(1)) for k in out["kept_indices"]]
+            del out, mask
             results.append({"latency_s": statistics.median(times[i]),
                             "latency_range_s": (min(times[i]), max(times[i])),
                             "peak_bytes": peak.bytes,
                             "overhead_share": reduction_share(model, audio),
-                            "frames_out": frames_out})
+                            "frames_out": frames_out, "frames_per_layer": per_layer})
     return results
 
 
@@ -152,15 +156,19 @@ def run_group(reference, cfg, settings: List[Dict], duration: float, batch: int,
     g = torch.Generator().manual_seed(0)
     audio = (0.1 * torch.randn(batch, num_samples, generator=g)).to(device=device, dtype=dtype)
     frames_in = int(reference.frame_lengths(torch.tensor(num_samples)))
-    models = [setting_model(reference, cfg, **s) for s in settings]
+    models = [setting_model(reference, cfg, s["mode"], s["rate"], s["init_layer"],
+                            **({"pruning_coverage": s["coverage"]} if s.get("coverage") else {}))
+              for s in settings]
     rows = []
     for s, model, measured in zip(settings, models,
                                   measure_group(models, audio, warmup, repeats)):
         row = {**s, "duration_s": duration, "batch": batch, "frames_in": frames_in, **measured}
         # FLOPs scale exactly with the batch (equal lengths, no padding): count one row
         row["flops"] = count_flops(model, audio[:1]) * batch
-        row["flops_formula"] = encoder_flops_formula(
-            cfg, num_samples, batch, s["rate"], s["init_layer"], s["mode"])["total"]
+        # a data-dependent reduction has no formula: its FLOPs are the counted ones
+        row["flops_formula"] = None if model.encoder.length_reduction.data_dependent_counts \
+            else encoder_flops_formula(cfg, num_samples, batch, s["rate"], s["init_layer"],
+                                       s["mode"])["total"]
         row["throughput"] = batch * duration / row["latency_s"]
         rows.append(row)
         print(f"  {row['mode']:5s} rate {row['rate']:.3f} init {row['init_layer']:2d} "
@@ -333,18 +341,22 @@ def run_grid(args) -> List[Dict]:
         for batch in args.batches:
             group("grid", duration, batch, [dense] + [
                 {"mode": "prune", "rate": rate, "init_layer": init}
-                for init in args.init_layers for rate in args.rates if rate < 1.0])
+                for init in args.init_layers for rate in args.rates if rate < 1.0] + [
+                {"mode": "coverage", "rate": 1.0, "coverage": c, "init_layer": init}
+                for init in args.init_layers for c in args.coverages])
     if args.alternatives:
         layers = cfg["encoder_layers"]
         settings = [dense]  # each group has its own dense reference, measured alongside
         for init in [i for i in args.init_layers if i < layers]:  # none act after the last
             # the rate that leaves about half the frames, as one stride-2 conv does
             half = round(0.5 ** (1 / (layers - init)), 4)
+            # a data-dependent reduction (coverage) sets its own counts: the grid's --coverages
             settings += [{"mode": mode, "rate": half if cls.uses_rate else 1.0, "init_layer": init}
-                         for mode, cls in REDUCTIONS.items()]
+                         for mode, cls in REDUCTIONS.items() if not cls.data_dependent_counts]
             if 0.9 in args.rates:
                 settings += [{"mode": mode, "rate": 0.9, "init_layer": init}
-                             for mode, cls in REDUCTIONS.items() if cls.uses_rate]
+                             for mode, cls in REDUCTIONS.items()
+                             if cls.uses_rate and not cls.data_dependent_counts]
         group("alternatives", args.alternatives_duration, args.alternatives_batch, settings)
     if args.attention_paths:
         print(f"[benchmark] attention paths: {args.paths_duration:g} s x {args.paths_batch} "
@@ -392,7 +404,8 @@ def markdown(rows: List[Dict]) -> str:
     for r in rows:
         lo, hi = r["latency_range_s"]
         out.append(
-            f"| {r['mode']} | {r['duration_s']:g} s | {r['batch']} | {r['rate']:g} "
+            f"| {r['mode']} | {r['duration_s']:g} s | {r['batch']} "
+            f"| {'coverage ' + format(r['coverage'], 'g') if r.get('coverage') else format(r['rate'], 'g')} "
             f"| {r['init_layer']} | {r['frames_out']}/{r['frames_in']} "
             f"| {r['latency_s'] * 1000:.0f} ({lo * 1000:.0f}-{hi * 1000:.0f}) "
             f"| {r['throughput']:.1f} | {_mib(r['peak_bytes'])} "
@@ -518,11 +531,14 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--size", default="base", choices=["base", "large", "small", "tiny"])
+    parser.add_argument("--size", default="base", choices=list(HUBERT_SIZES))
     parser.add_argument("--durations", type=positive_number_flag, nargs="+", default=[5, 10, 20])
     parser.add_argument("--batches", type=whole_number_flag(1), nargs="+", default=[1, 8])
     parser.add_argument("--rates", type=keep_rate_flag, nargs="+", default=[1.0, 0.95, 0.9, 0.85, 0.8])
     parser.add_argument("--init-layers", type=whole_number_flag(0), nargs="+", default=[0, 4, 6])
+    parser.add_argument("--coverages", type=keep_rate_flag, nargs="+", default=[],
+                        help="also the coverage reduction at these shares (grid; frames per "
+                             "layer measured)")
     parser.add_argument("--repeats", type=whole_number_flag(1), default=5)
     parser.add_argument("--warmup", type=whole_number_flag(0), default=1)
     parser.add_argument("--no-alternatives", dest="alternatives", action="store_false")

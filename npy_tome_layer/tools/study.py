@@ -12,7 +12,8 @@ approximate-randomization test against the baseline with the seeds pooled
 (each mode's hypotheses of all seeds concatenated in seed order, references
 repeated; 1 where the pooled BLEUs are equal); ``base_speedup``, a random-weight
 HuBERT-base encoding the split's audio at the mode's setting, dense time / that
-time, timed interleaved.
+time, timed interleaved (a data-dependent mode, coverage, keeps the counts its
+first seed's model kept on each utterance and layer).
 Writes DIR/study.json, DIR/study.md and DIR/study.png.
 """
 import argparse
@@ -28,7 +29,7 @@ from ..io.flags import whole_number_flag
 from ..errors import InputError
 from ..evaluation.decoding import bleu_from_generate_output, load_st_model, translations
 from ..evaluation.reference import reference_speedups
-from ..evaluation.timing import hubert_frames, utterances
+from ..evaluation.timing import hubert_frames, kept_counts, kept_positions, utterances
 from ..io.atomic import atomic_destination, write_text_atomically
 
 RUN_KEYS = ("mode", "seed", "bleu", "frames_kept", "checkpoint")
@@ -85,8 +86,8 @@ def summarise(runs: List[Dict], translations_of: Dict[Tuple[str, int], Tuple[Lis
 
 
 def setting_label(setting: tuple) -> str:
-    reduction, rate, init = setting
-    return "dense" if rate >= 1.0 and reduction != "conv" else f"{reduction} {rate:g} from {init}"
+    reduction, value, init = setting  # value: the keep rate, or the coverage
+    return "dense" if value >= 1.0 and reduction != "conv" else f"{reduction} {value:g} from {init}"
 
 
 def markdown(runs: List[Dict], modes: List[Dict], settings: Dict[str, tuple]) -> str:
@@ -121,6 +122,27 @@ def plot(modes: List[Dict], path: str) -> None:
     plt.close(fig)
 
 
+def plot_positions(positions: Dict[str, List[float]], path: str) -> None:
+    """Histogram, per reducing mode, of where in the utterance the frames that
+    leave HuBERT lie (relative position, the first seed's model)."""
+    from ..evaluation.plotting import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = [i / 20 for i in range(21)]
+    for mode, where in positions.items():
+        if where:
+            ax.hist(where, bins=bins, histtype="step", density=True, label=mode)
+    ax.set_xlabel("relative position in the utterance of the frames leaving HuBERT")
+    ax.set_ylabel("density")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_destination(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
 def parse_arguments(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -140,8 +162,10 @@ def parse_arguments(argv=None) -> argparse.Namespace:
 
 
 def measure_runs(args):
-    """(runs, translations per (mode, seed), final setting per mode, the split's audio)."""
-    runs, found, settings, audios = [], {}, {}, None
+    """(runs, translations per (mode, seed), final setting per mode, the split's
+    audio, kept counts per data-dependent setting)."""
+    runs, found, settings, audios, kept = [], {}, {}, None, {}
+    positions = args.positions
     for mode, seed, checkpoint, generate_output in args.run:
         try:
             seed = int(seed)
@@ -157,21 +181,27 @@ def measure_runs(args):
             sys.exit(f"study: {e}")
         model, dataset, _ = load_st_model(checkpoint, args.data, args.subset)
         frames_in, frames_out = hubert_frames(model, dataset)
-        settings.setdefault(mode, model.encoder.hubert.encoder.final_setting)
+        setting = settings.setdefault(mode, model.encoder.hubert.encoder.final_setting)
+        if model.encoder.hubert.encoder.length_reduction.data_dependent_counts \
+                and setting not in kept:  # the first seed's counts stand for the mode
+            kept[setting] = kept_counts(model, dataset)
+        if mode not in positions:  # the first seed's, as the counts
+            positions[mode] = kept_positions(model, dataset)
         if audios is None:
             audios = utterances(dataset)
         runs.append({"mode": mode, "seed": seed, "bleu": bleu,
                      "frames_kept": round(frames_out / frames_in, 4), "checkpoint": checkpoint})
         print(f"{mode} seed {seed}: BLEU {bleu:.2f}, {100 * frames_out / frames_in:.1f} % "
               "of HuBERT frames kept", file=sys.stderr, flush=True)
-    return runs, found, settings, audios
+    return runs, found, settings, audios, kept
 
 
 def main(argv=None):
     args = parse_arguments(argv)
-    runs, found, settings, audios = measure_runs(args)
+    args.positions = {}
+    runs, found, settings, audios, kept = measure_runs(args)
     speedups = reference_speedups(list(settings.values()), audios, args.reference_size,
-                                  repeats=args.repeats)
+                                  repeats=args.repeats, kept_counts=kept)
     try:
         modes = summarise(runs, found, settings, speedups, args.baseline)
     except ValueError as e:
@@ -186,6 +216,7 @@ def main(argv=None):
         f"HuBERT-{args.reference_size} on the same audio, batch 1, "
         f"{torch.get_num_threads()} CPU threads\n\n" + table))
     plot(modes, os.path.join(args.out, "study.png"))
+    plot_positions(args.positions, os.path.join(args.out, "positions.png"))
     print(table)
 
 

@@ -1,17 +1,19 @@
 """Prune a trained checkpoint at inference time: BLEU against encoder speedup.
 
     python -m npy_tome_layer.tools.sweep --checkpoint CKPT --data DATA_DIR --subset SPLIT \\
-        --rates 1.0 0.95 0.9 0.85 0.8 --init-layers 0 4 --out OUT \\
+        --rates 1.0 0.95 0.9 0.85 0.8 --init-layers 0 4 [--coverages 0.95 0.9] --out OUT \\
         [--beam N] [--lenpen X] [--max-tokens N] [--cpu]
 
-Decodes SPLIT once per (keep rate, init layer) with the checkpoint's weights
+Decodes SPLIT once per (keep rate, init layer), and per (coverage, init layer)
+with ``--token-reduction coverage``, with the checkpoint's weights
 and only the pruning overridden (no retraining; a schedule checkpoint is held
 at the swept rate), through fairseq's own generate, so each BLEU is the number
 ``fairseq-generate --scoring sacrebleu`` prints for that setting. Frames and
 encoder times are measured on the speech encoder (HuBERT -> subsampler ->
 DeltaLM encoder), batch 1, with the settings' timed passes interleaved (this
 machine's speed drifts). Writes OUT/sweep.json (one record per setting: rate,
-init_layer, bleu, frames_kept, encoder_seconds, speedup), OUT/sweep.md and
+coverage (one of them null), init_layer, bleu, frames_kept, encoder_seconds,
+speedup), OUT/sweep.md and
 OUT/sweep.png (BLEU against speedup, one curve per init layer, the
 checkpoint's own training rate marked).
 """
@@ -30,10 +32,17 @@ from ..io.atomic import check_output_folder, write_text_atomically
 from ..st.model import check_st_checkpoint, hubert_from_st_checkpoint
 
 
-def pruning_overrides(rate: float, init_layer: int) -> Dict:
+def pruning_overrides(rate: float, init_layer: int, coverage=None) -> Dict:
+    """Model overrides of one setting: a keep rate (the checkpoint's own
+    reduction), or a coverage (the coverage reduction, keep rate 1)."""
+    if coverage is not None:
+        rate = 1.0
     # the schedule arch reads max/min rate; holding both at the rate pins it
-    return {"pruning_rate": rate, "pruning_max_rate": rate, "pruning_min_rate": rate,
-            "pruning_init_layer": init_layer}
+    overrides = {"pruning_rate": rate, "pruning_max_rate": rate, "pruning_min_rate": rate,
+                 "pruning_init_layer": init_layer}
+    if coverage is not None:
+        overrides.update(token_reduction="coverage", pruning_coverage=coverage)
+    return overrides
 
 
 def trained_setting(checkpoint: str):
@@ -43,43 +52,53 @@ def trained_setting(checkpoint: str):
 
 
 def sweep(checkpoint, data, subset, rates, init_layers, beam=8, lenpen=1.0,
-          max_tokens=4000000, cpu=False, repeats=3, log=print) -> List[Dict]:
-    settings = [(r, i) for i in init_layers for r in rates]
+          max_tokens=4000000, cpu=False, repeats=3, log=print, coverages=()) -> List[Dict]:
+    settings = [(r, None, i) for i in init_layers for r in rates] + [
+        (None, c, i) for i in init_layers for c in coverages]
     pairs = []
-    for rate, init in settings:
+    for rate, coverage, init in settings:
         model, dataset, _ = load_st_model(checkpoint, data, subset,
-                                          overrides=pruning_overrides(rate, init))
+                                          overrides=pruning_overrides(rate, init, coverage))
         pairs.append((model, dataset))
-    records = [{"rate": rate, "init_layer": init,
+    records = [{"rate": rate, "coverage": coverage, "init_layer": init,
                 "frames_kept": m["frames_out"] / m["frames_in"], "encoder_seconds": m["encoder_s"]}
-               for (rate, init), m in zip(settings, measure_interleaved(pairs, repeats))]
+               for (rate, coverage, init), m in zip(settings,
+                                                    measure_interleaved(pairs, repeats))]
     del pairs
     dense = {}
     for record in records:
         bleu = decode_bleu(checkpoint, data, subset, beam=beam, lenpen=lenpen,
                            max_tokens=max_tokens, cpu=cpu,
                            model_overrides=pruning_overrides(record["rate"],
-                                                             record["init_layer"]))
+                                                             record["init_layer"],
+                                                             record["coverage"]))
         record["bleu"] = round(bleu, 2)
-        log(f"rate {record['rate']:g} from layer {record['init_layer']}: BLEU {bleu:.2f}, "
+        log(f"{setting_name(record)} from layer {record['init_layer']}: BLEU {bleu:.2f}, "
             f"{100 * record['frames_kept']:.1f} % frames, {record['encoder_seconds']:.3f} s")
         if record["rate"] == 1.0:
             dense[record["init_layer"]] = record["encoder_seconds"]
     dense_s = statistics.median(dense.values()) if dense else None
     for record in records:
         record["speedup"] = round(dense_s / record["encoder_seconds"], 3) if dense_s else None
-    keys = ("rate", "init_layer", "bleu", "frames_kept", "encoder_seconds", "speedup")
+    keys = ("rate", "coverage", "init_layer", "bleu", "frames_kept", "encoder_seconds",
+            "speedup")
     return [{k: r[k] for k in keys} for r in records]
+
+
+def setting_name(record) -> str:
+    if record["coverage"] is not None:
+        return f"coverage {record['coverage']:g}"
+    return f"rate {record['rate']:g}"
 
 
 def markdown(records, checkpoint, subset, trained) -> str:
     lines = [f"{checkpoint} on {subset} (trained at keep rate {trained[0]} from layer "
              f"{trained[1]}); speech encoder batch 1, median of interleaved passes",
-             "", "| keep rate | from layer | BLEU | HuBERT frames kept | encoder s | speedup |",
+             "", "| setting | from layer | BLEU | HuBERT frames kept | encoder s | speedup |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in records:
         speedup = "n/a" if r["speedup"] is None else f"{r['speedup']:.2f}x"
-        lines.append(f"| {r['rate']:g} | {r['init_layer']} | {r['bleu']:.2f} "
+        lines.append(f"| {setting_name(r)} | {r['init_layer']} | {r['bleu']:.2f} "
                      f"| {100 * r['frames_kept']:.1f} % | {r['encoder_seconds']:.3f} "
                      f"| {speedup} |")
     return "\n".join(lines) + "\n"
@@ -90,14 +109,19 @@ def plot(records, trained, path) -> None:
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for init in sorted({r["init_layer"] for r in records}):
-        rows = [r for r in records if r["init_layer"] == init and r["speedup"] is not None]
-        ax.plot([r["speedup"] for r in rows], [r["bleu"] for r in rows], marker="o",
-                label=f"prune from layer {init}")
+    curves = sorted({(r["init_layer"], r["coverage"] is not None) for r in records})
+    for init, by_coverage in curves:
+        rows = [r for r in records if r["init_layer"] == init and r["speedup"] is not None
+                and (r["coverage"] is not None) == by_coverage]
+        rows.sort(key=lambda r: r["speedup"])
+        ax.plot([r["speedup"] for r in rows], [r["bleu"] for r in rows],
+                marker="s" if by_coverage else "o", linestyle="--" if by_coverage else "-",
+                label=f"{'coverage' if by_coverage else 'keep rate'} from layer {init}")
         for r in rows:
-            ax.annotate(f"{r['rate']:g}", (r["speedup"], r["bleu"]), fontsize=7,
+            ax.annotate(f"{r['coverage'] if by_coverage else r['rate']:g}",
+                        (r["speedup"], r["bleu"]), fontsize=7,
                         textcoords="offset points", xytext=(3, 3))
-            if (r["rate"], r["init_layer"]) == tuple(trained):
+            if not by_coverage and (r["rate"], r["init_layer"]) == tuple(trained):
                 ax.scatter([r["speedup"]], [r["bleu"]], s=160, facecolors="none",
                            edgecolors="red", zorder=5, label="trained setting")
     ax.set_xlabel("speech encoder speedup vs keep rate 1.0")
@@ -117,6 +141,8 @@ def main(argv=None):
     p.add_argument("--subset", default="tst-COMMON")
     p.add_argument("--rates", type=keep_rate_flag, nargs="+", default=[1.0, 0.95, 0.9, 0.85, 0.8])
     p.add_argument("--init-layers", type=whole_number_flag(0), nargs="+", default=[0, 4])
+    p.add_argument("--coverages", type=keep_rate_flag, nargs="+", default=[],
+                   help="also the coverage reduction at these shares of received attention")
     p.add_argument("--out", required=True)
     p.add_argument("--beam", type=whole_number_flag(1), default=8)
     p.add_argument("--lenpen", type=finite_number_flag, default=1.0)
@@ -136,7 +162,8 @@ def run(args):
     check_st_checkpoint(args.checkpoint)
     records = sweep(args.checkpoint, args.data, args.subset, args.rates, args.init_layers,
                     args.beam, args.lenpen, args.max_tokens, args.cpu, args.repeats,
-                    log=lambda m: print(m, file=sys.stderr, flush=True))
+                    log=lambda m: print(m, file=sys.stderr, flush=True),
+                    coverages=args.coverages)
     trained = trained_setting(args.checkpoint)
     os.makedirs(args.out, exist_ok=True)
     write_text_atomically(os.path.join(args.out, "sweep.json"), json.dumps(records, indent=1))
