@@ -11,7 +11,7 @@ from npy_tome_layer.encoder.pruned_hubert import build_pruned_hubert
 from npy_tome_layer.reduction import REDUCTIONS
 from npy_tome_layer.encoder.config import hubert_model_config
 
-from .test_pruned_hubert import chain, fairseq_hubert, waveforms
+from .test_pruned_hubert import chain, fairseq_hubert, reduction_arguments, waveforms
 
 DEVICE = torch.device(os.environ.get("TEST_DEVICE", "cuda"))
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(
@@ -28,7 +28,7 @@ def _no_tf32():
 @pytest.mark.parametrize("mode", list(REDUCTIONS))
 def test_device_equals_cpu_in_fp32(hubert_tiny, mode):
     _no_tf32()
-    model = load_pruned_hubert(hubert_tiny, pruning_rate=0.7, token_reduction=mode)
+    model = load_pruned_hubert(hubert_tiny, **reduction_arguments(mode, 0.7))
     source, mask = waveforms([16640, 9000])
     with torch.no_grad():
         x_cpu, m_cpu = model.extract_features(source, padding_mask=mask)
@@ -46,8 +46,8 @@ def test_batch_invariance_on_the_device(mode, front_end):
     torch.manual_seed(0)
     cfg = hubert_model_config("tiny", layer_norm_first=front_end == "layer_norm",
                               extractor_mode=front_end, encoder_layers=4)
-    model = build_pruned_hubert(cfg, pruning_rate=0.9, pruning_init_layer=1,
-                                token_reduction=mode).eval().to(DEVICE)
+    model = build_pruned_hubert(cfg, pruning_init_layer=1,
+                                **reduction_arguments(mode, 0.9)).eval().to(DEVICE)
     torch.manual_seed(1)
     lengths = [29237, 15121]  # not multiples of the 320-sample hop
     audio = torch.randn(2, 48000)

@@ -29,6 +29,17 @@ def waveforms(lengths, total=None, seed=0):
     return source.masked_fill(mask, 0.0), mask
 
 
+def reduction_arguments(mode, rate):
+    """load_pruned_hubert's / build_pruned_hubert's arguments for ``mode`` at
+    about ``rate``: coverage takes no keep rate, only the share of received
+    attention it keeps."""
+    from npy_tome_layer.reduction import REDUCTIONS
+
+    if REDUCTIONS[mode].uses_rate:
+        return {"token_reduction": mode, "pruning_rate": rate}
+    return {"token_reduction": mode, "pruning_coverage": rate}
+
+
 def valid_counts(mask, batch, width):
     if mask is None:
         return [width] * batch

@@ -18,7 +18,7 @@ from npy_tome_layer.reduction import (
 )
 from npy_tome_layer.encoder.config import hubert_model_config
 
-from .test_pruned_hubert import chain, fairseq_hubert, waveforms
+from .test_pruned_hubert import chain, fairseq_hubert, reduction_arguments, waveforms
 
 
 def _apply_frame_mask(x, mask):
@@ -27,7 +27,7 @@ def _apply_frame_mask(x, mask):
 
 @pytest.mark.parametrize("mode", list(REDUCTIONS))
 def test_forward_features_only_returns_the_mask_of_its_features(hubert_tiny, mode):
-    model = load_pruned_hubert(hubert_tiny, pruning_rate=0.7, token_reduction=mode)
+    model = load_pruned_hubert(hubert_tiny, **reduction_arguments(mode, 0.7))
     source, mask = waveforms([16640, 9000])
     with torch.no_grad():
         res = model(source, padding_mask=mask, mask=False, features_only=True)
@@ -100,7 +100,7 @@ def test_pretraining_loss_is_refused_once_frames_are_dropped(hubert_tiny):
 @pytest.mark.parametrize("mode", list(REDUCTIONS))
 @pytest.mark.parametrize("rate", [1.0, 0.7])
 def test_an_empty_row_stays_fully_masked_with_finite_features(hubert_tiny, mode, rate):
-    model = load_pruned_hubert(hubert_tiny, pruning_rate=rate, token_reduction=mode)
+    model = load_pruned_hubert(hubert_tiny, **reduction_arguments(mode, rate))
     source, mask = waveforms([16640, 0, 16640])
     with torch.no_grad():
         x, x_mask = model.extract_features(source, padding_mask=mask)
@@ -199,7 +199,7 @@ def test_the_schedule_comes_from_the_arguments_not_the_arch_name():
 @pytest.mark.parametrize("mode", list(REDUCTIONS))
 def test_one_frame_and_all_empty_batches(hubert_tiny, mode):
     # merging with nothing left to merge: the longest row is one token
-    model = load_pruned_hubert(hubert_tiny, pruning_rate=0.5, token_reduction=mode,
+    model = load_pruned_hubert(hubert_tiny, **reduction_arguments(mode, 0.5),
                                **({"pruning_init_layer": 0} if mode != "conv" else {}))
     with torch.no_grad():
         x, mask = model.extract_features(torch.randn(1, 400))  # one frame

@@ -225,16 +225,19 @@ def test_launch_command_per_device_and_node_count(tmp_path, device, nnodes, expe
 
 def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
     """scripts/study.sh through make study's wrapper, on the demo's files:
-    2 modes x 2 seeds, the report's exact keys, and a re-run that keeps them."""
+    3 modes x 2 seeds (coverage's share chosen on dev from the first seed's
+    baseline and fixed runs), the report's exact keys, its plots, and a re-run
+    that keeps them."""
     env, _ = tiny_demo
-    env = dict(env, STUDY_MODES="baseline random", SEEDS="1 2",
+    env = dict(env, STUDY_MODES="baseline fixed coverage", SEEDS="1 2",
                STUDY_ARGS="--reference-size tiny --repeats 1")
     proc = run_script("demo_study.sh", [], env)
     study = Path(env["WORK"]) / "checkpoints_tiny" / "en-de" / "study"
     report = json.loads((study / "study.json").read_text())
     assert set(report) == {"runs", "modes"}
     assert [(r["mode"], r["seed"]) for r in report["runs"]] == [
-        ("baseline", 1), ("random", 1), ("baseline", 2), ("random", 2)]
+        ("baseline", 1), ("fixed", 1), ("coverage", 1), ("baseline", 2), ("fixed", 2),
+        ("coverage", 2)]
     for r in report["runs"]:
         assert set(r) == {"mode", "seed", "bleu", "frames_kept", "checkpoint"}
         assert os.path.isfile(r["checkpoint"]) and 0 <= r["bleu"] <= 100
@@ -243,18 +246,27 @@ def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
         assert set(m) == {"mode", "seeds", "bleu_mean", "bleu_sd", "frames_kept", "p_value",
                           "base_speedup"}
         assert m["seeds"] == [1, 2] and m["base_speedup"] > 0
-    assert modes["baseline"]["p_value"] is None and 0 <= modes["random"]["p_value"] <= 1
-    assert modes["baseline"]["frames_kept"] == 1.0 > modes["random"]["frames_kept"]
+    assert modes["baseline"]["p_value"] is None and 0 <= modes["fixed"]["p_value"] <= 1
+    assert modes["baseline"]["frames_kept"] == 1.0 > modes["fixed"]["frames_kept"]
     assert modes["baseline"]["base_speedup"] == 1.0
+    # the share was chosen once, on dev, and every coverage run trained with it
+    chosen = (study / "coverage.txt").read_text().split()
+    assert chosen[0] == "coverage" and 0 < float(chosen[1]) < 1
+    assert "choose_coverage --data" in proc.stderr and "--subset dev" in proc.stderr
+    assert len(re.findall(rf"fairseq-train .*--pruning-coverage {chosen[1]}\b", proc.stderr)) == 2
+    assert modes["coverage"]["frames_kept"] < 1.0
     # the seed flag reached fairseq-train: seed 2 trained with --seed 2
     assert re.search(r"fairseq-train .*--seed 2\b", proc.stderr)
-    assert (study / "study.md").read_text().count("\n| ") >= 3
-    assert (study / "study.png").read_bytes()[:4] == b"\x89PNG"
+    assert (study / "study.md").read_text().count("\n| ") >= 4
+    assert re.search(r"\| coverage \| coverage [0-9.]+ from 0 \|", (study / "study.md").read_text())
+    for plot in ("study.png", "positions.png", "frames_by_length.png"):
+        assert (study / plot).read_bytes()[:4] == b"\x89PNG", plot
     assert re.search(r"^study finished in \d+ min \d+ s$", proc.stdout, flags=re.M)
     again = run_script("study.sh", ["de"], dict(env, DATA_ROOT=env["WORK"] + "/data",
                                                 CKPT_ROOT=env["WORK"] + "/checkpoints_tiny",
                                                 AVERAGE_LAST="3", DEVICE="cpu"))
-    assert "fairseq-train" not in again.stderr and again.stderr.count("exists, kept") == 4
+    assert "fairseq-train" not in again.stderr and again.stderr.count("exists, kept") == 6
+    assert "choose_coverage" not in again.stderr
 
 
 def test_study_p_values_follow_the_hypotheses():

@@ -148,14 +148,14 @@ def test_blind_reductions_choose_within_each_rows_valid_frames():
     """The reduction itself on a padded batch: row b keeps keep_counts(n_b)
     frames, at the ranks the rule names, in time order, padding never kept."""
     from npy_tome_layer.reduction.selection import keep_counts, random_ranks, uniform_ranks
-    from npy_tome_layer.reduction import Tokens, build_reduction
+    from npy_tome_layer.reduction import ReductionOptions, Tokens, build_reduction
 
     lengths = [37, 20, 9, 1]
     x, _, mask = _batch(lengths)
     positions = torch.arange(x.size(1)).expand(len(lengths), -1)
     for name, rule in (("uniform", lambda n, k: uniform_ranks(n, k)),
                        ("random", lambda n, k: random_ranks(n, k, (5, 3)))):
-        out = build_reduction(name, 8, seed=5).reduce(Tokens(x, mask, positions), None, 0.7, 3)
+        out = build_reduction(name, 8, ReductionOptions(seed=5)).reduce(Tokens(x, mask, positions), None, 0.7, 3)
         for b, n in enumerate(lengths):
             k = int(keep_counts(torch.tensor([n]), 0.7)[0])
             assert int((~out.padding_mask[b]).sum()) == k

@@ -9,3 +9,12 @@ def pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def save_png(fig, path: str, dpi: int = 120) -> None:
+    """Write ``fig`` to ``path`` atomically (a killed run leaves no half PNG) and close it."""
+    from ..io.atomic import atomic_destination
+
+    with atomic_destination(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    pyplot().close(fig)

@@ -67,16 +67,20 @@ def kept_frames(model, dataset) -> List[Tuple[int, List[torch.Tensor]]]:
             for audio in utterances(dataset)]
 
 
-def kept_counts(model, dataset) -> List[List[int]]:
-    """Per utterance (alone), the frames HuBERT keeps after each acting layer."""
-    return [[kept.numel() for kept in layers] for _, layers in kept_frames(model, dataset)]
+def kept_counts(frames) -> List[List[int]]:
+    """Per utterance of ``kept_frames``' result, the count kept after each acting layer."""
+    return [[kept.numel() for kept in layers] for _, layers in frames]
 
 
-def kept_positions(model, dataset) -> List[float]:
+def kept_positions(frames) -> List[float]:
     """Where in its utterance (0 = start, 1 = end) each frame that leaves HuBERT
-    lies, over the split (each utterance alone); empty for a dense model."""
-    return [float(i + 0.5) / n for n, layers in kept_frames(model, dataset) if layers
-            for i in layers[-1].tolist()]
+    lies, over ``kept_frames``' result; empty for a dense model."""
+    return [float(i + 0.5) / n for n, layers in frames if layers for i in layers[-1].tolist()]
+
+
+def frames_by_length(frames) -> List[Tuple[int, int]]:
+    """Per utterance of ``kept_frames``' result: (frames in, frames leaving HuBERT)."""
+    return [(n, layers[-1].numel() if layers else n) for n, layers in frames]
 
 
 @torch.inference_mode()

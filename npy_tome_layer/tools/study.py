@@ -14,7 +14,10 @@ repeated; 1 where the pooled BLEUs are equal); ``base_speedup``, a random-weight
 HuBERT-base encoding the split's audio at the mode's setting, dense time / that
 time, timed interleaved (a data-dependent mode, coverage, keeps the counts its
 first seed's model kept on each utterance and layer).
-Writes DIR/study.json, DIR/study.md and DIR/study.png.
+Writes DIR/study.json, DIR/study.md, DIR/study.png (BLEU against speedup),
+DIR/positions.png (where in the utterance the frames leaving HuBERT lie) and
+DIR/frames_by_length.png (frames leaving HuBERT per utterance against its
+length), the last two from each mode's first seed.
 """
 import argparse
 import json
@@ -29,8 +32,9 @@ from ..io.flags import whole_number_flag
 from ..errors import InputError
 from ..evaluation.decoding import bleu_from_generate_output, load_st_model, translations
 from ..evaluation.reference import reference_speedups
-from ..evaluation.timing import hubert_frames, kept_counts, kept_positions, utterances
-from ..io.atomic import atomic_destination, write_text_atomically
+from ..evaluation.timing import (frames_by_length, hubert_frames, kept_counts, kept_frames,
+                                kept_positions, utterances)
+from ..io.atomic import write_text_atomically
 
 RUN_KEYS = ("mode", "seed", "bleu", "frames_kept", "checkpoint")
 MODE_KEYS = ("mode", "seeds", "bleu_mean", "bleu_sd", "frames_kept", "p_value", "base_speedup")
@@ -105,7 +109,7 @@ def markdown(runs: List[Dict], modes: List[Dict], settings: Dict[str, tuple]) ->
 
 
 def plot(modes: List[Dict], path: str) -> None:
-    from ..evaluation.plotting import pyplot
+    from ..evaluation.plotting import pyplot, save_png
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -117,20 +121,20 @@ def plot(modes: List[Dict], path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_destination(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
-def plot_positions(positions: Dict[str, List[float]], path: str) -> None:
+def plot_positions(frames: Dict[str, list], path: str) -> None:
     """Histogram, per reducing mode, of where in the utterance the frames that
-    leave HuBERT lie (relative position, the first seed's model)."""
-    from ..evaluation.plotting import pyplot
+    leave HuBERT lie (relative position; ``frames``: each mode's first seed's
+    ``kept_frames``)."""
+    from ..evaluation.plotting import pyplot, save_png
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     bins = [i / 20 for i in range(21)]
-    for mode, where in positions.items():
+    for mode, kept in frames.items():
+        where = kept_positions(kept)
         if where:
             ax.hist(where, bins=bins, histtype="step", density=True, label=mode)
     ax.set_xlabel("relative position in the utterance of the frames leaving HuBERT")
@@ -138,9 +142,25 @@ def plot_positions(positions: Dict[str, List[float]], path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_destination(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    save_png(fig, path)
+
+
+def plot_frames_by_length(frames: Dict[str, list], path: str) -> None:
+    """Frames leaving HuBERT per utterance against its frames in, one series
+    per mode (the first seed's model): where a mode keeps fewer."""
+    from ..evaluation.plotting import pyplot, save_png
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for mode, kept in frames.items():
+        pairs = frames_by_length(kept)
+        ax.scatter([n for n, _ in pairs], [k for _, k in pairs], s=12, alpha=0.7, label=mode)
+    ax.set_xlabel("HuBERT frames in (utterance length, 50 per second)")
+    ax.set_ylabel("frames leaving HuBERT")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_png(fig, path)
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:
@@ -163,9 +183,9 @@ def parse_arguments(argv=None) -> argparse.Namespace:
 
 def measure_runs(args):
     """(runs, translations per (mode, seed), final setting per mode, the split's
-    audio, kept counts per data-dependent setting)."""
-    runs, found, settings, audios, kept = [], {}, {}, None, {}
-    positions = args.positions
+    audio, kept counts per data-dependent setting, ``kept_frames`` of each
+    mode's first seed)."""
+    runs, found, settings, audios, kept, frames = [], {}, {}, None, {}, {}
     for mode, seed, checkpoint, generate_output in args.run:
         try:
             seed = int(seed)
@@ -182,24 +202,22 @@ def measure_runs(args):
         model, dataset, _ = load_st_model(checkpoint, args.data, args.subset)
         frames_in, frames_out = hubert_frames(model, dataset)
         setting = settings.setdefault(mode, model.encoder.hubert.encoder.final_setting)
-        if model.encoder.hubert.encoder.length_reduction.data_dependent_counts \
-                and setting not in kept:  # the first seed's counts stand for the mode
-            kept[setting] = kept_counts(model, dataset)
-        if mode not in positions:  # the first seed's, as the counts
-            positions[mode] = kept_positions(model, dataset)
+        if mode not in frames:  # the first seed's model stands for the mode
+            frames[mode] = kept_frames(model, dataset)
+            if model.encoder.hubert.encoder.length_reduction.data_dependent_counts:
+                kept.setdefault(setting, kept_counts(frames[mode]))
         if audios is None:
             audios = utterances(dataset)
         runs.append({"mode": mode, "seed": seed, "bleu": bleu,
                      "frames_kept": round(frames_out / frames_in, 4), "checkpoint": checkpoint})
         print(f"{mode} seed {seed}: BLEU {bleu:.2f}, {100 * frames_out / frames_in:.1f} % "
               "of HuBERT frames kept", file=sys.stderr, flush=True)
-    return runs, found, settings, audios, kept
+    return runs, found, settings, audios, kept, frames
 
 
 def main(argv=None):
     args = parse_arguments(argv)
-    args.positions = {}
-    runs, found, settings, audios, kept = measure_runs(args)
+    runs, found, settings, audios, kept, frames = measure_runs(args)
     speedups = reference_speedups(list(settings.values()), audios, args.reference_size,
                                   repeats=args.repeats, kept_counts=kept)
     try:
@@ -216,7 +234,8 @@ def main(argv=None):
         f"HuBERT-{args.reference_size} on the same audio, batch 1, "
         f"{torch.get_num_threads()} CPU threads\n\n" + table))
     plot(modes, os.path.join(args.out, "study.png"))
-    plot_positions(args.positions, os.path.join(args.out, "positions.png"))
+    plot_positions(frames, os.path.join(args.out, "positions.png"))
+    plot_frames_by_length(frames, os.path.join(args.out, "frames_by_length.png"))
     print(table)
 
 
