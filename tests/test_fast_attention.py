@@ -9,9 +9,10 @@ from fairseq.modules import MultiheadAttention
 from npy_tome_layer import load_pruned_hubert
 from npy_tome_layer.encoder.attention import (ReducibleAttention, chosen_path, collecting,
                                               scoring_path)
+from npy_tome_layer.reduction import REDUCTIONS
 from npy_tome_layer.reduction.interface import KeyMean, ReceivedAttentionSum
 
-from .test_pruned_hubert import waveforms
+from .test_pruned_hubert import reduction_arguments, waveforms
 
 
 def attention(dim=32, heads=4):
@@ -86,11 +87,11 @@ def test_the_scoring_pass_keeps_no_graph_and_no_probabilities():
     assert not [t for t in saved if t.dim() >= 2 and t.shape[-1] == t.shape[-2] == x.size(0)]
 
 
-@pytest.mark.parametrize("mode", ["prune", "merge"])
+@pytest.mark.parametrize("mode", [name for name, cls in REDUCTIONS.items() if cls.evidence_type])
 @pytest.mark.parametrize("rate,init", [(0.7, 0), (0.9, 1)])
 def test_encoder_keeps_the_same_frames_on_both_paths(hubert_tiny, mode, rate, init):
-    model = load_pruned_hubert(hubert_tiny, pruning_rate=rate, pruning_init_layer=init,
-                               token_reduction=mode)
+    model = load_pruned_hubert(hubert_tiny, pruning_init_layer=init,
+                               **reduction_arguments(mode, rate))
     source, mask = waveforms([16640, 9000, 4000])
     results = {}
     for path in ("explicit", "fused"):

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 import torch
 
 from .conftest import REPO, TINY_DELTALM, VENV_BIN
@@ -295,3 +296,72 @@ def test_worker_variables_are_checked(variables, message):
                                    **variables))
     assert proc.returncode == 2 and "reached" not in proc.stdout
     assert proc.stderr.strip() == f"error: {message}"
+
+
+def test_hubert_pretraining_writes_an_official_file_the_st_scripts_take(pair_env, st_corpus,
+                                                                         tmp_path):
+    """scripts/pretrain_hubert.sh on the test corpus's 12 train rows: labels in
+    fairseq's layout from train only, one line per row, as many labels as the
+    audio has MFCC frames; a checkpoint of the official layout that
+    load_pruned_hubert and train_st.sh take."""
+    from npy_tome_layer import load_pruned_hubert
+    from npy_tome_layer.io.checkpoints import load_checkpoint
+    from npy_tome_layer.st.dataset import read_manifest
+    from npy_tome_layer.tools.hubert_labels import LABEL_RATE, mfcc_frame_count
+
+    out = tmp_path / "hubert_ssl.pt"
+    env = dict(pair_env, CONFIG_DIR=os.path.join(REPO, "configs", "demo"), KMEANS_CLUSTERS="4",
+               HUBERT_PRETRAIN_UPDATES="2")
+    proc = run_script("pretrain_hubert.sh", ["de", str(out)], env)
+    assert "--task hubert_pretraining --criterion hubert --arch hubert" in proc.stderr
+    work = Path(pair_env["CKPT_ROOT"]) / "en-de" / "hubert_pretraining"
+    labels = work / "labels"
+    train = {r["id"]: int(r["n_frames"]) for r in read_manifest(st_corpus["data"] + "/train.tsv")}
+    seen = {}
+    for split in ("train", "valid"):
+        tsv = (labels / f"{split}.tsv").read_text().splitlines()
+        km = (labels / f"{split}.km").read_text().splitlines()
+        assert tsv[0] == str(labels / "wav") and len(tsv) - 1 == len(km) >= 1
+        for line, units in zip(tsv[1:], km):
+            name, samples = line.split("\t")
+            utterance = name[:-len(".wav")]
+            assert int(samples) == train[utterance]  # the segment, cut whole
+            assert sf.info(str(labels / "wav" / name)).frames == int(samples)
+            units = [int(u) for u in units.split()]
+            assert len(units) == mfcc_frame_count(int(samples)) > 0 and set(units) <= set(range(4))
+            seen[utterance] = split
+    assert sorted(seen) == sorted(train)  # every train row once; dev and tst-COMMON never
+    assert (labels / "dict.km.txt").read_text() == "".join(f"{i} 1\n" for i in range(4))
+    accuracy = (work / "accuracy.tsv").read_text().splitlines()
+    assert accuracy[0] == "updates\tvalid_masked_accuracy" and len(accuracy) >= 2
+    assert all(0 <= float(line.split("\t")[1]) <= 1 for line in accuracy[1:])
+
+    checkpoint = load_checkpoint(str(out))
+    task = checkpoint["cfg"]["task"]
+    assert task["_name"] == "hubert_pretraining" and list(task["labels"]) == ["km"]
+    assert task["label_rate"] == LABEL_RATE
+    units, = checkpoint["task_state"]["dictionaries"]
+    assert len(units) - units.nspecial == 4
+    model = load_pruned_hubert(str(out), pruning_rate=0.9)
+    with torch.no_grad():
+        x, _ = model.extract_features(torch.randn(1, 16000))
+    assert x.shape[0] == 1 and torch.isfinite(x).all()
+    # the ST scripts take it as they take hubert_base_ls960.pt; a re-run keeps the labels
+    run_script("train_st.sh", ["de", "fixed"], dict(pair_env, HUBERT=str(out)))
+    again = run_script("pretrain_hubert.sh", ["de", str(out)], env)
+    assert "exists, kept" in again.stderr and "hubert_labels --data" not in again.stderr
+
+
+def test_hubert_pretraining_refuses_bad_settings_in_one_line(pair_env, tmp_path):
+    out = str(tmp_path / "x.pt")
+    for env, message in [
+            (dict(KMEANS_CLUSTERS="abc"), "KMEANS_CLUSTERS must be a whole number"),
+            (dict(HUBERT_PRETRAIN_UPDATES="0"), "HUBERT_PRETRAIN_UPDATES must be in"),
+            (dict(HUBERT=str(tmp_path / "missing.pt")), "not found"),
+            (dict(KMEANS_CLUSTERS="100000"), "train rows have only")]:
+        proc = run_script("pretrain_hubert.sh", ["de", out], dict(pair_env, **env), check=False)
+        assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr and not os.path.exists(out)
+    proc = run_script("pretrain_hubert.sh", ["de", str(tmp_path / "no" / "x.pt")], pair_env,
+                      check=False)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
