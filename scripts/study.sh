@@ -28,19 +28,17 @@ done
 [ -f "$MT_CHECKPOINT" ] || { echo "error: MT checkpoint $MT_CHECKPOINT not found (run scripts/train_mt.sh $TGT)" >&2; exit 2; }
 
 first_seed=${SEEDS%% *}
-coverage_args() {  # the coverage mode's --pruning-coverage, chosen once
-  if [ -z "${COVERAGE:-}" ] && [ ! -f "$STUDY/coverage.txt" ]; then
-    for need in baseline fixed; do
-      [ -f "$STUDY/${need}_seed$first_seed/avg_last_$AVERAGE_LAST.pt" ] || {
-        echo "error: the coverage mode needs the $need mode before it (STUDY_MODES), or COVERAGE" >&2
-        exit 2; }
-    done
-    run "$PY" -m npy_tome_layer.tools.choose_coverage --data "$DATA_ROOT/en-$TGT" --subset dev \
-      --checkpoint "$STUDY/baseline_seed$first_seed/avg_last_$AVERAGE_LAST.pt" \
-      --match "$STUDY/fixed_seed$first_seed/avg_last_$AVERAGE_LAST.pt" > "$STUDY/coverage.txt.tmp"
-    mv "$STUDY/coverage.txt.tmp" "$STUDY/coverage.txt"
-  fi
-  echo "--pruning-coverage ${COVERAGE:-$(awk '{print $2}' "$STUDY/coverage.txt")}"
+choose_coverage() {  # the coverage mode's --pruning-coverage, chosen once on dev
+  if [ -n "${COVERAGE:-}" ] || [ -s "$STUDY/coverage.txt" ]; then return 0; fi
+  for need in baseline fixed; do
+    [ -f "$STUDY/${need}_seed$first_seed/avg_last_$AVERAGE_LAST.pt" ] || {
+      echo "error: the coverage mode needs the $need mode before it (STUDY_MODES), or COVERAGE" >&2
+      exit 2; }
+  done
+  run "$PY" -m npy_tome_layer.tools.choose_coverage --data "$DATA_ROOT/en-$TGT" --subset dev \
+    --checkpoint "$STUDY/baseline_seed$first_seed/avg_last_$AVERAGE_LAST.pt" \
+    --match "$STUDY/fixed_seed$first_seed/avg_last_$AVERAGE_LAST.pt" > "$STUDY/coverage.txt.tmp"
+  mv "$STUDY/coverage.txt.tmp" "$STUDY/coverage.txt"
 }
 
 runs=()
@@ -56,7 +54,13 @@ for seed in $SEEDS; do
       # a finished run is not trained again: fairseq does not keep its early-stopping
       # count, and more epochs would rotate the checkpoints an average was made of
       if [ ! -f "$dir/.trained" ]; then
-        mode_args=""; [ "$mode" = coverage ] && mode_args=$(coverage_args)
+        mode_args=""
+        if [ "$mode" = coverage ]; then
+          choose_coverage  # not inside $(...): a failure there must stop the study
+          coverage=${COVERAGE:-$(awk '{print $2}' "$STUDY/coverage.txt")}
+          [ -n "$coverage" ] || { echo "error: $STUDY/coverage.txt names no coverage" >&2; exit 2; }
+          mode_args="--pruning-coverage $coverage"
+        fi
         ST_DIR=$dir EXTRA_ARGS="$EXTRA_ARGS --seed $seed $mode_args" \
           bash "$REPO/scripts/train_st.sh" "$TGT" "$mode"
         touch "$dir/.trained"

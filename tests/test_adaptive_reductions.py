@@ -153,6 +153,41 @@ def test_coverage_adapts_the_count_to_the_utterance(hubert_tiny):
     assert all(k < frames_in for k in kept) and first.size(1) < frames_in
 
 
+def test_coverage_keeps_few_frames_where_attention_is_concentrated():
+    """Two rows of equal length: attention on two frames, or spread evenly.
+    A keep rate would keep as many of each; coverage keeps 2 and ceil(0.7 n)."""
+    from types import SimpleNamespace
+
+    from npy_tome_layer.reduction import ReductionOptions, Tokens, build_reduction
+
+    n = 20
+    scores = torch.full((2, n), 1.0)
+    scores[0] = 0.01
+    scores[0, [3, 15]] = 10.0
+    tokens = Tokens(torch.randn(2, n, 8), None, torch.arange(n).expand(2, -1))
+    reduction = build_reduction("coverage", 8, ReductionOptions(coverage=0.7))
+    out = reduction.reduce(tokens, SimpleNamespace(scores=scores), 1.0, 0)
+    assert (~out.padding_mask).sum(dim=1).tolist() == [2, 14]
+    assert out.positions[0, :2].tolist() == [3, 15]
+
+
+def test_coverage_reaches_the_share_with_the_fewest_frames():
+    # equal scores: half the total is reached by 2 of 4 frames, not 3
+    assert coverage_counts(torch.ones(1, 4), None, 0.5).tolist() == [2]
+    assert coverage_counts(torch.tensor([[4.0, 3.0, 2.0, 1.0]]), None, 0.7).tolist() == [2]
+    assert coverage_counts(torch.tensor([[4.0, 3.0, 2.0, 1.0]]), None, 0.71).tolist() == [3]
+
+
+def test_a_window_keeps_a_frame_wherever_rate_times_window_reaches_one():
+    for n in range(1, 120):
+        for rate, window in [(0.1, 10), (0.5, 2), (0.34, 3), (0.9, 10)]:
+            k = math.ceil(rate * n)
+            quotas = window_quotas(n, k, window)
+            whole = [q for q, start in zip(quotas.tolist(), range(0, n, window))
+                     if n - start >= window]
+            assert all(q >= math.floor(rate * window) >= 1 for q in whole), (n, rate, window)
+
+
 def test_coverage_one_equals_the_dense_encoder(hubert_tiny):
     dense = load_pruned_hubert(hubert_tiny, pruning_rate=1.0)
     full = load_pruned_hubert(hubert_tiny, token_reduction="coverage", pruning_coverage=1.0)
@@ -176,6 +211,21 @@ def test_coverage_one_equals_the_dense_encoder(hubert_tiny):
      "the keep rate does not apply"),
     (dict(token_reduction="local", pruning_rate=0.9, pruning_window=0), "pruning_window"),
     (dict(token_reduction="local", pruning_rate=0.9, pruning_window=2.5), "pruning_window"),
+    # a window must keep a frame: rate x window >= 1 (a schedule's lowest rate counts)
+    (dict(token_reduction="local", pruning_rate=0.5, pruning_window=1), "rate x pruning_window"),
+    (dict(token_reduction="local", pruning_rate=0.09, pruning_window=10),
+     "rate x pruning_window"),
+    (dict(token_reduction="local", pruning_max_rate=1.0, pruning_min_rate=0.3,
+          pruning_schedule_updates=10, pruning_window=3), "rate x pruning_window"),
+    # one reduction's options given to another: a typo would train another method
+    (dict(token_reduction="prune", pruning_rate=0.9, pruning_coverage=0.5),
+     "pruning_coverage 0.5 is read by token_reduction coverage, not by 'prune'"),
+    (dict(token_reduction="prune", pruning_rate=0.9, pruning_window=5),
+     "pruning_window 5 is read by token_reduction local, not by 'prune'"),
+    (dict(token_reduction="local", pruning_rate=0.9, pruning_min_keep_rate=0.2),
+     "pruning_min_keep_rate 0.2 is read by token_reduction coverage, not by 'local'"),
+    (dict(token_reduction="coverage", pruning_coverage=0.9, pruning_window=5),
+     "pruning_window 5 is read by token_reduction local, not by 'coverage'"),
 ])
 def test_bad_settings_are_refused_when_built(hubert_tiny, kwargs, words):
     with pytest.raises(InputError, match=words.replace("(", r"\(").replace(")", r"\)")
@@ -217,3 +267,32 @@ def test_the_arch_leaves_the_rate_at_one_for_coverage():
     args = Namespace()
     hubert_transformer_pruning_layer(args)
     assert args.pruning_rate == 0.9 and args.token_reduction == "prune"
+
+
+def test_sweep_settings_of_a_coverage_or_local_checkpoint(hubert_tiny):
+    """The sweep's rates on a coverage checkpoint run prune (rate 1 = dense), its
+    coverages on a local checkpoint drop the window: each setting builds."""
+    from npy_tome_layer.tools.sweep import pruning_overrides
+
+    coverage = dict(token_reduction="coverage", pruning_coverage=0.8, pruning_min_keep_rate=0.1)
+    for rate in (1.0, 0.9):
+        model = load_pruned_hubert(hubert_tiny, **{**coverage,
+                                                   **pruning_overrides(rate, 0, None, "coverage")})
+        assert model.encoder.length_reduction.name == "prune"
+        assert model.encoder.shortens() == (rate < 1.0)
+    local = dict(token_reduction="local", pruning_rate=0.9, pruning_window=5)
+    model = load_pruned_hubert(hubert_tiny, **{**local, **pruning_overrides(None, 1, 0.7, "local")})
+    assert model.encoder.final_setting == ("coverage", 0.7, 1)
+    model = load_pruned_hubert(hubert_tiny, **{**local, **pruning_overrides(0.8, 0, None, "local")})
+    assert model.encoder.final_setting == ("local", 0.8, 0)
+
+
+def test_base_size_time_of_a_data_dependent_setting_needs_its_counts():
+    from npy_tome_layer.evaluation.reference import reference_speedups
+
+    audio = [torch.randn(1, 16000)]
+    with pytest.raises(ValueError, match="depend on the data"):
+        reference_speedups([("coverage", 0.8, 0)], audio, "tiny", warmup=0, repeats=1)
+    speedups = reference_speedups([("coverage", 0.8, 0)], audio, "tiny", warmup=0, repeats=1,
+                                  kept_counts={("coverage", 0.8, 0): [[30, 20, 10]]})
+    assert speedups[("coverage", 0.8, 0)] > 0

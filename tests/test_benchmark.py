@@ -157,7 +157,8 @@ def test_training_step_times_fairseq_dense_against_pruned(tiny):
 
 
 @pytest.mark.parametrize("training", [False, True])
-def test_attention_paths_time_fairseq_dense_explicit_and_fused(tiny, training, monkeypatch):
+def test_attention_paths_time_fairseq_dense_explicit_and_fused(tiny, training, monkeypatch,
+                                                               tmp_path):
     import npy_tome_layer.tools.benchmark as benchmark
     from npy_tome_layer.encoder.attention import _SCORING_PATH
 
@@ -182,6 +183,9 @@ def test_attention_paths_time_fairseq_dense_explicit_and_fused(tiny, training, m
     assert rows[0]["overhead_share"] == 0  # fairseq's model has no scoring
     assert all(p.grad is None for p in reference.parameters())
     assert "| prune | fused | 1 s | 2 | 0.9 |" in benchmark.paths_markdown(rows)
+    plot = benchmark.plot_attention_paths(rows, str(tmp_path / "paths.png"))
+    with open(plot, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_coverage_in_the_grid_reports_measured_frames_per_layer(tmp_path):

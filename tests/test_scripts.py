@@ -365,3 +365,21 @@ def test_hubert_pretraining_refuses_bad_settings_in_one_line(pair_env, tmp_path)
     proc = run_script("pretrain_hubert.sh", ["de", str(tmp_path / "no" / "x.pt")], pair_env,
                       check=False)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_a_failed_coverage_choice_stops_the_study(pair_env, tmp_path):
+    """choose_coverage failing (here: the baseline it measures is no checkpoint)
+    ends the study with its one line: no training with an empty
+    --pruning-coverage, and no empty coverage.txt that every re-run would reuse."""
+    shutil.copy(os.path.join(REPO, "configs", "mustc", "st_coverage.args"),
+                os.path.join(pair_env["CONFIG_DIR"], "st_coverage.args"))
+    study = Path(pair_env["CKPT_ROOT"]) / "en-de" / "study"
+    for mode in ("baseline", "fixed"):
+        (study / f"{mode}_seed1").mkdir(parents=True)
+        (study / f"{mode}_seed1" / "avg_last_3.pt").write_bytes(b"not a checkpoint")
+    env = dict(pair_env, STUDY_MODES="coverage", SEEDS="1", AVERAGE_LAST="3")
+    for _ in range(2):  # and again: the failure is not remembered as a choice
+        proc = run_script("study.sh", ["de"], env, check=False)
+        assert proc.returncode != 0 and "choose_coverage:" in proc.stderr, proc.stderr[-2000:]
+        assert "fairseq-train" not in proc.stderr and "Traceback" not in proc.stderr
+        assert not (study / "coverage.txt").exists()

@@ -15,7 +15,9 @@ the keys, or the fp32 attention probabilities, along one of two paths:
 
 ``scoring_path(...)`` chooses; ``auto`` (the default) is ``fused`` except for
 CPU inference, where the explicit path's single pass over the logits was
-measured faster (docs/results.md, "Fast attention path").
+measured as fast at base size and faster at the demo's width; in training the
+fused path keeps no probabilities for the backward pass (docs/results.md,
+"Attention paths of the pruning layers").
 """
 import contextlib
 import contextvars

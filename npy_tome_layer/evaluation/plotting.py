@@ -18,3 +18,13 @@ def save_png(fig, path: str, dpi: int = 120) -> None:
     with atomic_destination(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
     pyplot().close(fig)
+
+
+def save_labelled(fig, ax, xlabel: str, ylabel: str, path: str) -> None:
+    """Label ``ax``, add a light grid and the legend, and ``save_png``."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_png(fig, path)

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional
 import torch
 
 from ..encoder.pruned_hubert import REDUCTION_PREFIX, PrunedHubertModel, build_pruned_hubert
-from ..reduction import TokenReduction
+from ..reduction import REDUCTIONS, TokenReduction
 from ..reduction.interface import ReceivedAttentionSum
 from ..reduction.selection import select_counts
 from ..encoder.config import hubert_model_config
@@ -91,6 +91,11 @@ def reference_speedups(settings, audios: List[torch.Tensor], size: str = "base",
     after each layer, replayed (``ReplayedCounts``)."""
     settings = list(dict.fromkeys(tuple(s) for s in settings))
     kept_counts = kept_counts or {}
+    unmeasured = [s for s in settings
+                  if REDUCTIONS[s[0]].data_dependent_counts and s not in kept_counts]
+    if unmeasured:
+        raise ValueError(f"settings {unmeasured} keep counts that depend on the data: "
+                         "pass the counts a model kept (kept_counts)")
     cfg, reference = reference_model(size, torch.device("cpu"), torch.float32)
     models = [replaying_model(reference, cfg, s[2]) if s in kept_counts
               else setting_model(reference, cfg, *s) for s in settings]

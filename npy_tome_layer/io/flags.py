@@ -17,12 +17,17 @@ def keep_rate_flag(text: str) -> float:
     return value
 
 
+def _number_or_nan(text: str) -> float:
+    """``float(text)``, or NaN (which every range check refuses) for non-numbers."""
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
 def share_flag(text: str) -> float:
     """A share in [0, 1] (0 allowed: a floor that is off)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = _number_or_nan(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
     return value
@@ -44,10 +49,7 @@ def whole_number_flag(minimum: int):
 
 def finite_number_flag(text: str) -> float:
     """Any finite number (a length penalty)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = _number_or_nan(text)
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value

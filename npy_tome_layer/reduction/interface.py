@@ -144,6 +144,8 @@ class TokenReduction(nn.Module):
     uses_rate = True  # the keep rate sets how much it removes
     acts_after_dropped_layer = False
     data_dependent_counts = False  # its frame counts depend on the attention, not only n
+    # the ReductionOptions of its own (OWN_OPTIONS) that it reads; any other given is refused
+    options_read: Tuple[str, ...] = ()
     setting_value = None  # its own number that the setting names instead of the keep rate
 
     @classmethod
@@ -200,8 +202,22 @@ class ReductionOptions:
     window: Optional[int] = None
 
 
+# options that belong to one reduction, with the API / flag name a user gave them
+# by (conv_stride and seed keep fairseq's defaults in every run's args)
+OWN_OPTIONS = {"coverage": "pruning_coverage", "min_keep_rate": "pruning_min_keep_rate",
+               "window": "pruning_window"}
+
+
 def build_reduction(name: str, embed_dim: int,
                     options: ReductionOptions = ReductionOptions()) -> TokenReduction:
     if name not in REDUCTIONS:
         raise InputError(f"token_reduction must be one of {tuple(REDUCTIONS)}, got {name!r}")
-    return REDUCTIONS[name].build(embed_dim, options)
+    cls = REDUCTIONS[name]
+    for field, given_as in OWN_OPTIONS.items():
+        value = getattr(options, field)
+        if value != getattr(ReductionOptions, field) and field not in cls.options_read:
+            readers = [n for n, c in REDUCTIONS.items() if field in c.options_read]
+            # a typo in --token-reduction would otherwise train another method
+            raise InputError(f"{given_as} {value!r} is read by token_reduction "
+                             f"{' or '.join(readers)}, not by {name!r}")
+    return cls.build(embed_dim, options)

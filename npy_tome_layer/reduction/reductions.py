@@ -189,6 +189,7 @@ class CoverageReduction(TokenReduction):
     evidence_type = ReceivedAttentionSum
     uses_rate = False
     data_dependent_counts = True
+    options_read = ("coverage", "min_keep_rate")
 
     def __init__(self, coverage: float, min_keep_rate: float = 0.0):
         super().__init__()
@@ -231,9 +232,12 @@ class LocalPruning(TokenReduction):
     """Prune's count, ceil(rate * n), split over consecutive windows of
     ``window`` valid frames in proportion to their sizes (largest remainders,
     ties to the earlier window); in each window the frames that receive the
-    most attention. No stretch of an utterance loses all its frames."""
+    most attention. Every whole window keeps at least floor(rate x window)
+    frames, so rate x window < 1 is refused: no stretch of ``window`` frames
+    of an utterance loses all of them (the last, shorter window may)."""
 
     evidence_type = ReceivedAttentionSum
+    options_read = ("window",)
 
     def __init__(self, window: int):
         super().__init__()
@@ -248,6 +252,12 @@ class LocalPruning(TokenReduction):
             raise InputError(f"the local reduction needs pruning_window, a whole number >= 1, "
                              f"got {window!r}")
         return cls(int(window))
+
+    def check(self, min_rate, init_layer, num_layers):
+        if min_rate < 1.0 and min_rate * self.window < 1.0:
+            raise InputError(f"the local reduction needs keep rate x pruning_window >= 1 (each "
+                             f"window keeps a frame), got rate {min_rate} and window "
+                             f"{self.window}")
 
     def reduce(self, tokens, evidence, rate, layer):
         num_valid = valid_lengths(tokens.padding_mask, tokens.x.size(0), tokens.x.size(1),

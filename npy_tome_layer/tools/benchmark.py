@@ -489,7 +489,44 @@ def plots(rows: List[Dict], out: str) -> List[str]:
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
+    paths = [r for r in rows if r["group"] in ("paths", "paths_train")]
+    if paths:
+        written.append(plot_attention_paths(paths, os.path.join(out, "attention_paths.png")))
     return written
+
+
+def plot_attention_paths(rows: List[Dict], path: str) -> str:
+    """Speedup over fairseq's dense model per measured input and rate, one bar
+    per attention path, the FLOP ideal marked."""
+    plt = pyplot()
+    inputs = list(dict.fromkeys((r["group"], r["duration_s"], r["batch"]) for r in rows))
+    rates = sorted({r["rate"] for r in rows if r["path"] != "fairseq"}, reverse=True)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / (2 * len(rates))
+    for i, (group, duration, batch) in enumerate(inputs):
+        for j, (rate, attention_path) in enumerate(
+                (rate, p) for rate in rates for p in ("explicit", "fused")):
+            row = next((r for r in rows if (r["group"], r["duration_s"], r["batch"], r["rate"],
+                                            r["path"]) == (group, duration, batch, rate,
+                                                           attention_path)), None)
+            if row is None:
+                continue
+            x = i - 0.4 + width * (j + 0.5)
+            ax.bar(x, row["measured_speedup"], width, color=f"C{j}",
+                   label=f"{attention_path}, rate {rate:g}" if i == 0 else None)
+            ax.plot([x - width / 2, x + width / 2], [row["ideal_speedup"]] * 2, "k-", lw=1.5,
+                    label="FLOP ideal" if i == 0 and j == 0 else None)
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_xticks(range(len(inputs)))
+    ax.set_xticklabels([f"{'training' if g == 'paths_train' else 'inference'}\n{d:g} s x {b}"
+                        for g, d, b in inputs], fontsize=8)
+    ax.set_ylabel("speedup over fairseq's dense HuBERT")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def decode_timing(checkpoints: Dict[str, str], data: str, subset: str, beam: int) -> str:

@@ -27,7 +27,8 @@ def frames_share(checkpoint, data, subset, overrides=None) -> float:
 
 def coverage_overrides(coverage: float, init_layer: int) -> dict:
     return {"token_reduction": "coverage", "pruning_coverage": coverage, "pruning_rate": 1.0,
-            "pruning_max_rate": 1.0, "pruning_min_rate": 1.0, "pruning_init_layer": init_layer}
+            "pruning_max_rate": 1.0, "pruning_min_rate": 1.0, "pruning_init_layer": init_layer,
+            "pruning_window": None}
 
 
 def choose(checkpoint, data, subset, target, init_layer=0, steps=14, log=print):
@@ -35,7 +36,7 @@ def choose(checkpoint, data, subset, target, init_layer=0, steps=14, log=print):
     low, high = 0.0, 1.0
     tried = {1.0: frames_share(checkpoint, data, subset, coverage_overrides(1.0, init_layer))}
     for _ in range(steps):
-        middle = (low + high) / 2
+        middle = round((low + high) / 2, 5)  # the value printed is the value measured
         tried[middle] = frames_share(checkpoint, data, subset,
                                      coverage_overrides(middle, init_layer))
         log(f"coverage {middle:.5f}: {100 * tried[middle]:.1f} % of frames")
@@ -44,7 +45,7 @@ def choose(checkpoint, data, subset, target, init_layer=0, steps=14, log=print):
         else:
             high = middle
     best = min(tried, key=lambda c: (abs(tried[c] - target), c))
-    return round(best, 5), tried[best]
+    return best, tried[best]
 
 
 def main(argv=None):

@@ -20,19 +20,27 @@ from ..io.flags import whole_number_flag
 from ..errors import InputError, exit_on_input_error
 from ..evaluation.decoding import bleu_from_generate_output, load_st_model
 from ..evaluation.reference import reference_speedups
-from ..evaluation.timing import measure_interleaved, utterances
+from ..evaluation.timing import kept_counts, kept_frames, measure_interleaved, utterances
 from ..st.model import check_st_checkpoint
+
+
+def setting_label(setting) -> str:
+    """``final_setting`` as the table shows it: dense, or reduction, value and init layer."""
+    reduction, value, init_layer = setting
+    if value == 1.0:
+        return "dense"
+    return f"{reduction} {value:g} (from {init_layer})"
 
 
 def markdown_table(rows: List[Dict], baseline: Optional[str] = None) -> str:
     base = next((r for r in rows if r["name"] == baseline), rows[0])
-    lines = ["| run | keep rate (from layer) | BLEU | HuBERT frames kept | HuBERT time (s) "
+    lines = ["| run | setting | BLEU | HuBERT frames kept | HuBERT time (s) "
              "| speech encoder time (s) | encoder speedup | speedup at base size |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         bleu = "n/a" if r.get("bleu") is None else f"{r['bleu']:.2f}"
         lines.append(
-            f"| {r['name']} | {r['keep_rate']:g} ({r['init_layer']}) | {bleu} "
+            f"| {r['name']} | {setting_label(r['setting'])} | {bleu} "
             f"| {r['frames_out']}/{r['frames_in']} ({100 * r['frames_out'] / r['frames_in']:.1f} %) "
             f"| {r['hubert_s']:.3f} | {r['encoder_s']:.3f} "
             f"| {base['encoder_s'] / r['encoder_s']:.2f}x | {r['base_speedup']:.2f}x |")
@@ -76,10 +84,17 @@ def run(args):
     for row, measured in zip(rows, measure_interleaved(pairs, args.repeats)):
         row.update(measured)
     settings = [model.encoder.hubert.encoder.final_setting for model, _ in pairs]
+    for row, setting in zip(rows, settings):
+        row["setting"] = setting
+    # a data-dependent reduction's counts at base size: those this model kept, replayed
+    kept = {setting: kept_counts(kept_frames(model, dataset))
+            for setting, (model, dataset) in zip(settings, pairs)
+            if model.encoder.hubert.encoder.length_reduction.data_dependent_counts}
     dataset = pairs[0][1]
     audios = utterances(dataset)
     del pairs
-    speedups = reference_speedups(settings, audios, args.reference_size, repeats=args.repeats)
+    speedups = reference_speedups(settings, audios, args.reference_size, repeats=args.repeats,
+                                  kept_counts=kept)
     for row, setting in zip(rows, settings):
         row["base_speedup"] = speedups[setting]
     r = rows[0]

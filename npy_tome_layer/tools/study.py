@@ -16,8 +16,8 @@ time, timed interleaved (a data-dependent mode, coverage, keeps the counts its
 first seed's model kept on each utterance and layer).
 Writes DIR/study.json, DIR/study.md, DIR/study.png (BLEU against speedup),
 DIR/positions.png (where in the utterance the frames leaving HuBERT lie) and
-DIR/frames_by_length.png (frames leaving HuBERT per utterance against its
-length), the last two from each mode's first seed.
+DIR/frames_by_length.png (the share of its frames each utterance keeps,
+against its length), the last two from each mode's first seed.
 """
 import argparse
 import json
@@ -109,26 +109,22 @@ def markdown(runs: List[Dict], modes: List[Dict], settings: Dict[str, tuple]) ->
 
 
 def plot(modes: List[Dict], path: str) -> None:
-    from ..evaluation.plotting import pyplot, save_png
+    from ..evaluation.plotting import pyplot, save_labelled
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for m in modes:
         ax.errorbar([m["base_speedup"]], [m["bleu_mean"]], yerr=[m["bleu_sd"]], fmt="o",
                     capsize=4, label=m["mode"])
-    ax.set_xlabel("HuBERT-base encoder speedup on the split's audio (dense = 1)")
-    ax.set_ylabel(f"BLEU, mean ± sd over {max(len(m['seeds']) for m in modes)} seeds")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_png(fig, path)
+    save_labelled(fig, ax, "HuBERT-base encoder speedup on the split's audio (dense = 1)",
+                  f"BLEU, mean ± sd over {max(len(m['seeds']) for m in modes)} seeds", path)
 
 
 def plot_positions(frames: Dict[str, list], path: str) -> None:
     """Histogram, per reducing mode, of where in the utterance the frames that
     leave HuBERT lie (relative position; ``frames``: each mode's first seed's
     ``kept_frames``)."""
-    from ..evaluation.plotting import pyplot, save_png
+    from ..evaluation.plotting import pyplot, save_labelled
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -137,30 +133,26 @@ def plot_positions(frames: Dict[str, list], path: str) -> None:
         where = kept_positions(kept)
         if where:
             ax.hist(where, bins=bins, histtype="step", density=True, label=mode)
-    ax.set_xlabel("relative position in the utterance of the frames leaving HuBERT")
-    ax.set_ylabel("density")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_png(fig, path)
+    save_labelled(fig, ax, "relative position in the utterance of the frames leaving HuBERT",
+                  "density", path)
 
 
 def plot_frames_by_length(frames: Dict[str, list], path: str) -> None:
-    """Frames leaving HuBERT per utterance against its frames in, one series
-    per mode (the first seed's model): where a mode keeps fewer."""
-    from ..evaluation.plotting import pyplot, save_png
+    """Share of its frames each utterance keeps to HuBERT's output against its
+    length, one series per reducing mode (the first seed's model): where a
+    content-adaptive mode keeps fewer than a fixed rate's ceil(rate n) chain."""
+    from ..evaluation.plotting import pyplot, save_labelled
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for mode, kept in frames.items():
         pairs = frames_by_length(kept)
-        ax.scatter([n for n, _ in pairs], [k for _, k in pairs], s=12, alpha=0.7, label=mode)
-    ax.set_xlabel("HuBERT frames in (utterance length, 50 per second)")
-    ax.set_ylabel("frames leaving HuBERT")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_png(fig, path)
+        if all(k == n for n, k in pairs):
+            continue  # dense: every frame leaves
+        ax.scatter([n for n, _ in pairs], [100 * k / n for n, k in pairs], s=12, alpha=0.7,
+                   label=mode)
+    save_labelled(fig, ax, "HuBERT frames in (utterance length, 50 per second)",
+                  "% of the frames leaving HuBERT", path)
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:

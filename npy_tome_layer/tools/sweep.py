@@ -25,6 +25,7 @@ import sys
 from typing import Dict, List
 
 from ..io.flags import finite_number_flag, keep_rate_flag, whole_number_flag
+from ..reduction import REDUCTIONS
 from ..errors import InputError, exit_on_input_error
 from ..evaluation.decoding import decode_bleu, load_st_model
 from ..evaluation.timing import measure_interleaved
@@ -32,33 +33,55 @@ from ..io.atomic import check_output_folder, write_text_atomically
 from ..st.model import check_st_checkpoint, hubert_from_st_checkpoint
 
 
-def pruning_overrides(rate: float, init_layer: int, coverage=None) -> Dict:
+def pruning_overrides(rate: float, init_layer: int, coverage=None,
+                      trained_reduction: str = "prune") -> Dict:
     """Model overrides of one setting: a keep rate (the checkpoint's own
-    reduction), or a coverage (the coverage reduction, keep rate 1)."""
+    reduction; ``prune`` for a checkpoint of a reduction that takes no keep
+    rate, so rate 1.0 is the dense encoder), or a coverage (the coverage
+    reduction, keep rate 1). The other reductions' own options are cleared:
+    each reduction refuses options it does not read."""
+    by_rate = REDUCTIONS[trained_reduction].uses_rate
     if coverage is not None:
         rate = 1.0
     # the schedule arch reads max/min rate; holding both at the rate pins it
     overrides = {"pruning_rate": rate, "pruning_max_rate": rate, "pruning_min_rate": rate,
                  "pruning_init_layer": init_layer}
     if coverage is not None:
-        overrides.update(token_reduction="coverage", pruning_coverage=coverage)
+        overrides.update(token_reduction="coverage", pruning_coverage=coverage,
+                         pruning_window=None)
+        if trained_reduction != "coverage":
+            overrides["pruning_min_keep_rate"] = 0.0
+    elif not by_rate:
+        overrides.update(token_reduction="prune", pruning_coverage=None,
+                         pruning_min_keep_rate=0.0)
     return overrides
 
 
 def trained_setting(checkpoint: str):
-    """(keep rate, init layer) the checkpoint was trained to end at."""
-    _, rate, init_layer = hubert_from_st_checkpoint(checkpoint).encoder.final_setting
-    return rate, init_layer
+    """(reduction, keep rate or its own number, init layer) the checkpoint was
+    trained to end at."""
+    return hubert_from_st_checkpoint(checkpoint).encoder.final_setting
+
+
+def trained_description(trained) -> str:
+    reduction, value, init_layer = trained
+    if REDUCTIONS[reduction].uses_rate:
+        what = f"keep rate {value}" + ("" if reduction == "prune" else f" ({reduction})")
+    else:
+        what = f"{reduction} {value}"
+    return f"{what} from layer {init_layer}"
 
 
 def sweep(checkpoint, data, subset, rates, init_layers, beam=8, lenpen=1.0,
-          max_tokens=4000000, cpu=False, repeats=3, log=print, coverages=()) -> List[Dict]:
+          max_tokens=4000000, cpu=False, repeats=3, log=print, coverages=(),
+          trained_reduction="prune") -> List[Dict]:
     settings = [(r, None, i) for i in init_layers for r in rates] + [
         (None, c, i) for i in init_layers for c in coverages]
     pairs = []
     for rate, coverage, init in settings:
         model, dataset, _ = load_st_model(checkpoint, data, subset,
-                                          overrides=pruning_overrides(rate, init, coverage))
+                                          overrides=pruning_overrides(rate, init, coverage,
+                                                                      trained_reduction))
         pairs.append((model, dataset))
     records = [{"rate": rate, "coverage": coverage, "init_layer": init,
                 "frames_kept": m["frames_out"] / m["frames_in"], "encoder_seconds": m["encoder_s"]}
@@ -71,7 +94,8 @@ def sweep(checkpoint, data, subset, rates, init_layers, beam=8, lenpen=1.0,
                            max_tokens=max_tokens, cpu=cpu,
                            model_overrides=pruning_overrides(record["rate"],
                                                              record["init_layer"],
-                                                             record["coverage"]))
+                                                             record["coverage"],
+                                                             trained_reduction))
         record["bleu"] = round(bleu, 2)
         log(f"{setting_name(record)} from layer {record['init_layer']}: BLEU {bleu:.2f}, "
             f"{100 * record['frames_kept']:.1f} % frames, {record['encoder_seconds']:.3f} s")
@@ -92,8 +116,8 @@ def setting_name(record) -> str:
 
 
 def markdown(records, checkpoint, subset, trained) -> str:
-    lines = [f"{checkpoint} on {subset} (trained at keep rate {trained[0]} from layer "
-             f"{trained[1]}); speech encoder batch 1, median of interleaved passes",
+    lines = [f"{checkpoint} on {subset} (trained at {trained_description(trained)}); speech "
+             "encoder batch 1, median of interleaved passes",
              "", "| setting | from layer | BLEU | HuBERT frames kept | encoder s | speedup |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in records:
@@ -105,7 +129,7 @@ def markdown(records, checkpoint, subset, trained) -> str:
 
 
 def plot(records, trained, path) -> None:
-    from ..evaluation.plotting import pyplot
+    from ..evaluation.plotting import pyplot, save_labelled
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -121,16 +145,12 @@ def plot(records, trained, path) -> None:
             ax.annotate(f"{r['coverage'] if by_coverage else r['rate']:g}",
                         (r["speedup"], r["bleu"]), fontsize=7,
                         textcoords="offset points", xytext=(3, 3))
-            if not by_coverage and (r["rate"], r["init_layer"]) == tuple(trained):
+            value = r["coverage"] if by_coverage else r["rate"]
+            if (by_coverage != REDUCTIONS[trained[0]].uses_rate
+                    and (value, r["init_layer"]) == tuple(trained[1:])):
                 ax.scatter([r["speedup"]], [r["bleu"]], s=160, facecolors="none",
                            edgecolors="red", zorder=5, label="trained setting")
-    ax.set_xlabel("speech encoder speedup vs keep rate 1.0")
-    ax.set_ylabel("BLEU")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_labelled(fig, ax, "speech encoder speedup vs keep rate 1.0", "BLEU", path)
 
 
 def main(argv=None):
@@ -160,11 +180,11 @@ def run(args):
             raise InputError(f"{path} not found")
     check_output_folder(args.out, "--out")
     check_st_checkpoint(args.checkpoint)
+    trained = trained_setting(args.checkpoint)
     records = sweep(args.checkpoint, args.data, args.subset, args.rates, args.init_layers,
                     args.beam, args.lenpen, args.max_tokens, args.cpu, args.repeats,
                     log=lambda m: print(m, file=sys.stderr, flush=True),
-                    coverages=args.coverages)
-    trained = trained_setting(args.checkpoint)
+                    coverages=args.coverages, trained_reduction=trained[0])
     os.makedirs(args.out, exist_ok=True)
     write_text_atomically(os.path.join(args.out, "sweep.json"), json.dumps(records, indent=1))
     table = markdown(records, args.checkpoint, args.subset, trained)
