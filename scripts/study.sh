@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Usage: scripts/study.sh TGT_LANG
 # Rank training settings with several seeds: every mode in STUDY_MODES (names of
-# $CONFIG_DIR/st_MODE.args; default baseline fixed schedule paper uniform random)
+# $CONFIG_DIR/st_MODE.args; default baseline fixed schedule paper local coverage uniform random)
 # is trained for every seed in SEEDS (default 1 2 3) from the same HuBERT and MT
 # files, averaged (last AVERAGE_LAST epoch checkpoints, default 10) and evaluated
 # on tst-COMMON as evaluate.sh does; then python -m npy_tome_layer.tools.study writes
@@ -16,7 +16,7 @@
 # written to $STUDY/coverage.txt and kept), so it compares at equal frames.
 source "$(dirname "$0")/env.sh"
 TGT=${1:-}; check_lang "$TGT"
-MODES=${STUDY_MODES:-baseline fixed schedule paper uniform random}
+MODES=${STUDY_MODES:-baseline fixed schedule paper local coverage uniform random}
 SEEDS=${SEEDS:-1 2 3}
 AVERAGE_LAST=${AVERAGE_LAST:-10}
 STUDY=$CKPT_ROOT/en-$TGT/study

@@ -35,9 +35,9 @@ def reduction_arguments(mode, rate):
     attention it keeps."""
     from npy_tome_layer.reduction import REDUCTIONS
 
-    if REDUCTIONS[mode].uses_rate:
-        return {"token_reduction": mode, "pruning_rate": rate}
-    return {"token_reduction": mode, "pruning_coverage": rate}
+    if "coverage" in REDUCTIONS[mode].options_read:
+        return {"token_reduction": mode, "pruning_coverage": rate}
+    return {"token_reduction": mode, "pruning_rate": rate}
 
 
 def valid_counts(mask, batch, width):

@@ -139,12 +139,13 @@ def test_demo_end_to_end_at_the_smallest_size(tiny_demo):
     assert re.search(r"en-de st_baseline/avg_last_3.pt lenpen 1.2: Generate tst-COMMON with "
                      r"beam=8: BLEU = [0-9.]+", out)
     rows = {m.group(1): m for m in re.finditer(
-        r"^\| (baseline|fixed|schedule) \| ([0-9.]+) \(0\) \| ([0-9.]+) \| (\d+)/(\d+) "
+        r"^\| (baseline|fixed|schedule) \| (?:dense|[a-z]+ ([0-9.]+) \(from 0\)) \| ([0-9.]+) "
+        r"\| (\d+)/(\d+) "
         r"\(([0-9.]+) %\) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+)x \| ([0-9.]+)x \|$",
         proc.stdout, flags=re.M)}
     assert set(rows) == {"baseline", "fixed", "schedule"}, proc.stdout[-2000:]
     base, fixed = rows["baseline"], rows["fixed"]
-    assert base.group(2) == "1" and fixed.group(2) == "0.9"
+    assert base.group(2) is None and fixed.group(2) == "0.9"  # dense, prune 0.9
     assert base.group(4) == base.group(5) and base.group(5) == fixed.group(5)
     # tiny HuBERT has 3 layers: each utterance keeps ceil(0.9 ceil(0.9 ceil(0.9 n))) frames
     assert int(fixed.group(4)) < 0.75 * int(fixed.group(5)) + 6 * 3
