@@ -285,6 +285,10 @@ def test_sweep_settings_of_a_coverage_or_local_checkpoint(hubert_tiny):
     assert model.encoder.final_setting == ("coverage", 0.7, 1)
     model = load_pruned_hubert(hubert_tiny, **{**local, **pruning_overrides(0.8, 0, None, "local")})
     assert model.encoder.final_setting == ("local", 0.8, 0)
+    # a reduction that ignores the rate but not by choosing its own counts keeps its class
+    conv = dict(token_reduction="conv", pruning_init_layer=1)
+    model = load_pruned_hubert(hubert_tiny, **{**conv, **pruning_overrides(0.9, 1, None, "conv")})
+    assert model.encoder.length_reduction.name == "conv"
 
 
 def test_base_size_time_of_a_data_dependent_setting_needs_its_counts():

@@ -43,7 +43,7 @@ from ..evaluation.reference import reference_model, setting_model, share_weights
 from ..evaluation.timing import interleaved_times, sync, timed_pass
 from ..reduction import PROFILE_LABELS, REDUCTIONS
 from ..reduction.cost import encoder_flops_formula
-from ..evaluation.plotting import pyplot
+from ..evaluation.plotting import pyplot, save_png
 from ..io.audio import SAMPLE_RATE
 
 
@@ -524,8 +524,7 @@ def plot_attention_paths(rows: List[Dict], path: str) -> str:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_png(fig, path, dpi=100)
     return path
 
 

@@ -36,11 +36,11 @@ from ..st.model import check_st_checkpoint, hubert_from_st_checkpoint
 def pruning_overrides(rate: float, init_layer: int, coverage=None,
                       trained_reduction: str = "prune") -> Dict:
     """Model overrides of one setting: a keep rate (the checkpoint's own
-    reduction; ``prune`` for a checkpoint of a reduction that takes no keep
-    rate, so rate 1.0 is the dense encoder), or a coverage (the coverage
+    reduction; ``prune`` for a checkpoint of a reduction that sets its own
+    counts, so rate 1.0 is the dense encoder), or a coverage (the coverage
     reduction, keep rate 1). The other reductions' own options are cleared:
     each reduction refuses options it does not read."""
-    by_rate = REDUCTIONS[trained_reduction].uses_rate
+    sets_own_counts = REDUCTIONS[trained_reduction].data_dependent_counts
     if coverage is not None:
         rate = 1.0
     # the schedule arch reads max/min rate; holding both at the rate pins it
@@ -51,7 +51,7 @@ def pruning_overrides(rate: float, init_layer: int, coverage=None,
                          pruning_window=None)
         if trained_reduction != "coverage":
             overrides["pruning_min_keep_rate"] = 0.0
-    elif not by_rate:
+    elif sets_own_counts:
         overrides.update(token_reduction="prune", pruning_coverage=None,
                          pruning_min_keep_rate=0.0)
     return overrides
@@ -65,10 +65,10 @@ def trained_setting(checkpoint: str):
 
 def trained_description(trained) -> str:
     reduction, value, init_layer = trained
-    if REDUCTIONS[reduction].uses_rate:
-        what = f"keep rate {value}" + ("" if reduction == "prune" else f" ({reduction})")
-    else:
+    if REDUCTIONS[reduction].data_dependent_counts:  # value is its own number, not a rate
         what = f"{reduction} {value}"
+    else:
+        what = f"keep rate {value}" + ("" if reduction == "prune" else f" ({reduction})")
     return f"{what} from layer {init_layer}"
 
 
@@ -142,11 +142,10 @@ def plot(records, trained, path) -> None:
                 marker="s" if by_coverage else "o", linestyle="--" if by_coverage else "-",
                 label=f"{'coverage' if by_coverage else 'keep rate'} from layer {init}")
         for r in rows:
-            ax.annotate(f"{r['coverage'] if by_coverage else r['rate']:g}",
-                        (r["speedup"], r["bleu"]), fontsize=7,
-                        textcoords="offset points", xytext=(3, 3))
             value = r["coverage"] if by_coverage else r["rate"]
-            if (by_coverage != REDUCTIONS[trained[0]].uses_rate
+            ax.annotate(f"{value:g}", (r["speedup"], r["bleu"]), fontsize=7,
+                        textcoords="offset points", xytext=(3, 3))
+            if (by_coverage == REDUCTIONS[trained[0]].data_dependent_counts
                     and (value, r["init_layer"]) == tuple(trained[1:])):
                 ax.scatter([r["speedup"]], [r["bleu"]], s=160, facecolors="none",
                            edgecolors="red", zorder=5, label="trained setting")
