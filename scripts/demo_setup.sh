@@ -1,14 +1,22 @@
 # Sourced by demo.sh and demo_study.sh: the built-in corpus and the stand-ins
 # for the downloads, prepared the way a MuST-C user prepares a pair:
-#   corpus + stand-ins -> prepare -> MT -> HuBERT pre-training stand-in.
+#   corpus + stand-ins -> prepare -> MT -> HuBERT stand-in.
 # The HuBERT stand-in starts from random weights; pruning by attention only
-# means something once attention does, so it is first trained (a dense ST run
-# on the train split) and every ST run starts from that file, as the paper
-# starts from hubert_base_ls960.pt. Sets PY, WORK, TGT, HUBERT_SIZE and the
-# per-pair scripts' variables (PRETRAINED, HUBERT, DELTALM, ..., CONFIG_DIR).
+# means something once attention does, so it is first trained, and every ST run
+# starts from that file, as the paper starts from hubert_base_ls960.pt. Two
+# ways (HUBERT_STANDIN), compared by make study:
+#   self_supervised: HuBERT's own pre-training (masked prediction of k-means
+#     units of MFCCs) on the train split's audio, scripts/pretrain_hubert.sh
+#     for HUBERT_PRETRAIN_UPDATES (400) updates;
+#   supervised: a dense ST run on the train split for PRETRAIN_UPDATES (400)
+#     updates, its HuBERT kept.
+# Sets PY, WORK, TGT, HUBERT_SIZE, HUBERT_STANDIN, the per-pair scripts'
+# variables (PRETRAINED, HUBERT, DELTALM, ..., CONFIG_DIR) and the functions
+# standin_path / build_standin NAME.
 # Environment: WORK (demo_work), TGT_LANG (de; es fr use the held-out grammar
 # too), HUBERT_SIZE (demo: 12 x 64; tiny in CI), TRAIN_TALKS (10), SEGMENTS
-# (40 per talk), PRETRAIN_UPDATES (400), NPROC (1), CONFIG_DIR (configs/demo).
+# (40 per talk), HUBERT_STANDIN (self_supervised), HUBERT_PRETRAIN_UPDATES
+# (400), PRETRAIN_UPDATES (400), NPROC (1), CONFIG_DIR (configs/demo).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PY=${PY:-$PWD/.venv/bin/python}
@@ -28,13 +36,31 @@ run() { echo "+ $*" >&2; "$@"; }
 bash scripts/prepare_data.sh "$TGT"
 bash scripts/train_mt.sh "$TGT"
 
-export HUBERT=$PRETRAINED/hubert_pretrained.pt
-if [ ! -f "$HUBERT" ]; then
-  # (MT_CHECKPOINT before CKPT_ROOT: bash expands these left to right)
-  HUBERT=$PRETRAINED/hubert.pt MT_CHECKPOINT=$CKPT_ROOT/en-$TGT/mt/checkpoint_best.pt \
-    CKPT_ROOT=$WORK/hubert_pretraining_$HUBERT_SIZE \
-    EXTRA_ARGS="--max-update ${PRETRAIN_UPDATES:-400} --no-epoch-checkpoints ${EXTRA_ARGS:-}" \
-    bash scripts/train_st.sh "$TGT" baseline
-  run "$PY" -m npy_tome_layer.demo.standins --out "$HUBERT" --hubert "$PRETRAINED/hubert.pt" \
-    --hubert-from-st "$WORK/hubert_pretraining_$HUBERT_SIZE/en-$TGT/st_baseline/checkpoint_last.pt"
-fi
+HUBERT_STANDIN=${HUBERT_STANDIN:-self_supervised}
+export HUBERT_PRETRAIN_UPDATES=${HUBERT_PRETRAIN_UPDATES:-400}
+standin_path() {
+  case "$1" in
+    self_supervised) echo "$PRETRAINED/hubert_self_supervised_$HUBERT_PRETRAIN_UPDATES.pt" ;;
+    supervised) echo "$PRETRAINED/hubert_supervised_${PRETRAIN_UPDATES:-400}.pt" ;;
+    *) echo "error: HUBERT_STANDIN must be self_supervised or supervised, got '$1'" >&2; return 2 ;;
+  esac
+}
+build_standin() {
+  local out; out=$(standin_path "$1")
+  [ ! -f "$out" ] || return 0
+  if [ "$1" = self_supervised ]; then
+    HUBERT=$PRETRAINED/hubert.pt CKPT_ROOT=$WORK/hubert_pretraining_$HUBERT_SIZE \
+      bash scripts/pretrain_hubert.sh "$TGT" "$out"
+  else
+    # (MT_CHECKPOINT before CKPT_ROOT: bash expands these left to right)
+    HUBERT=$PRETRAINED/hubert.pt MT_CHECKPOINT=$CKPT_ROOT/en-$TGT/mt/checkpoint_best.pt \
+      CKPT_ROOT=$WORK/hubert_pretraining_$HUBERT_SIZE ST_DIR=$WORK/hubert_pretraining_$HUBERT_SIZE/en-$TGT/st_supervised \
+      EXTRA_ARGS="--max-update ${PRETRAIN_UPDATES:-400} --no-epoch-checkpoints ${EXTRA_ARGS:-}" \
+      bash scripts/train_st.sh "$TGT" baseline
+    run "$PY" -m npy_tome_layer.demo.standins --out "$out" --hubert "$PRETRAINED/hubert.pt" \
+      --hubert-from-st "$WORK/hubert_pretraining_$HUBERT_SIZE/en-$TGT/st_supervised/checkpoint_last.pt"
+  fi
+}
+HUBERT=$(standin_path "$HUBERT_STANDIN")
+export HUBERT
+build_standin "$HUBERT_STANDIN"

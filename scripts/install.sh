@@ -23,13 +23,22 @@ echo "[install] requirements.txt and the plugin" >&2
 pip install -r requirements.txt
 pip install --no-deps --no-build-isolation -e .
 
-# espeak-ng speaks the built-in demo corpus.
-if ! command -v espeak-ng >/dev/null 2>&1; then
+# Debian's synthesizers speak the built-in demo corpus: espeak-ng, and flite and
+# Festival voices recorded from real people, so held-out splits have speakers
+# never heard in train (the corpus falls back to espeak-ng alone, with a warning).
+SPEECH_PACKAGES="espeak-ng flite festival festvox-kdlpc16k festvox-us-slt-hts"
+missing=
+for package in $SPEECH_PACKAGES; do
+  [ "$(dpkg-query -W -f='${db:Status-Status}' "$package" 2>/dev/null || true)" = installed ] \
+    || missing="$missing $package"
+done
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "[install] espeak-ng (Debian package)" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null
+    echo "[install] speech synthesizers (Debian packages):$missing" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null \
+      || echo "[install] warning: could not install$missing; the demo corpus falls back to espeak-ng voices" >&2
   else
-    echo "[install] warning: espeak-ng missing and not root; install it to build the demo corpus" >&2
+    echo "[install] warning:$missing missing and not root; install them for the demo corpus's held-out voices" >&2
   fi
 fi
 rm -f "$VENV"/.installed-*

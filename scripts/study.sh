@@ -10,16 +10,17 @@
 # (marker .trained), average and evaluation output are kept. The training seed
 # varies; --token-reduction-seed (the random baseline's frame choice) stays at
 # its default unless EXTRA_ARGS sets it. STUDY_ARGS is appended to the
-# report's arguments. The coverage mode's share (--pruning-coverage) is COVERAGE,
-# or chosen on dev before its first run: the share at which the first seed's
-# baseline keeps the frames the first seed's fixed keeps (tools/choose_coverage;
-# written to $STUDY/coverage.txt and kept), so it compares at equal frames.
+# report's arguments; STUDY_DIR replaces $CKPT_ROOT/en-TGT/study. The coverage
+# mode's share (--pruning-coverage) is COVERAGE, or chosen on dev before its
+# first run: the share at which the first seed's baseline keeps the frames the
+# first seed's fixed keeps (tools/choose_coverage; written to
+# $STUDY/coverage.txt and kept), so it compares at equal frames.
 source "$(dirname "$0")/env.sh"
 TGT=${1:-}; check_lang "$TGT"
 MODES=${STUDY_MODES:-baseline fixed schedule paper local coverage uniform random}
 SEEDS=${SEEDS:-1 2 3}
 AVERAGE_LAST=${AVERAGE_LAST:-10}
-STUDY=$CKPT_ROOT/en-$TGT/study
+STUDY=${STUDY_DIR:-$CKPT_ROOT/en-$TGT/study}
 export MT_CHECKPOINT=${MT_CHECKPOINT:-$CKPT_ROOT/en-$TGT/mt/checkpoint_best.pt}
 for mode in $MODES; do check_mode "$mode"; done
 for seed in $SEEDS; do

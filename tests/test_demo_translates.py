@@ -38,20 +38,70 @@ def test_translations_are_built_word_for_word(lang, expected):
     assert g.sentence(lang, combo) == expected
 
 
-def test_held_out_splits_are_spoken_by_unseen_voices(st_corpus):
-    from npy_tome_layer.demo.corpus import HELD_OUT_SPEAKERS, TRAIN_SPEAKERS
+def test_held_out_splits_are_spoken_by_people_never_heard_in_train(st_corpus):
+    from npy_tome_layer.demo.speech import VOICES
 
     txt = os.path.join(str(st_corpus["root"]), "mustc", "en-de", "data", "{0}", "txt", "{0}.{1}")
-    speakers = {}
+    people = {}
     for split in ("train", "dev", "tst-COMMON"):
         with open(txt.format(split, "yaml")) as f:
-            speakers[split] = {seg["speaker_id"] for seg in yaml.safe_load(f)}
-    assert speakers["train"] <= set(TRAIN_SPEAKERS)
-    assert speakers["dev"] | speakers["tst-COMMON"] <= set(HELD_OUT_SPEAKERS)
+            people[split] = {VOICES[seg["speaker_id"]].person for seg in yaml.safe_load(f)}
+    # scripts/install.sh installs flite and Festival's voices (CI runs it as root)
+    assert len(people["train"]) == 3, people  # the fixture's three train talks
+    assert people["dev"] and people["tst-COMMON"]
+    assert not (people["dev"] | people["tst-COMMON"]) & people["train"], people
     with open(txt.format("train", "en")) as f:
         train = set(f.read().splitlines())
     with open(txt.format("tst-COMMON", "en")) as f:
         assert not train & set(f.read().splitlines())
+
+
+def test_voices_name_their_people_once():
+    from npy_tome_layer.demo.corpus import HELD_OUT_SPEAKERS, TRAIN_SPEAKERS
+    from npy_tome_layer.demo.speech import VOICES
+
+    train = {VOICES[s].person for s in TRAIN_SPEAKERS}
+    held_out = [VOICES[s].person for s in HELD_OUT_SPEAKERS]
+    assert len(set(held_out)) == len(held_out) and not train & set(held_out)
+
+
+def test_without_flite_and_festival_the_corpus_falls_back_to_espeak_with_a_warning(
+        monkeypatch, tmp_path, capsys):
+    from npy_tome_layer.demo import corpus, speech
+
+    monkeypatch.setattr(speech, "_flite_voices", lambda: frozenset())
+    monkeypatch.setattr(speech, "_festival_voices", lambda: frozenset())
+    corpus.build_demo_corpus(str(tmp_path), "de", {"train": (2, 3), "dev": (1, 2),
+                                                   "tst-COMMON": (1, 2)})
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "flite_rms" in err and "festvox-kdlpc16k" in err
+    with open(tmp_path / "en-de" / "data" / "dev" / "txt" / "dev.yaml") as f:
+        assert {seg["speaker_id"] for seg in yaml.safe_load(f)} <= set(
+            corpus.FALLBACK_HELD_OUT_SPEAKERS)
+
+
+def test_speech_is_resampled_without_aliasing():
+    import numpy as np
+    from npy_tome_layer.demo.speech import resample
+
+    rate = 22050  # espeak-ng's rate; flite's kal speaks at 8000, Festival's SLT at 32000
+    t = np.arange(rate) / rate
+    kept, above_nyquist = (np.sin(2 * np.pi * f * t) for f in (1000.0, 10000.0))
+    spectrum = lambda x: np.abs(np.fft.rfft(resample(x, rate)[2000:-2000]))  # noqa: E731
+    # 10 kHz cannot be represented at 16 kHz; interpolation folds it onto 6 kHz
+    assert spectrum(above_nyquist).max() < 0.01 * spectrum(kept).max()
+    assert len(resample(kept, rate)) == 16000
+    up = resample(np.sin(2 * np.pi * 1000.0 * np.arange(8000) / 8000), 8000)
+    assert len(up) == 16000 and abs(np.abs(up[2000:-2000]).max() - 1) < 0.02
+
+
+@pytest.mark.parametrize("speaker", ["flite_kal", "festival_slt", "espeak_a"])
+def test_every_engine_speaks_at_16_khz(speaker):
+    from npy_tome_layer.demo.speech import speak
+
+    wav = speak("the doctor wants the book", speaker)
+    assert wav.dtype.name == "float32" and 0.5 * 16000 < len(wav) < 5 * 16000
+    assert abs(float(abs(wav).max()) - 0.5) < 1e-3
 
 
 @pytest.fixture(scope="module")

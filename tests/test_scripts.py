@@ -118,7 +118,8 @@ def tiny_demo(tmp_path_factory):
         # 12 sentences in batches of 4: 3 updates an epoch, 3 epochs to average
         f.write("--max-update 9 --batch-size 4\n")
     env = {"WORK": str(work), "HUBERT_SIZE": "tiny", "TRAIN_TALKS": "3", "SEGMENTS": "4",
-           "PRETRAIN_UPDATES": "3", "NPROC": "1", "CONFIG_DIR": str(configs)}
+           "PRETRAIN_UPDATES": "3", "HUBERT_PRETRAIN_UPDATES": "3", "KMEANS_CLUSTERS": "8",
+           "NPROC": "1", "CONFIG_DIR": str(configs)}
     proc = run_script("demo.sh", [], dict(
         env, SWEEP_ARGS="--rates 1.0 0.8 --init-layers 0 --repeats 1 --beam 2",
         COMPARE_ARGS="--reference-size tiny --repeats 1"))
@@ -130,12 +131,14 @@ def test_demo_end_to_end_at_the_smallest_size(tiny_demo):
     work = Path(env["WORK"])
     out = proc.stdout + proc.stderr
     # every step a MuST-C user runs, through the same scripts, and the stand-in
-    # HuBERT pre-training that the ST modes start from
+    # HuBERT pre-training (self-supervised) that the ST modes start from
     for step in ("prepare_mustc", "fairseq-train", "average_checkpoints", "fairseq-generate",
-                 "compare_runs", "standins --out", "sweep"):
+                 "compare_runs", "standins --out", "sweep", "hubert_labels"):
         assert f"{step} " in out, step
-    assert "--hubert-from-st" in out and os.path.isfile(
-        work / "pretrained_tiny" / "hubert_pretrained.pt")
+    assert "--task hubert_pretraining" in out and "--hubert-from-st" not in out
+    hubert = work / "pretrained_tiny" / "hubert_self_supervised_3.pt"
+    assert os.path.isfile(hubert)
+    assert len(re.findall(rf"fairseq-train .*--hubert-model-path {hubert}", out)) == 3
     assert re.search(r"en-de st_baseline/avg_last_3.pt lenpen 1.2: Generate tst-COMMON with "
                      r"beam=8: BLEU = [0-9.]+", out)
     rows = {m.group(1): m for m in re.finditer(
@@ -228,13 +231,15 @@ def test_launch_command_per_device_and_node_count(tmp_path, device, nnodes, expe
 def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
     """scripts/study.sh through make study's wrapper, on the demo's files:
     3 modes x 2 seeds (coverage's share chosen on dev from the first seed's
-    baseline and fixed runs), the report's exact keys, its plots, and a re-run
-    that keeps them."""
+    baseline and fixed runs) from the self-supervised stand-in, the report's
+    exact keys, its plots, and a re-run that keeps them; then the supervised
+    stand-in's study beside it."""
     env, _ = tiny_demo
     env = dict(env, STUDY_MODES="baseline fixed coverage", SEEDS="1 2",
-               STUDY_ARGS="--reference-size tiny --repeats 1")
+               STUDY_ARGS="--reference-size tiny --repeats 1", STUDY_STANDINS="self_supervised")
     proc = run_script("demo_study.sh", [], env)
-    study = Path(env["WORK"]) / "checkpoints_tiny" / "en-de" / "study"
+    study = Path(env["WORK"]) / "checkpoints_tiny" / "en-de" / "study_self_supervised"
+    assert "HuBERT stand-in: self_supervised (hubert_self_supervised_3.pt)" in proc.stdout
     report = json.loads((study / "study.json").read_text())
     assert set(report) == {"runs", "modes"}
     assert [(r["mode"], r["seed"]) for r in report["runs"]] == [
@@ -266,9 +271,17 @@ def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
     assert re.search(r"^study finished in \d+ min \d+ s$", proc.stdout, flags=re.M)
     again = run_script("study.sh", ["de"], dict(env, DATA_ROOT=env["WORK"] + "/data",
                                                 CKPT_ROOT=env["WORK"] + "/checkpoints_tiny",
-                                                AVERAGE_LAST="3", DEVICE="cpu"))
+                                                STUDY_DIR=str(study), AVERAGE_LAST="3",
+                                                DEVICE="cpu"))
     assert "fairseq-train" not in again.stderr and again.stderr.count("exists, kept") == 6
     assert "choose_coverage" not in again.stderr
+    both = run_script("demo_study.sh", [], dict(env, STUDY_MODES="baseline", SEEDS="1",
+                                                STUDY_STANDINS="self_supervised supervised"))
+    supervised = study.parent / "study_supervised"
+    assert json.loads((supervised / "study.json").read_text())["runs"][0]["mode"] == "baseline"
+    assert "--hubert-from-st" in both.stderr and re.search(
+        r"fairseq-train .*--hubert-model-path \S*hubert_supervised_3.pt", both.stderr)
+    assert both.stdout.count("HuBERT stand-in: ") == 2
 
 
 def test_study_p_values_follow_the_hypotheses():

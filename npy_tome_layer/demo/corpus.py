@@ -1,43 +1,57 @@
-"""Write a small corpus in the exact MuST-C v1.0 layout from espeak-ng speech.
+"""Write a small corpus in the exact MuST-C v1.0 layout from synthesized speech.
 
 ROOT/en-XX/data/{split}/wav/{talk}.wav and txt/{split}.{yaml,en,XX}: several
-talks per split, several speakers (espeak-ng pitch/speed variants), each talk
-the concatenation of its segments with silence between, yaml offsets in
-seconds.
+talks per split, one speaker per talk, each talk the concatenation of its
+segments with silence between, yaml offsets in seconds.
 
 For de, es and fr the sentences come from the compositional grammar
 (``grammar.py``) and dev / tst-COMMON are **held out**: sentences that never
-occur as a whole in train (every word of them does), spoken by speakers not
-used in train. The other targets (it nl pt ro ru) use the 36-sentence phrase
-set, drawn in turn in every split (nothing held out there).
+occur as a whole in train (every word of them does), spoken by people never
+heard in train (flite's RMS and Festival's KED; train hears espeak-ng, AWB,
+KAL and SLT). Where flite or Festival is missing, every split falls back to
+espeak-ng pitch/speed variants, with a warning: its held-out "speakers" are
+then the training voice changed. The other targets (it nl pt ro ru) use the
+36-sentence phrase set, drawn in turn in every split (nothing held out there).
 """
 import argparse
 import os
 import random
+import sys
 
 import numpy as np
 import soundfile as sf
 import yaml
 
 from ..io.audio import SAMPLE_RATE
-from .speech import speak
+from .speech import VOICES, speak, voice_available
 from . import grammar
 from .phrases import LANGUAGES, phrase_pairs
 
-# (pitch, speed) per speaker: train speakers, and others for held-out splits
-SPEAKERS = {"spk_a": (35, 150), "spk_b": (55, 170), "spk_c": (75, 160),
-            "spk_d": (45, 155), "spk_e": (65, 165)}
-TRAIN_SPEAKERS = ("spk_a", "spk_b", "spk_c")
-HELD_OUT_SPEAKERS = ("spk_d", "spk_e")
+# speaker_ids (speech.VOICES) of train and of the held-out splits
+TRAIN_SPEAKERS = ("espeak_a", "flite_awb", "flite_kal", "festival_slt", "espeak_c")
+HELD_OUT_SPEAKERS = ("flite_rms", "festival_ked")
+FALLBACK_TRAIN_SPEAKERS = ("espeak_a", "espeak_b", "espeak_c")
+FALLBACK_HELD_OUT_SPEAKERS = ("espeak_d", "espeak_e")
+
+
+def choose_speakers(log=lambda msg: print(msg, file=sys.stderr)):
+    """(train speakers, held-out speakers): other people's voices where installed."""
+    missing = [s for s in TRAIN_SPEAKERS + HELD_OUT_SPEAKERS if not voice_available(s)]
+    if not missing:
+        return TRAIN_SPEAKERS, HELD_OUT_SPEAKERS
+    packages = sorted({VOICES[s].package for s in missing})
+    log(f"warning: voices {', '.join(missing)} are not installed ({' '.join(packages)}); "
+        "every split is spoken by espeak-ng, so held-out speakers are only pitch/speed "
+        "variants of the training voice (scripts/install.sh installs them when run as root)")
+    return FALLBACK_TRAIN_SPEAKERS, FALLBACK_HELD_OUT_SPEAKERS
 
 
 def write_talk(wav_path, segments, speaker, rng):
     """Speak the segments into one wav; return their yaml records."""
-    pitch, speed = SPEAKERS[speaker]
     audio, records = [np.zeros(int(0.3 * SAMPLE_RATE), np.float32)], []
     pos = len(audio[0])
     for en in segments:
-        wav = speak(en, speed=speed, pitch=pitch)
+        wav = speak(en, speaker)
         records.append({"duration": round(len(wav) / SAMPLE_RATE, 6),
                         "offset": round(pos / SAMPLE_RATE, 6), "rW": len(en.split()), "uW": 0,
                         "speaker_id": speaker, "wav": os.path.basename(wav_path)})
@@ -67,13 +81,14 @@ def build_demo_corpus(root, tgt_lang="de", splits=None, seed=1):
     sentences = split_sentences(tgt_lang, splits, seed)
     held_out = tgt_lang in grammar.LANGUAGES
     rng = random.Random(seed)
+    train_speakers, held_out_speakers = choose_speakers()
     out = os.path.join(root, f"en-{tgt_lang}", "data")
     talk_id = 0
     for split, (talks, per_talk) in splits.items():
         wav_dir, txt_dir = os.path.join(out, split, "wav"), os.path.join(out, split, "txt")
         os.makedirs(wav_dir, exist_ok=True)
         os.makedirs(txt_dir, exist_ok=True)
-        speakers = HELD_OUT_SPEAKERS if held_out and split != "train" else TRAIN_SPEAKERS
+        speakers = held_out_speakers if held_out and split != "train" else train_speakers
         records, en_lines, tgt_lines = [], [], []
         for talk in range(talks):
             talk_id += 1
