@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The built-in demo: the same per-pair scripts a MuST-C user runs, on an
-# espeak-ng corpus in the MuST-C v1.0 layout whose dev and tst-COMMON hold
+# synthesized corpus in the MuST-C v1.0 layout whose dev and tst-COMMON hold
 # sentences never seen in training (new combinations of known words, spoken
-# by unseen voices), with stand-ins for the downloads (scripts/demo_setup.sh):
+# by people never heard in train), with stand-ins for the downloads (scripts/demo_setup.sh):
 #   setup -> ST baseline / fixed / schedule -> average -> evaluate -> table -> sweeps
 # Environment: that of demo_setup.sh, and DEMO_MODES ("baseline fixed
 # schedule"), AVERAGE_LAST (3), SWEEP (1: inference-time sweeps of the baseline

@@ -12,7 +12,7 @@
 #     updates, its HuBERT kept.
 # Sets PY, WORK, TGT, HUBERT_SIZE, HUBERT_STANDIN, the per-pair scripts'
 # variables (PRETRAINED, HUBERT, DELTALM, ..., CONFIG_DIR) and the functions
-# standin_path / build_standin NAME.
+# standin_label / standin_path / build_standin NAME.
 # Environment: WORK (demo_work), TGT_LANG (de; es fr use the held-out grammar
 # too), HUBERT_SIZE (demo: 12 x 64; tiny in CI), TRAIN_TALKS (10), SEGMENTS
 # (40 per talk), HUBERT_STANDIN (self_supervised), HUBERT_PRETRAIN_UPDATES
@@ -38,27 +38,33 @@ bash scripts/train_mt.sh "$TGT"
 
 HUBERT_STANDIN=${HUBERT_STANDIN:-self_supervised}
 export HUBERT_PRETRAIN_UPDATES=${HUBERT_PRETRAIN_UPDATES:-400}
-standin_path() {
+PRETRAIN_UPDATES=${PRETRAIN_UPDATES:-400}
+standin_label() {  # the stand-in's name and its budget: two budgets never share a file
   case "$1" in
-    self_supervised) echo "$PRETRAINED/hubert_self_supervised_$HUBERT_PRETRAIN_UPDATES.pt" ;;
-    supervised) echo "$PRETRAINED/hubert_supervised_${PRETRAIN_UPDATES:-400}.pt" ;;
+    self_supervised) echo "self_supervised_$HUBERT_PRETRAIN_UPDATES" ;;
+    supervised) echo "supervised_$PRETRAIN_UPDATES" ;;
     *) echo "error: HUBERT_STANDIN must be self_supervised or supervised, got '$1'" >&2; return 2 ;;
   esac
 }
+standin_path() {
+  local label; label=$(standin_label "$1")
+  echo "$PRETRAINED/hubert_$label.pt"
+}
 build_standin() {
-  local out; out=$(standin_path "$1")
+  local out label; out=$(standin_path "$1"); label=$(standin_label "$1")
   [ ! -f "$out" ] || return 0
+  # one work folder per stand-in and budget: a run continued from a longer one
+  # would stop at once and be written as the shorter
+  local work=$WORK/hubert_pretraining_$HUBERT_SIZE/$label
   if [ "$1" = self_supervised ]; then
-    HUBERT=$PRETRAINED/hubert.pt CKPT_ROOT=$WORK/hubert_pretraining_$HUBERT_SIZE \
-      bash scripts/pretrain_hubert.sh "$TGT" "$out"
+    HUBERT=$PRETRAINED/hubert.pt CKPT_ROOT=$work bash scripts/pretrain_hubert.sh "$TGT" "$out"
   else
     # (MT_CHECKPOINT before CKPT_ROOT: bash expands these left to right)
     HUBERT=$PRETRAINED/hubert.pt MT_CHECKPOINT=$CKPT_ROOT/en-$TGT/mt/checkpoint_best.pt \
-      CKPT_ROOT=$WORK/hubert_pretraining_$HUBERT_SIZE ST_DIR=$WORK/hubert_pretraining_$HUBERT_SIZE/en-$TGT/st_supervised \
-      EXTRA_ARGS="--max-update ${PRETRAIN_UPDATES:-400} --no-epoch-checkpoints ${EXTRA_ARGS:-}" \
+      CKPT_ROOT=$work EXTRA_ARGS="--max-update $PRETRAIN_UPDATES --no-epoch-checkpoints ${EXTRA_ARGS:-}" \
       bash scripts/train_st.sh "$TGT" baseline
     run "$PY" -m npy_tome_layer.demo.standins --out "$out" --hubert "$PRETRAINED/hubert.pt" \
-      --hubert-from-st "$WORK/hubert_pretraining_$HUBERT_SIZE/en-$TGT/st_supervised/checkpoint_last.pt"
+      --hubert-from-st "$work/en-$TGT/st_baseline/checkpoint_last.pt"
   fi
 }
 HUBERT=$(standin_path "$HUBERT_STANDIN")

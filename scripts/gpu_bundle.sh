@@ -5,8 +5,8 @@
 # fairseq-fixed's sdist (built there against its own torch) and the wheels of
 # fairseq's dependencies that such a machine does not have, for CPython 3.12 on
 # manylinux x86-64 (pure-Python sdists are turned into wheels here), and a tiny
-# espeak-ng corpus in the MuST-C layout (mustc/en-de: the GPU machine has no
-# espeak-ng) for the check's training step.
+# demo corpus in the MuST-C layout (mustc/en-de: the GPU machine has no speech
+# synthesizer) for the check's training step.
 # Fails if DIR would exceed 64 MiB (what travels to a lent machine).
 set -euo pipefail
 # paths given relative to where the script was called from
@@ -36,7 +36,7 @@ echo "[bundle] pure-Python wheels built from sdists: ${SDIST_WHEELS[*]}" >&2
 pip wheel --no-deps --no-binary=:all: -w "$DIR.tmp" "${SDIST_WHEELS[@]}"
 echo "[bundle] $FAIRSEQ sdist (built on the GPU machine: its extensions need that torch)" >&2
 pip download --no-deps --no-binary=:all: --no-build-isolation -d "$DIR.tmp" "$FAIRSEQ"
-echo "[bundle] demo corpus (espeak-ng) for the check's few training updates" >&2
+echo "[bundle] demo corpus (synthesized speech) for the check's few training updates" >&2
 "$PY" -m npy_tome_layer.demo.corpus "$DIR.tmp/mustc" --tgt-lang de --train-talks 1 \
   --segments-per-talk 8 >/dev/null
 for whl in "$DIR.tmp"/*.whl; do

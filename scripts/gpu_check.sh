@@ -107,7 +107,7 @@ say "cuda tests: $(grep -E '[0-9]+ (passed|failed|skipped)' "$WORK/logs/cuda_tes
 corpus() {  # stand-ins (random weights) and the demo corpus, prepared
   "$PY" -m npy_tome_layer.demo.standins --out "$WORK/pretrained" --hubert-size "$SIZE" || return 1
   if [ -d "$BUNDLE/mustc/en-de" ]; then
-    echo "corpus from the bundle: $BUNDLE/mustc"  # espeak-ng speech made by gpu_bundle.sh
+    echo "corpus from the bundle: $BUNDLE/mustc"  # speech synthesized by gpu_bundle.sh
     cp -r "$BUNDLE/mustc" "$WORK/mustc"
   else
     "$PY" -m npy_tome_layer.demo.corpus "$WORK/mustc" --tgt-lang de --train-talks 1 \

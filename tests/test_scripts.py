@@ -238,7 +238,7 @@ def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
     env = dict(env, STUDY_MODES="baseline fixed coverage", SEEDS="1 2",
                STUDY_ARGS="--reference-size tiny --repeats 1", STUDY_STANDINS="self_supervised")
     proc = run_script("demo_study.sh", [], env)
-    study = Path(env["WORK"]) / "checkpoints_tiny" / "en-de" / "study_self_supervised"
+    study = Path(env["WORK"]) / "checkpoints_tiny" / "en-de" / "study_self_supervised_3"
     assert "HuBERT stand-in: self_supervised (hubert_self_supervised_3.pt)" in proc.stdout
     report = json.loads((study / "study.json").read_text())
     assert set(report) == {"runs", "modes"}
@@ -277,7 +277,7 @@ def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
     assert "choose_coverage" not in again.stderr
     both = run_script("demo_study.sh", [], dict(env, STUDY_MODES="baseline", SEEDS="1",
                                                 STUDY_STANDINS="self_supervised supervised"))
-    supervised = study.parent / "study_supervised"
+    supervised = study.parent / "study_supervised_3"
     assert json.loads((supervised / "study.json").read_text())["runs"][0]["mode"] == "baseline"
     assert "--hubert-from-st" in both.stderr and re.search(
         r"fairseq-train .*--hubert-model-path \S*hubert_supervised_3.pt", both.stderr)

@@ -2,4 +2,4 @@
 released-format DeltaLM, sentencepiece and dict files with random weights
 (``standins.py``), the held-out compositional corpus (``grammar.py``,
 ``corpus.py``), the phrase set of the other languages (``phrases.py``), and
-speech from espeak-ng (``speech.py``)."""
+speech from Debian's synthesizers, voices of several people (``speech.py``)."""
