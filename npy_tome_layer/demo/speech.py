@@ -76,10 +76,6 @@ def voice_available(speaker: str) -> bool:
     return voice.name in _festival_voices()
 
 
-def espeak_available() -> bool:
-    return voice_available("espeak_a")
-
-
 def resample(wav: np.ndarray, rate: int) -> np.ndarray:
     """To SAMPLE_RATE with a polyphase filter (anti-aliased: content above the
     new Nyquist frequency is removed, not folded back as interpolation does)."""
