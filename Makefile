@@ -12,7 +12,8 @@ test: install
 demo: install
 	bash scripts/demo.sh
 
-# every demo mode x 3 seeds with significance (6 modes: 49 min measured; all 8 about 65)
+# every demo mode x 3 seeds with significance, from each HuBERT stand-in (3 modes x 2 stand-ins:
+# 50 min measured; all 8 modes x 2 stand-ins about 2 h 10 min, estimated)
 study: install
 	bash scripts/demo_study.sh
 
