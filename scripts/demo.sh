@@ -3,10 +3,11 @@
 # synthesized corpus in the MuST-C v1.0 layout whose dev and tst-COMMON hold
 # sentences never seen in training (new combinations of known words, spoken
 # by people never heard in train), with stand-ins for the downloads (scripts/demo_setup.sh):
-#   setup -> ST baseline / fixed / schedule -> average -> evaluate -> table -> sweeps
+#   setup -> ST baseline / fixed / schedule -> average -> evaluate -> table -> sweep
 # Environment: that of demo_setup.sh, and DEMO_MODES ("baseline fixed
-# schedule"), AVERAGE_LAST (3), SWEEP (1: inference-time sweeps of the baseline
-# and fixed checkpoints), SWEEP_ARGS (appended to the sweep's arguments),
+# schedule"), AVERAGE_LAST (3), SWEEP (1: inference-time sweep of the checkpoints
+# of SWEEP_MODES, default baseline: keep rates 1.0 0.9 0.8 from layer 0, so the
+# demo stays within 15 minutes), SWEEP_ARGS (appended to the sweep's arguments),
 # COMPARE_ARGS (appended to compare_runs' arguments).
 start=$SECONDS
 source "$(dirname "$0")/demo_setup.sh"
@@ -28,7 +29,7 @@ run "$PY" -m npy_tome_layer.tools.compare_runs --data "$DATA_ROOT/en-$TGT" --sub
 
 if [ "${SWEEP:-1}" = 1 ]; then
   LENPEN=$(awk -v l="$TGT" '$1 == l {print $2}' configs/lenpen.tsv)
-  for mode in baseline fixed; do
+  for mode in ${SWEEP_MODES:-baseline}; do
     ckpt=$CKPT_ROOT/en-$TGT/st_$mode/avg_last_$AVERAGE_LAST.pt
     [ -f "$ckpt" ] || continue
     echo
@@ -36,7 +37,7 @@ if [ "${SWEEP:-1}" = 1 ]; then
     # evaluate.sh's batch limit (models built before batch invariance depend on it)
     run "$PY" -m npy_tome_layer.tools.sweep --checkpoint "$ckpt" --data "$DATA_ROOT/en-$TGT" \
       --subset tst-COMMON --beam 8 --lenpen "$LENPEN" --max-tokens 400000 --repeats 2 --cpu \
-      --out "$WORK/sweep_$mode" ${SWEEP_ARGS:-}
+      --rates 1.0 0.9 0.8 --init-layers 0 --out "$WORK/sweep_$mode" ${SWEEP_ARGS:-}
   done
 fi
 echo

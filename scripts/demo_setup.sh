@@ -7,7 +7,7 @@
 # ways (HUBERT_STANDIN), compared by make study:
 #   self_supervised: HuBERT's own pre-training (masked prediction of k-means
 #     units of MFCCs) on the train split's audio, scripts/pretrain_hubert.sh
-#     for HUBERT_PRETRAIN_UPDATES (400) updates;
+#     for HUBERT_PRETRAIN_UPDATES (1000) updates;
 #   supervised: a dense ST run on the train split for PRETRAIN_UPDATES (400)
 #     updates, its HuBERT kept.
 # Sets PY, WORK, TGT, HUBERT_SIZE, HUBERT_STANDIN, the per-pair scripts'
@@ -16,7 +16,7 @@
 # Environment: WORK (demo_work), TGT_LANG (de; es fr use the held-out grammar
 # too), HUBERT_SIZE (demo: 12 x 64; tiny in CI), TRAIN_TALKS (10), SEGMENTS
 # (40 per talk), HUBERT_STANDIN (self_supervised), HUBERT_PRETRAIN_UPDATES
-# (400), PRETRAIN_UPDATES (400), NPROC (1), CONFIG_DIR (configs/demo).
+# (1000), PRETRAIN_UPDATES (400), NPROC (1), CONFIG_DIR (configs/demo).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PY=${PY:-$PWD/.venv/bin/python}
@@ -37,7 +37,7 @@ bash scripts/prepare_data.sh "$TGT"
 bash scripts/train_mt.sh "$TGT"
 
 HUBERT_STANDIN=${HUBERT_STANDIN:-self_supervised}
-export HUBERT_PRETRAIN_UPDATES=${HUBERT_PRETRAIN_UPDATES:-400}
+export HUBERT_PRETRAIN_UPDATES=${HUBERT_PRETRAIN_UPDATES:-1000}
 PRETRAIN_UPDATES=${PRETRAIN_UPDATES:-400}
 standin_label() {  # the stand-in's name and its budget: two budgets never share a file
   case "$1" in
