@@ -121,7 +121,7 @@ def tiny_demo(tmp_path_factory):
            "PRETRAIN_UPDATES": "3", "HUBERT_PRETRAIN_UPDATES": "3", "KMEANS_CLUSTERS": "8",
            "NPROC": "1", "CONFIG_DIR": str(configs)}
     proc = run_script("demo.sh", [], dict(
-        env, SWEEP_ARGS="--rates 1.0 0.8 --init-layers 0 --repeats 1 --beam 2",
+        env, SWEEP="1", SWEEP_ARGS="--rates 1.0 0.8 --init-layers 0 --repeats 1 --beam 2",
         COMPARE_ARGS="--reference-size tiny --repeats 1"))
     return env, proc
 
