@@ -9,15 +9,32 @@
 # checkpoints of SWEEP_MODES, default baseline, at keep rates 1.0 0.9 0.8 from
 # layer 0: off by default so the demo stays within 15 minutes), SWEEP_ARGS
 # (appended to the sweep's arguments),
-# COMPARE_ARGS (appended to compare_runs' arguments).
+# COMPARE_ARGS (appended to compare_runs' arguments), REDUCED_FROM (baseline:
+# every other mode starts from that mode's averaged checkpoint, trained first,
+# with configs' finetune.args (train_st.sh's FINETUNE_FROM); empty: every mode
+# trains from the stand-ins, as the paper's recipe does).
 start=$SECONDS
+# shellcheck source=scripts/demo_setup.sh
 source "$(dirname "$0")/demo_setup.sh"
+# shellcheck source=scripts/env.sh
+source scripts/env.sh  # the per-pair scripts' helpers, with demo_setup.sh's paths
 MODES=${DEMO_MODES:-baseline fixed schedule}
 AVERAGE_LAST=${AVERAGE_LAST:-3}
 
+REDUCED_FROM=${REDUCED_FROM-baseline}
+if [ -n "$REDUCED_FROM" ]; then  # that mode first: the others start from it
+  # shellcheck disable=SC2086  # MODES is a list of words
+  MODES=$(modes_starting_with "$REDUCED_FROM" $MODES)
+fi
+LENPEN=$(awk -v l="$TGT" '$1 == l {print $2}' configs/lenpen.tsv)
+
 runs=()
 for mode in $MODES; do
-  bash scripts/train_st.sh "$TGT" "$mode"
+  start_from=
+  if [ -n "$REDUCED_FROM" ] && [ "$mode" != "$REDUCED_FROM" ]; then
+    start_from=$CKPT_ROOT/en-$TGT/st_$REDUCED_FROM/avg_last_$AVERAGE_LAST.pt
+  fi
+  FINETUNE_FROM=$start_from bash scripts/train_st.sh "$TGT" "$mode"
   bash scripts/average_checkpoints.sh "$TGT" "$mode" "$AVERAGE_LAST"
   ckpt=$CKPT_ROOT/en-$TGT/st_$mode/avg_last_$AVERAGE_LAST.pt
   bash scripts/evaluate.sh "$TGT" "$ckpt"
@@ -25,11 +42,13 @@ for mode in $MODES; do
 done
 echo
 echo "en-$TGT demo, HuBERT stand-in '$HUBERT_SIZE'; BLEU on held-out sentences and voices:"
+read -r -d '' -a compare_args <<< "${COMPARE_ARGS:-}" || true  # words, never file patterns
+# the no-audio floor decodes as evaluate.sh does (configs' generate.args: beam 8)
 run "$PY" -m npy_tome_layer.tools.compare_runs --data "$DATA_ROOT/en-$TGT" --subset tst-COMMON "${runs[@]}" \
-  ${COMPARE_ARGS:-}
+  --beam 8 --lenpen "$LENPEN" --max-tokens 400000 --cpu "${compare_args[@]}"
 
 if [ "${SWEEP:-0}" = 1 ]; then
-  LENPEN=$(awk -v l="$TGT" '$1 == l {print $2}' configs/lenpen.tsv)
+  read -r -d '' -a sweep_args <<< "${SWEEP_ARGS:-}" || true
   for mode in ${SWEEP_MODES:-baseline}; do
     ckpt=$CKPT_ROOT/en-$TGT/st_$mode/avg_last_$AVERAGE_LAST.pt
     [ -f "$ckpt" ] || continue
@@ -38,7 +57,7 @@ if [ "${SWEEP:-0}" = 1 ]; then
     # evaluate.sh's batch limit (models built before batch invariance depend on it)
     run "$PY" -m npy_tome_layer.tools.sweep --checkpoint "$ckpt" --data "$DATA_ROOT/en-$TGT" \
       --subset tst-COMMON --beam 8 --lenpen "$LENPEN" --max-tokens 400000 --repeats 2 --cpu \
-      --rates 1.0 0.9 0.8 --init-layers 0 --out "$WORK/sweep_$mode" ${SWEEP_ARGS:-}
+      --rates 1.0 0.9 0.8 --init-layers 0 --out "$WORK/sweep_$mode" "${sweep_args[@]}"
   done
 fi
 echo

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by demo.sh and demo_study.sh: the built-in corpus and the stand-ins
 # for the downloads, prepared the way a MuST-C user prepares a pair:
 #   corpus + stand-ins -> prepare -> MT -> HuBERT stand-in.
@@ -59,8 +60,9 @@ build_standin() {
   if [ "$1" = self_supervised ]; then
     HUBERT=$PRETRAINED/hubert.pt CKPT_ROOT=$work bash scripts/pretrain_hubert.sh "$TGT" "$out"
   else
-    # (MT_CHECKPOINT before CKPT_ROOT: bash expands these left to right)
-    HUBERT=$PRETRAINED/hubert.pt MT_CHECKPOINT=$CKPT_ROOT/en-$TGT/mt/checkpoint_best.pt \
+    # the demo's MT checkpoint, named before CKPT_ROOT changes for the run
+    local mt=$CKPT_ROOT/en-$TGT/mt/checkpoint_best.pt
+    HUBERT=$PRETRAINED/hubert.pt MT_CHECKPOINT=$mt \
       CKPT_ROOT=$work EXTRA_ARGS="--max-update $PRETRAIN_UPDATES --no-epoch-checkpoints ${EXTRA_ARGS:-}" \
       bash scripts/train_st.sh "$TGT" baseline
     run "$PY" -m npy_tome_layer.demo.standins --out "$out" --hubert "$PRETRAINED/hubert.pt" \

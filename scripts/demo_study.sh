@@ -7,6 +7,7 @@
 # time. Environment: that of demo_setup.sh and study.sh (STUDY_MODES, SEEDS,
 # STUDY_ARGS); AVERAGE_LAST 3 as the demo.
 start=$SECONDS
+# shellcheck source=scripts/demo_setup.sh
 source "$(dirname "$0")/demo_setup.sh"
 STANDINS=${STUDY_STANDINS:-self_supervised supervised}
 for standin in $STANDINS; do standin_label "$standin" >/dev/null; done

@@ -1,5 +1,10 @@
+# shellcheck shell=bash
 # Sourced by the per-pair scripts: paths from the environment, with defaults,
 # and small helpers. Every variable below can be set before calling a script.
+# No command substitution here or in the scripts may fail unnoticed: a failing
+# $(...) stops a script only as the whole right-hand side of a plain assignment
+# (x=$(...), not local x=$(...), not inside a command's arguments), so what can
+# fail is read in the main shell (config_args, check_mode) or assigned plainly.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=${PY:-$REPO/.venv/bin/python}
@@ -34,16 +39,50 @@ whole_number NNODES "$NNODES" 1
 whole_number NODE_RANK "$NODE_RANK" 0   # read only with NNODES > 1: in range there
 [ "$((10#$NNODES))" -eq 1 ] || whole_number NODE_RANK "$NODE_RANK" 0 $((10#$NNODES - 1))
 whole_number MASTER_PORT "$MASTER_PORT" 1 65535
-WORLD=$((10#$NNODES * 10#$NPROC))                 # workers over all machines
+# as decimal numbers from here on: $((08 * 2)) would be an octal error
+NPROC=$((10#$NPROC)) NNODES=$((10#$NNODES)) NODE_RANK=$((10#$NODE_RANK)) MASTER_PORT=$((10#$MASTER_PORT))
+WORLD=$((NNODES * NPROC))                         # workers over all machines
 DEVICE=${DEVICE:-$("$PY" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')}
+case "$DEVICE" in
+  cpu|cuda) ;;
+  *) echo "error: DEVICE must be cpu or cuda, got '${DEVICE//[![:print:]]/?}'" >&2; exit 2 ;;
+esac
 EXTRA_ARGS=${EXTRA_ARGS:-}                        # appended to every fairseq call
+# its words, split at blanks and line breaks (never file patterns: [10,] stays
+# [10,]); read -d '' reads to the end (and so returns 1)
+read -r -d '' -a EXTRA <<< "$EXTRA_ARGS" || true
 
 run() { echo "+ $*" >&2; "$@"; }
 
-# arguments of a config file: comment lines dropped, one line per group
-config_args() {
-  [ -f "$1" ] || { echo "error: config file $1 not found" >&2; exit 2; }
-  grep -v '^[[:space:]]*#' "$1" | tr '\n' ' '
+# config_args NAME FILE...: the one reader of config files (scripts/config_args.sh)
+# shellcheck source=scripts/config_args.sh
+source "$REPO/scripts/config_args.sh"
+
+# $CONFIG_DIR/cuda.args, where there is one, joins every fairseq-train call on CUDA
+CUDA_ARGS=()
+if [ "$DEVICE" != cpu ] && { [ -e "$CONFIG_DIR/cuda.args" ] || [ -L "$CONFIG_DIR/cuda.args" ]; }; then
+  config_args CUDA_ARGS "$CONFIG_DIR/cuda.args"
+fi
+
+# output_folder WHAT FOLDER: FOLDER exists (made where missing) and takes a new
+# file, or one line naming it, exit 2: before the work, not at its first save
+# (a read-only or full file system, a file in the way, no permission).
+output_folder() {
+  local probe="$2/.write-test-$$"
+  if ! mkdir -p -- "$2" 2>/dev/null || ! { : > "$probe"; } 2>/dev/null; then
+    echo "error: $1 $2 is not a folder this user can write in" >&2
+    exit 2
+  fi
+  rm -f -- "$probe"
+}
+
+# modes_starting_with FIRST MODE...: FIRST, then the other MODEs in order (the
+# mode the others start from, REDUCED_FROM, is trained first)
+modes_starting_with() {
+  local first=$1 mode
+  shift
+  printf '%s' "$first"
+  for mode in "$@"; do [ "$mode" = "$first" ] || printf ' %s' "$mode"; done
 }
 
 check_lang() {
@@ -55,8 +94,12 @@ check_lang() {
 
 # A training mode is the name of a $CONFIG_DIR/st_MODE.args file.
 check_mode() {
-  local modes
-  modes=$(cd "$CONFIG_DIR" 2>/dev/null && ls st_*.args 2>/dev/null | sed 's/^st_//; s/\.args$//' | tr '\n' ' ')
+  local modes="" file
+  for file in "$CONFIG_DIR"/st_*.args; do
+    [ -f "$file" ] || continue  # (the pattern itself when nothing matches)
+    file=${file##*/st_}
+    modes="$modes${file%.args} "
+  done
   if [ -z "${1:-}" ] || [ ! -f "$CONFIG_DIR/st_$1.args" ]; then
     echo "error: mode '${1:-}': config file $CONFIG_DIR/st_${1:-MODE}.args not found (modes there: ${modes:-none})" >&2
     exit 2
@@ -89,35 +132,31 @@ per_worker_update_freq() {
 # leave parameters without gradients, which pytorch_ddp rejects. On CUDA,
 # $CONFIG_DIR/cuda.args is added (fp16).
 fairseq_train() {
-  local device_args=() cuda_args="" nodes=()
+  local nodes=()
   per_worker_update_freq "$@"
-  if [ "$DEVICE" = cpu ]; then
-    device_args=(--cpu)
-  elif [ -f "$CONFIG_DIR/cuda.args" ]; then
-    cuda_args=$(config_args "$CONFIG_DIR/cuda.args")
-  fi
   if [ "$NNODES" -gt 1 ]; then
     nodes=(--nnodes "$NNODES" --node_rank "$NODE_RANK" --master_addr "$MASTER_ADDR"
            --master_port "$MASTER_PORT")
   else
     nodes=(--standalone)
   fi
-  if [ "$WORLD" -le 1 ]; then
-    run "$BIN/fairseq-train" "${TRAIN_ARGS[@]}" ${device_args[@]+"${device_args[@]}"} $cuda_args \
-      $EXTRA_ARGS
+  if [ "$DEVICE" = cpu ] && [ "$WORLD" -le 1 ]; then
+    run "$BIN/fairseq-train" "${TRAIN_ARGS[@]}" --cpu "${EXTRA[@]}"
+  elif [ "$WORLD" -le 1 ]; then
+    run "$BIN/fairseq-train" "${TRAIN_ARGS[@]}" "${CUDA_ARGS[@]}" "${EXTRA[@]}"
   elif [ "$DEVICE" = cpu ]; then
     FAIRSEQ_TRAIN="$BIN/fairseq-train" run "$BIN/torchrun" "${nodes[@]}" --nproc_per_node "$NPROC" \
       --no-python "$REPO/scripts/fairseq_train_worker.sh" "${TRAIN_ARGS[@]}" --cpu \
       --distributed-world-size "$WORLD" --distributed-backend gloo \
-      --distributed-init-method env:// --distributed-no-spawn --ddp-backend legacy_ddp $EXTRA_ARGS
+      --distributed-init-method env:// --distributed-no-spawn --ddp-backend legacy_ddp "${EXTRA[@]}"
   elif [ "$NNODES" -gt 1 ]; then
     # fairseq spawns min(visible GPUs, world size) processes: show it NPROC GPUs
     CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-$(seq -s, 0 $((NPROC - 1)))} \
       run "$BIN/fairseq-train" "${TRAIN_ARGS[@]}" --distributed-world-size "$WORLD" \
       --distributed-init-method "tcp://$MASTER_ADDR:$MASTER_PORT" \
-      --distributed-rank $((NODE_RANK * NPROC)) --ddp-backend legacy_ddp $cuda_args $EXTRA_ARGS
+      --distributed-rank $((NODE_RANK * NPROC)) --ddp-backend legacy_ddp "${CUDA_ARGS[@]}" "${EXTRA[@]}"
   else
     run "$BIN/fairseq-train" "${TRAIN_ARGS[@]}" --distributed-world-size "$NPROC" --ddp-backend legacy_ddp \
-      $cuda_args $EXTRA_ARGS
+      "${CUDA_ARGS[@]}" "${EXTRA[@]}"
   fi
 }

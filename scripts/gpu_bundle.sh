@@ -50,5 +50,6 @@ if [ "$size_kib" -gt $((LIMIT_MIB * 1024)) ]; then
   echo "error: bundle is $((size_kib / 1024)) MiB, over the ${LIMIT_MIB} MiB that travels" >&2; exit 1
 fi
 rm -rf "$DIR" && mv "$DIR.tmp" "$DIR"
-echo "[bundle] $DIR: $(ls "$DIR" | wc -l) entries, $((size_kib / 1024)) MiB" >&2
+entries=("$DIR"/*)
+echo "[bundle] $DIR: ${#entries[@]} entries, $((size_kib / 1024)) MiB" >&2
 ls "$DIR"

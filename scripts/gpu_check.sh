@@ -7,6 +7,10 @@
 #      into $SITE when fairseq is not importable (fairseq is built from its sdist
 #      against the machine's torch, without its CUDA-only extensions);
 #   1. the tests marked cuda (pytest -m cuda; TEST_DEVICE=$DEVICE);
+#   1b. the benchmark grid's base-size rows (width 768, batch 1/8/32, 10 s, keep
+#      rates 0.9/0.8 from layer 0, every rate-driven reduction against fairseq's
+#      dense HubertModel) under fp16 and under bf16 autocast: time and peak CUDA
+#      memory (grid_<precision>.md/.json/.png);
 #   2. a few fairseq-train ST updates with --fp16 and with --bf16 on the demo's
 #      stand-ins (loss finite, checkpoint written), then fairseq-generate on each
 #      (on the CPU fp32 only: fairseq reads --fp16/--bf16 without CUDA as a TPU run);
@@ -18,6 +22,9 @@
 # Writes summary.md (all tables and results), results.json (the benchmark's)
 # and details.tar.gz (logs, plots) into $OUT if set, else gpu_results/.
 # Every step runs even if one before it failed; the exit status says whether all passed.
+# STEPS="install cuda_tests grid" runs only those steps (names as in the summary; "grid"
+# stands for grid_fp16 and grid_bf16): the CUDA tests and the grid fit in 10 minutes of
+# device time, the training and older benchmark steps after them may not.
 set -uo pipefail
 # paths given relative to where the script was called from
 absolute() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
@@ -26,20 +33,34 @@ DEVICE=${DEVICE:-cuda}
 RESULTS=$(absolute "${OUT:-$REPO/gpu_results}")
 BUNDLE=$(absolute "${BUNDLE:-$REPO/.gpu_bundle}")
 SITE=$(absolute "${SITE:-/tmp/npy_tome_layer_site}")
-WORK=$(absolute "${WORK:-$(mktemp -d)}")
+if [ -z "${WORK:-}" ]; then  # (not nested in $(...), where a failing mktemp went unnoticed)
+  WORK=$(mktemp -d) || { echo "error: mktemp -d failed (is /tmp full or read-only?); set WORK" >&2; exit 2; }
+fi
+WORK=$(absolute "$WORK")
 if [ -z "${PY:-}" ]; then
   if [ -x "$REPO/.venv/bin/python" ]; then PY=$REPO/.venv/bin/python; else PY=python3; fi
 fi
 case "$PY" in */*) PY=$(absolute "$PY") ;; esac
-cd "$REPO"
+cd "$REPO" || exit 2
+# shellcheck source=scripts/config_args.sh
+source "$REPO/scripts/config_args.sh"
+# the ST step's flags, read before anything runs (a missing file: one line, exit 2)
+config_args ST_ARGS "$REPO/configs/demo/st.args" "$REPO/configs/demo/st_fixed.args"
 mkdir -p "$RESULTS" "$WORK/logs"
 SUMMARY=$RESULTS/summary.md
 export PYTHONUNBUFFERED=1 PYTHONPATH="$SITE:$REPO${PYTHONPATH:+:$PYTHONPATH}"
 start=$SECONDS
 failed=()
 say() { echo "$*" | tee -a "$SUMMARY"; }
+STEPS=${STEPS:-all}
+wanted() {  # wanted NAME: whether $STEPS asks for this step
+  [ "$STEPS" = all ] && return 0
+  local s; for s in $STEPS; do [ "$s" = "$1" ] || [ "$s" = "${1%%_*}" ] && return 0; done
+  return 1
+}
 step() {  # step NAME COMMAND...: run, log to $WORK/logs/NAME.log, record the outcome
   local name=$1; shift
+  if ! wanted "$name"; then say "- $name: not asked for (STEPS=$STEPS)"; return 0; fi
   echo "[gpu_check] $name: $*" >&2
   if "$@" >"$WORK/logs/$name.log" 2>&1; then
     say "- $name: passed ($((SECONDS - start)) s so far)"
@@ -58,6 +79,9 @@ if [ "$DEVICE" = cpu ]; then
          --paths-batch 2 --paths-train-durations 1 --train-step-batch 2 --repeats 1
          --device cpu --dtype fp32)
   PRECISIONS=(fp32)  # fairseq takes --fp16 / --bf16 without CUDA for a TPU run
+  GRID=(--grid --widths 32 --batches 1 2 --seconds 0.5 --rates 0.9 --reductions prune uniform
+        --repeats 2 --budget 60 --device cpu)
+  GRID_PRECISIONS=(fp32)
   TRAIN_DEVICE=(--cpu)
 else
   SIZE=demo; BENCH=(--size base --durations 10 20 --batches 8 --rates 1.0 0.9 0.8 --init-layers 0 4
@@ -67,6 +91,10 @@ else
          --paths-batch 8 --paths-train-durations 10 30 --train-step-batch 8 --repeats 3
          --device cuda --dtype bf16)
   PRECISIONS=(fp16 bf16)
+  # the grid's base-size rows; a budget of 2 minutes per precision plans the repeats
+  GRID=(--grid --widths 768 --batches 1 8 32 --seconds 10 --rates 0.9 0.8 --repeats 10
+        --budget 120 --device cuda)
+  GRID_PRECISIONS=(fp16 bf16)
   TRAIN_DEVICE=()
 fi
 
@@ -91,7 +119,7 @@ install() {
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$SITE" "$BUNDLE"/*.whl || return 1
   # without CUDA_HOME fairseq's setup.py skips its CUDA kernels (unused here)
-  env -u CUDA_HOME MAX_JOBS=${MAX_JOBS:-16} "$PY" -m pip install -q --no-index --no-deps \
+  env -u CUDA_HOME MAX_JOBS="${MAX_JOBS:-16}" "$PY" -m pip install -q --no-index --no-deps \
     --no-build-isolation --no-cache-dir --target "$SITE" "$BUNDLE"/fairseq_fixed-*.tar.gz || return 1
   "$PY" -c "import fairseq, hydra, soundfile; print('fairseq', fairseq.__version__)"
 }
@@ -102,7 +130,20 @@ step install install
 step cuda_tests env TEST_DEVICE="$DEVICE" "$PY" -m pytest -q -m cuda -p no:cacheprovider \
   "$REPO/tests/test_cuda.py"
 say ""
-say "cuda tests: $(grep -E '[0-9]+ (passed|failed|skipped)' "$WORK/logs/cuda_tests.log" | tail -n 1)"
+say "cuda tests: $(grep -E '[0-9]+ (passed|failed|skipped)' "$WORK/logs/cuda_tests.log" 2>/dev/null | tail -n 1)"
+
+# right after the tests: a run cut short by its time limit still brings the grid back
+for precision in "${GRID_PRECISIONS[@]}"; do
+  step "grid_$precision" "$PY" -m npy_tome_layer.tools.benchmark "${GRID[@]}" --dtype "$precision" \
+    --out "$WORK/grid_$precision"
+  if [ -f "$WORK/grid_$precision/grid.md" ]; then
+    say ""
+    cat "$WORK/grid_$precision/grid.md" >>"$SUMMARY"
+    for ext in md json png; do
+      cp "$WORK/grid_$precision/grid.$ext" "$RESULTS/grid_$precision.$ext"
+    done
+  fi
+done
 
 corpus() {  # stand-ins (random weights) and the demo corpus, prepared
   "$PY" -m npy_tome_layer.demo.standins --out "$WORK/pretrained" --hubert-size "$SIZE" || return 1
@@ -125,7 +166,7 @@ train_and_generate() {  # PRECISION: a few ST updates, then beam search on the c
     --task speech_and_text_translation --tgt-lang de --text-data "$WORK/data/mt" \
     --st-training --mt-finetune --hubert-model-path "$WORK/pretrained/hubert.pt" \
     --pretrained-deltalm-checkpoint "$WORK/pretrained/deltalm.pt" \
-    $(grep -hv '^#' "$REPO/configs/demo/st.args" "$REPO/configs/demo/st_fixed.args" | tr '\n' ' ') \
+    "${ST_ARGS[@]}" \
     --max-update 4 --max-epoch 4 --no-epoch-checkpoints --disable-validation --save-dir "$save" \
     --log-interval 1 ${TRAIN_DEVICE[@]+"${TRAIN_DEVICE[@]}"} ${flag[@]+"${flag[@]}"} || return 1
   "$PY" - "$save/checkpoint_last.pt" <<'EOF' || return 1
@@ -145,6 +186,7 @@ EOF
 }
 for precision in "${PRECISIONS[@]}"; do
   step "train_$precision" train_and_generate "$precision"
+  wanted "train_$precision" || continue
   log=$WORK/logs/train_$precision.log
   loss=$(grep -oE "[| ]loss[ =]([0-9.]+(e[-+0-9]+)?|nan|inf)" "$log" | tail -n 1)
   bleu=$(grep -oE "BLEU = [0-9.]+" "$log" | tail -n 1)
@@ -172,7 +214,8 @@ if [ ${#failed[@]} -eq 0 ]; then
 else
   say "finished in $((SECONDS - start)) s; failed: ${failed[*]}"
 fi
-tar -czf "$RESULTS/details.tar.gz" -C "$WORK" logs $( [ -d "$WORK/bench" ] && echo bench ) \
-  $( [ -d "$WORK/paths" ] && echo paths )
+details=(logs)
+for folder in bench paths grid_fp32 grid_fp16 grid_bf16; do [ ! -d "$WORK/$folder" ] || details+=("$folder"); done
+tar -czf "$RESULTS/details.tar.gz" -C "$WORK" "${details[@]}"
 echo "[gpu_check] wrote $SUMMARY, $RESULTS/results.json, $RESULTS/details.tar.gz" >&2
 [ ${#failed[@]} -eq 0 ]

@@ -13,20 +13,23 @@
 # hubert_base_ls960.pt takes it. Work folder $CKPT_ROOT/en-TGT/hubert_pretraining
 # (labels/, checkpoints/, train.log, accuracy.tsv: masked-prediction accuracy on
 # the validation rows after each epoch); re-running continues.
+# shellcheck source=scripts/env.sh
 source "$(dirname "$0")/env.sh"
-set -f  # the config's ["km"] and [10,] are values, not file patterns
 TGT=${1:-}; check_lang "$TGT"
 OUT=${2:-}
 [ -n "$OUT" ] || { echo "error: usage: scripts/pretrain_hubert.sh TGT_LANG OUT.pt" >&2; exit 2; }
-[ -d "$(dirname "$OUT")" ] || { echo "error: OUT.pt $OUT: folder $(dirname "$OUT") does not exist" >&2; exit 2; }
+OUT_DIR=$(dirname "$OUT")
+[ -d "$OUT_DIR" ] || { echo "error: OUT.pt $OUT: folder $OUT_DIR does not exist" >&2; exit 2; }
 [ -f "$HUBERT" ] || { echo "error: HUBERT $HUBERT not found (its architecture is the one pre-trained)" >&2; exit 2; }
 KMEANS_CLUSTERS=${KMEANS_CLUSTERS:-50}
 HUBERT_PRETRAIN_UPDATES=${HUBERT_PRETRAIN_UPDATES:-1000}
 whole_number KMEANS_CLUSTERS "$KMEANS_CLUSTERS" 2
 whole_number HUBERT_PRETRAIN_UPDATES "$HUBERT_PRETRAIN_UPDATES" 1
+config_args HUBERT_ARGS "$CONFIG_DIR/hubert.args"  # before anything runs
 WORKDIR=$CKPT_ROOT/en-$TGT/hubert_pretraining
 LABELS=$WORKDIR/labels
-mkdir -p "$WORKDIR"
+output_folder "work folder" "$WORKDIR"
+output_folder "OUT.pt folder" "$OUT_DIR"  # written after the training: checked before it
 
 if [ -f "$LABELS/dict.km.txt" ]; then
   made=$(wc -l < "$LABELS/dict.km.txt")
@@ -41,7 +44,7 @@ fi
 arch=$("$PY" -m npy_tome_layer.tools.hubert_labels --arch-flags "$HUBERT")
 mapfile -t ARCH <<< "$arch"
 
-fairseq_train "$LABELS" --user-dir "$REPO/npy_tome_layer" $(config_args "$CONFIG_DIR/hubert.args") \
+fairseq_train "$LABELS" --user-dir "$REPO/npy_tome_layer" "${HUBERT_ARGS[@]}" \
   "${ARCH[@]}" --save-dir "$WORKDIR/checkpoints" --max-update "$HUBERT_PRETRAIN_UPDATES" \
   | tee -a "$WORKDIR/train.log"
 
@@ -54,6 +57,7 @@ awk '/\| valid \|/ {
 echo "[pretrain_hubert] masked-prediction accuracy on the validation rows ($WORKDIR/accuracy.tsv):" >&2
 cat "$WORKDIR/accuracy.tsv" >&2
 
+trap 'rm -f "$OUT.tmp-$$"' EXIT  # a failed copy (a full disk) leaves no partial file
 cp "$WORKDIR/checkpoints/checkpoint_last.pt" "$OUT.tmp-$$"
 mv "$OUT.tmp-$$" "$OUT"
 echo "[pretrain_hubert] wrote $OUT" >&2

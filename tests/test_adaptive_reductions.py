@@ -223,7 +223,8 @@ def test_coverage_one_equals_the_dense_encoder(hubert_tiny):
     (dict(token_reduction="prune", pruning_rate=0.9, pruning_window=5),
      "pruning_window 5 is read by token_reduction local, not by 'prune'"),
     (dict(token_reduction="local", pruning_rate=0.9, pruning_min_keep_rate=0.2),
-     "pruning_min_keep_rate 0.2 is read by token_reduction coverage, not by 'local'"),
+     "pruning_min_keep_rate 0.2 is read by token_reduction coverage or adjacent, not by "
+     "'local'"),
     (dict(token_reduction="coverage", pruning_coverage=0.9, pruning_window=5),
      "pruning_window 5 is read by token_reduction local, not by 'coverage'"),
 ])

@@ -365,7 +365,8 @@ def test_outputs_are_checked_before_any_decoding(wrong_files, st_corpus, tmp_pat
 
 
 def test_averaging_refuses_a_tensor_that_is_not_finite(tmp_path, mt_checkpoint):
-    from npy_tome_layer.tools.average_checkpoints import AveragingError, average_model_states
+    from npy_tome_layer.io.checkpoints import CheckpointError  # loading refuses it
+    from npy_tome_layer.tools.average_checkpoints import average_model_states
 
     raw = torch.load(mt_checkpoint[0], weights_only=True)
     name = next(k for k, v in raw["model"].items() if v.is_floating_point() and v.numel() > 3)
@@ -373,7 +374,7 @@ def test_averaging_refuses_a_tensor_that_is_not_finite(tmp_path, mt_checkpoint):
     raw["model"][name].view(-1)[3] = float("inf")
     damaged = tmp_path / "checkpoint2.pt"
     torch.save(raw, damaged)
-    with pytest.raises(AveragingError, match=rf"checkpoint2.pt: tensor {name} holds NaN or inf"):
+    with pytest.raises(CheckpointError, match=rf"checkpoint2.pt: tensor {name} holds NaN or inf"):
         average_model_states([mt_checkpoint[0], str(damaged)])
 
 

@@ -53,17 +53,19 @@ def test_flops_scale_with_the_batch_and_follow_the_keep_counts(tiny):
 
 
 def test_timed_passes_interleave_the_settings(tiny, monkeypatch):
-    import npy_tome_layer.tools.benchmark as benchmark
+    from npy_tome_layer.tools.benchmark import measuring, settings
 
     cfg, reference = tiny
     seen = []
-    real = benchmark.timed_pass
+    real = settings.timed_pass
 
     def spy(m, audio):
         seen.append((m.encoder.token_reduction, m.encoder.keep_rate))
         return real(m, audio)
 
-    monkeypatch.setattr(benchmark, "timed_pass", spy)
+    # timed passes (settings) and the profiled pass of the reduction share (measuring)
+    monkeypatch.setattr(settings, "timed_pass", spy)
+    monkeypatch.setattr(measuring, "timed_pass", spy)
     settings = [{"mode": "prune", "rate": 1.0, "init_layer": 0},
                 {"mode": "merge", "rate": 0.8, "init_layer": 1}]
     models = [setting_model(reference, cfg, **s) for s in settings]
@@ -101,7 +103,8 @@ def test_tiny_benchmark_writes_table_json_and_plots(tmp_path):
     # 2 inits x (every registered reduction at the half rate, the rate-driven ones at 0.9)
     fixed_count = [cls for cls in REDUCTIONS.values() if not cls.data_dependent_counts]
     per_init = len(fixed_count) + sum(cls.uses_rate for cls in fixed_count)
-    assert per_init == 11  # prune merge conv uniform random local; all but conv at 0.9
+    # prune merge conv uniform random local adjacent fold; all but conv at 0.9
+    assert per_init == 15
     assert len(rows) == 2 * 3 + 1 + 2 * per_init
     assert [r["group"] for r in rows] == ["grid"] * 6 + ["alternatives"] * (1 + 2 * per_init)
     assert sum(1 for line in table.splitlines() if line.startswith("| prune |")) == 2 * 3 + 1 + 4
@@ -161,14 +164,15 @@ def test_attention_paths_time_fairseq_dense_explicit_and_fused(tiny, training, m
                                                                tmp_path):
     import npy_tome_layer.tools.benchmark as benchmark
     from npy_tome_layer.encoder.attention import _SCORING_PATH
+    from npy_tome_layer.tools.benchmark import training as training_module
 
     seen = []
-    real = benchmark._timed_step if training else benchmark.timed_pass
+    real = training_module._timed_step if training else training_module.timed_pass
 
     def spy(model, audio):
         seen.append(_SCORING_PATH.get())  # the path each timed pass ran on
         return real(model, audio)
-    monkeypatch.setattr(benchmark, "_timed_step" if training else "timed_pass", spy)
+    monkeypatch.setattr(training_module, "_timed_step" if training else "timed_pass", spy)
     cfg, reference = tiny
     rows = benchmark.run_attention_paths(reference, cfg, [0.9, 0.8], duration=1, batch=2,
                                          device=torch.device("cpu"), dtype=torch.float32,
@@ -204,3 +208,84 @@ def test_coverage_in_the_grid_reports_measured_frames_per_layer(tmp_path):
     assert coverage["frames_per_layer"] == sorted(coverage["frames_per_layer"], reverse=True)
     assert prune["frames_per_layer"][-1] == prune["frames_out"]
     assert "| coverage 0.8 |" in (out / "benchmark.md").read_text()
+
+
+# --- the scaling grid and the profile (issue 31) ----------------------------------
+
+def _benchmark(*flags, timeout=600):
+    return subprocess.run([sys.executable, "-m", "npy_tome_layer.tools.benchmark", *flags],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_grid_writes_a_row_per_point_and_setting_and_the_plot(tmp_path):
+    out = tmp_path / "grid"
+    proc = _benchmark("--grid", "--out", str(out), "--widths", "32", "--batches", "1", "2",
+                      "--seconds", "0.5", "--rates", "0.9", "--reductions", "prune", "uniform",
+                      "--repeats", "2", "--budget", "60")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "estimated" in proc.stdout and "took" in proc.stdout
+    result = json.loads((out / "grid.json").read_text())
+    rows = result["rows"]
+    # per point (1 width x 2 batches x 1 length): fairseq dense + 2 reductions x 1 rate
+    assert sorted((r["batch"], r["mode"]) for r in rows) == sorted(
+        (b, m) for b in (1, 2) for m in ("fairseq dense", "prune", "uniform"))
+    for r in rows:
+        assert r["speedup"] > 0 and 0 < r["share_of_ideal"] < 2, r
+        assert r["latency_min_s"] <= r["latency_s"] <= r["latency_max_s"]
+        if r["mode"] == "fairseq dense":
+            assert r["speedup"] == 1.0 and r["ideal_speedup"] == 1.0
+        else:
+            assert r["ideal_speedup"] > 1.0 and r["layers_ideal_speedup"] > 1.0
+    table = (out / "grid.md").read_text()
+    assert sum(line.startswith("| 32 | 0.5 s |") for line in table.splitlines()) == len(rows)
+    assert "spread" in table and result["actual_s"] > 0 and result["estimate_s"] > 0
+    assert (out / "grid.png").read_bytes()[:8] == PNG
+
+
+def test_grid_plans_more_rounds_for_cheap_points():
+    from npy_tome_layer.tools.benchmark.scaling import plan_passes
+
+    assert plan_passes(0.1, 10.0, 5) == (1, 5)  # cheap: a warm-up and every repeat
+    assert plan_passes(4.0, 10.0, 5) == (0, 2)  # two rounds fit, a third would not
+    assert plan_passes(60.0, 10.0, 5) == (0, 1)  # over its share: one round still
+
+
+def test_grid_reductions_are_the_rate_driven_registered_ones():
+    from npy_tome_layer.tools.benchmark.scaling import rate_driven_reductions, size_of_width
+
+    names = rate_driven_reductions()
+    assert {"prune", "uniform", "local", "merge", "adjacent", "fold"} <= set(names)
+    assert "conv" not in names and "coverage" not in names
+    assert [size_of_width(w) for w in (64, 384, 768)] == ["demo", "small", "base"]
+
+
+def test_profile_prints_the_time_split():
+    proc = _benchmark("--profile", "--widths", "32", "--seconds", "0.5", "--batches", "2",
+                      "--reductions", "prune", "merge")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("| model |"))
+    for category in ("attention", "scoring", "selection/gather", "mask", "other"):
+        assert f"| {category} |" in header
+    rows = [line for line in proc.stdout.splitlines()
+            if line.startswith(("| fairseq dense |", "| prune |", "| merge |"))]
+    assert len(rows) == 3
+    prune = rows[1].split("|")[4:9]
+    assert float(prune[1].strip(" %")) > 0  # scoring, under EVIDENCE_LABEL
+    dense = rows[0].split("|")[4:9]
+    assert float(dense[1].strip(" %")) == 0 and float(dense[2].strip(" %")) == 0
+
+
+@pytest.mark.parametrize("flags,named", [
+    (["--grid", "--widths", "48"], "--widths"),
+    (["--grid", "--reductions", "coverage"], "--reductions"),
+    (["--grid", "--rates", "1.0"], "--rates"),
+    (["--grid", "--batches", "0"], "--batches"),
+    (["--grid", "--seconds", "-1"], "--seconds"),
+    (["--grid", "--profile"], "--profile"),
+    (["--durations", "1"], "--out"),
+])
+def test_bad_flags_are_one_argparse_line_naming_the_flag(flags, named):
+    proc = _benchmark(*flags, timeout=120)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "error:" in last and named in last, last

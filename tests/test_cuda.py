@@ -123,3 +123,34 @@ def test_fused_path_on_the_device_equals_the_explicit_path_on_the_cpu(hubert_tin
         assert torch.equal(a, b.cpu())
     valid = ~ref["padding_mask"].unsqueeze(-1)
     assert ((out["x"].cpu() - ref["x"]) * valid).abs().max().item() <= 1e-4
+
+
+# the CPU kernel's lse is 3-6e-5 off in half precision: there fp32 only
+LSE_DTYPES = [torch.float32] + ([torch.float16, torch.bfloat16] if DEVICE.type != "cpu" else [])
+
+
+@pytest.mark.parametrize("dtype", LSE_DTYPES)
+def test_scores_from_the_kernels_log_sum_exp_on_the_device(dtype, monkeypatch):
+    """Whether ``ReducibleAttention.log_sum_exp_kernels`` may name this device
+    and dtype: the fused kernel's log-sum-exp gives the softmax pass's scores
+    (fp32, 1e-5 relative) and the output comes from that one call."""
+    from .test_fast_attention import attention, batch, fp32_received_attention
+    from npy_tome_layer.encoder.attention import collecting, scoring_path
+    from npy_tome_layer.reduction.interface import ReceivedAttentionSum
+
+    _no_tf32()
+    attn = attention().to(DEVICE, dtype).eval()
+    monkeypatch.setattr(attn, "log_sum_exp_kernels", {DEVICE.type: (dtype,)})
+
+    def second_attention(*args, **kwargs):
+        raise AssertionError("no lse from the kernel: it refused the input")
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", second_attention)
+    x, mask = batch()
+    x, mask = x.detach().to(DEVICE, dtype), mask.to(DEVICE)
+    with torch.no_grad():
+        with scoring_path("fused"), collecting(ReceivedAttentionSum()) as evidence:
+            attn(x, x, x, key_padding_mask=mask, need_weights=False)
+        expected = fp32_received_attention(attn, x, mask)
+    assert evidence.scores.dtype == torch.float32
+    torch.testing.assert_close(evidence.scores, expected, atol=0, rtol=1e-5)

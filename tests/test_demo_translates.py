@@ -128,8 +128,10 @@ def test_sweep_of_a_trained_checkpoint(fixed_checkpoint, st_corpus, tmp_path):
         (1.0, None, 0), (0.9, None, 0), (0.8, None, 0), (1.0, None, 1), (0.9, None, 1),
         (0.8, None, 1), (None, 0.9, 0), (None, 0.5, 0), (None, 0.9, 1), (None, 0.5, 1)]
     for r in records:
-        assert set(r) == {"rate", "coverage", "init_layer", "bleu", "frames_kept",
-                          "encoder_seconds", "speedup"}
+        assert set(r) == {"reduction", "rate", "coverage", "init_layer", "bleu", "frames_kept",
+                          "encoder_seconds", "speedup", "base_speedup"}
+        assert r["reduction"] == ("prune" if r["coverage"] is None else "coverage")
+        assert r["base_speedup"] is None  # not asked for (--reference-size)
         assert r["encoder_seconds"] > 0 and r["speedup"] > 0 and 0 <= r["bleu"] <= 100
     layer0 = [r["frames_kept"] for r in records if r["init_layer"] == 0]
     assert layer0[0] == 1.0 and layer0[0] > layer0[1] > layer0[2]  # falls with the rate
@@ -155,6 +157,31 @@ def test_sweep_of_a_trained_checkpoint(fixed_checkpoint, st_corpus, tmp_path):
         "--scoring", "sacrebleu", "--required-batch-size-multiple", "1"])
     bleu = float(re.search(r"BLEU = ([0-9.]+)", generated).group(1))
     assert records[1]["bleu"] == pytest.approx(bleu, abs=0.005)
+
+
+def test_sweep_of_several_reductions_at_base_size(fixed_checkpoint, st_corpus, tmp_path):
+    """One record per (reduction, rate, init layer); the reductions that keep
+    prune's counts keep its frames; the dense setting is decoded once."""
+    from npy_tome_layer.tools.sweep import main
+
+    out = tmp_path / "sweep"
+    main(["--checkpoint", fixed_checkpoint, "--data", st_corpus["data"], "--subset", "dev",
+          "--rates", "1.0", "0.7", "--init-layers", "0", "--out", str(out), "--beam", "2",
+          "--cpu", "--repeats", "1", "--reductions", "prune", "uniform", "adjacent", "fold",
+          "--reference-size", "tiny"])
+    records = json.loads((out / "sweep.json").read_text())
+    assert [(r["reduction"], r["rate"], r["init_layer"]) for r in records] == [
+        (name, rate, 0) for name in ("prune", "uniform", "adjacent", "fold")
+        for rate in (1.0, 0.7)]
+    dense = [r for r in records if r["rate"] == 1.0]
+    assert len({r["bleu"] for r in dense}) == 1 and all(r["frames_kept"] == 1.0 for r in dense)
+    assert all(r["base_speedup"] == 1.0 for r in dense)
+    pruned = [r for r in records if r["rate"] == 0.7]
+    assert len({r["frames_kept"] for r in pruned}) == 1 and pruned[0]["frames_kept"] < 1.0
+    assert all(r["base_speedup"] > 0 for r in pruned)
+    table = (out / "sweep.md").read_text()
+    assert "| rate 0.7 | fold | 0 |" in table and "speedup at base size" in table
+    assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_choose_coverage_finds_the_share_that_keeps_a_target_of_frames(fixed_checkpoint,

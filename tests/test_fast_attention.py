@@ -129,3 +129,95 @@ def test_auto_takes_the_fused_path_except_for_cpu_inference():
     with pytest.raises(ValueError, match="scoring path"):
         with scoring_path("flash"):
             pass
+
+
+LOG_SUM_EXP_ON_CPU = {"cpu": (torch.float32,)}
+
+
+def fp32_received_attention(attn, x, mask):
+    """The scores as stated, in fp32 from the layer's own (any dtype) projections:
+    head mean of the softmax of q.k / sqrt(d) over valid keys, summed over valid
+    queries."""
+    from npy_tome_layer.reduction.selection import received_attention
+
+    length, bsz, _ = x.shape
+
+    def heads(t):
+        return t.reshape(length, bsz, attn.num_heads, attn.head_dim).permute(1, 2, 0, 3).float()
+
+    logits = (heads(attn.q_proj(x)) * attn.scaling) @ heads(attn.k_proj(x)).transpose(-1, -2)
+    logits = logits.masked_fill(mask[:, None, None, :], float("-inf"))
+    return received_attention(logits.softmax(dim=-1), mask)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_scores_from_the_kernels_log_sum_exp_equal_the_softmax_pass(training, monkeypatch):
+    """Where the fused kernel hands back each query's log-sum-exp, the scoring
+    pass is exp(logits - lse): the same scores (1e-5 relative), outputs and
+    gradients, with the output from that one kernel call (no second attention)."""
+    attn = attention().train(training)
+    attn.cpu_block_bytes = 4 * 4 * 37 * 5  # several blocks of rows and queries
+    x, mask = batch()
+
+    def run(kernels):
+        monkeypatch.setattr(attn, "log_sum_exp_kernels", kernels)
+        with scoring_path("fused"), collecting(ReceivedAttentionSum()) as evidence:
+            out, _ = attn(x, x, x, key_padding_mask=mask, need_weights=False)
+        grad, = torch.autograd.grad((out ** 2).sum(), x)
+        return out, evidence.scores, grad
+
+    softmax = run({})
+
+    def second_attention(*args, **kwargs):
+        raise AssertionError("the output must come from the kernel that gave the lse")
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", second_attention)
+    lse = run(LOG_SUM_EXP_ON_CPU)
+    valid = ~mask.t()
+    torch.testing.assert_close(lse[0][valid], softmax[0][valid], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(lse[1], softmax[1], atol=0, rtol=1e-5)
+    torch.testing.assert_close(lse[2], softmax[2], atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(lse[1], fp32_received_attention(attn, x, mask), atol=0,
+                                   rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fused_scores_are_fp32_under_half_precision(dtype, monkeypatch):
+    """Half-precision layers score in fp32: the kernel's lse is not that exact
+    in half precision, so the softmax pass scores there even where the kernel
+    serves fp32."""
+    attn = attention().to(dtype).eval()
+    monkeypatch.setattr(attn, "log_sum_exp_kernels", LOG_SUM_EXP_ON_CPU)
+    x, mask = batch()
+    x = x.detach().to(dtype)
+    with torch.no_grad():
+        with scoring_path("fused"), collecting(ReceivedAttentionSum()) as evidence:
+            attn(x, x, x, key_padding_mask=mask, need_weights=False)
+        expected = fp32_received_attention(attn, x, mask)
+    assert evidence.scores.dtype == torch.float32
+    torch.testing.assert_close(evidence.scores, expected, atol=0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("refusal", ["dropout", "no kernel", "not for this input"])
+def test_the_softmax_pass_scores_where_the_kernel_cannot(refusal, monkeypatch):
+    import npy_tome_layer.encoder.attention as attention_module
+
+    attn = attention()
+    monkeypatch.setattr(attn, "log_sum_exp_kernels", LOG_SUM_EXP_ON_CPU)
+    if refusal == "dropout":  # the CPU kernel has none: training with attention dropout
+        attn.train()
+        attn.dropout_module.p = 0.1
+    elif refusal == "no kernel":
+        monkeypatch.setattr(attention_module, "_aten", lambda name: getattr(
+            torch.ops.aten, name + "_missing"))
+    else:
+        def refuses(*args, **kwargs):
+            raise NotImplementedError("not for this dtype")
+        monkeypatch.setattr(attention_module, "_aten", lambda name: refuses)
+    x, mask = batch()
+    with torch.no_grad(), scoring_path("fused"), collecting(ReceivedAttentionSum()) as evidence:
+        out, _ = attn(x, x, x, key_padding_mask=mask, need_weights=False)
+        expected = fp32_received_attention(attn, x, mask)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(evidence.scores, expected, atol=0, rtol=1e-5)

@@ -18,14 +18,15 @@ from hypothesis import strategies as st
 
 from npy_tome_layer.errors import InputError
 from npy_tome_layer.io.audio import MIN_SAMPLES, SAMPLE_RATE
-from npy_tome_layer.io.flags import (finite_number_flag, keep_rate_flag, positive_number_flag,
-                                     share_flag)
+from npy_tome_layer.io.flags import (cosine_flag, finite_number, finite_number_flag,
+                                     keep_rate_flag, positive_number_flag, share, share_flag,
+                                     whole_number, whole_number_flag)
 from npy_tome_layer.reduction.keep_rate import KeepRateSchedule
 from npy_tome_layer.reduction.selection import (coverage_counts, keep_counts, select_by_windows,
                                                 select_frames, window_quotas)
-from npy_tome_layer.st.dataset import COLUMNS, parse_audio_ref, read_manifest
+from npy_tome_layer.st.dataset import COLUMNS, breaks_a_field, parse_audio_ref, read_manifest
 from npy_tome_layer.tools.prepare_mustc import (is_plain_file_name, read_lines, read_split,
-                                                read_yaml_segments, seconds)
+                                                read_yaml_segments, seconds, tsv_text)
 
 from .conftest import REPO
 
@@ -85,6 +86,7 @@ def numeric_actions():
 ACTIONS = numeric_actions()
 FLAG_TYPES = {keep_rate_flag: lambda v: 0 < v <= 1,
               share_flag: lambda v: 0 <= v <= 1,
+              cosine_flag: lambda v: -1 <= v <= 1,
               finite_number_flag: math.isfinite,
               positive_number_flag: lambda v: math.isfinite(v) and v > 0}
 
@@ -268,22 +270,23 @@ segments = st.lists(st.fixed_dictionaries({
     "offset": st.one_of(st.floats(-1, 2), yaml_values),
     "duration": st.one_of(st.floats(0, 1.2), yaml_values),
     "wav": st.one_of(st.just("talk.wav"), st.just("missing.wav"), yaml_values)}),
-    min_size=1, max_size=4)
+    min_size=0, max_size=4)
 
 
 @FUZZ
-@given(records=segments, en=st.lists(nasty_text, min_size=1, max_size=4),
-       de=st.lists(nasty_text, min_size=1, max_size=4))
+@given(records=segments, en=st.lists(nasty_text, min_size=0, max_size=4),
+       de=st.lists(nasty_text, min_size=0, max_size=4))
 def test_split_reader_gives_exact_spans_or_an_input_error(talk, records, en, de):
     txt = talk / "data" / "train" / "txt"
     (txt / "train.yaml").write_text(yaml.safe_dump(records, allow_unicode=True), encoding="utf-8")
     for lang, lines in (("en", en), ("de", de)):
-        (txt / f"train.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (txt / f"train.{lang}").write_text("".join(line + "\n" for line in lines),
+                                           encoding="utf-8")
     try:
         rows = read_split(str(talk), "train", "de", log=lambda *a: None)
     except InputError:
         return
-    assert len(rows) == len(records)
+    assert rows and len(rows) == len(records)  # a split of no segments is refused
     for row, record in zip(rows, records):
         path, offset, n = row["audio"].rsplit(":", 2)
         assert int(offset) == round(record["offset"] * SAMPLE_RATE)
@@ -327,3 +330,180 @@ def test_audio_references_round_trip(path, offset, n):
     assume(path and not path.startswith("/"))
     ref = parse_audio_ref(f"{path}:{offset}:{n}", "/base")
     assert (ref.path, ref.offset, ref.num_samples) == (os.path.join("/base", path), offset, n)
+
+
+# --- fourth probe: the API's numbers, audio samples, checkpoints, dictionaries
+
+api_values = st.one_of(st.none(), st.booleans(), st.integers(-3, 10 ** 6), st.floats(),
+                       nasty_text, st.integers(-3, 5).map(np.int64),
+                       st.floats(-2, 2).map(np.float64))
+
+
+@FUZZ
+@given(value=api_values, minimum=st.integers(0, 2))
+@example(value=True, minimum=0)  # the probe's output_layer=True: a bool is not a number
+@example(value=-5, minimum=0)  # the probe's pruning_schedule_updates=-5
+def test_api_number_checks_agree_with_the_flags(value, minimum):
+    """A value the API takes is one the flag takes written out, and the same;
+    booleans and strings never pass."""
+    checks = [
+        (lambda v: whole_number("x", v, minimum), whole_number_flag(minimum),
+         lambda v: type(v) is int and v >= minimum),
+        (lambda v: share("x", v), share_flag, lambda v: type(v) is float and 0 <= v <= 1),
+        (lambda v: finite_number("x", v), finite_number_flag,
+         lambda v: type(v) is float and math.isfinite(v)),
+    ]
+    for check, flag, holds in checks:
+        try:
+            got = check(value)
+        except InputError as e:
+            assert str(e).startswith("x must be") and "\n" not in str(e)
+            continue
+        assert holds(got) and not isinstance(value, (bool, str))
+        assert flag(str(value)) == got
+
+
+def hubert_fields():
+    import dataclasses
+
+    from fairseq.models.hubert.hubert import HubertConfig
+
+    return {f.name: f.type for f in dataclasses.fields(HubertConfig) if f.name != "_name"}
+
+
+@FUZZ
+@given(name=st.sampled_from(sorted(hubert_fields())), value=api_values)
+@example(name="encoder_layerdrop", value=5.0)  # the probe's
+def test_hubert_overrides_are_checked_or_an_input_error(name, value):
+    from npy_tome_layer.encoder.config import (PROBABILITY_MARKS, hubert_config,
+                                               hubert_model_config, with_overrides)
+
+    cfg = hubert_config(hubert_model_config("tiny"))
+    try:
+        with_overrides(cfg, {name: value})
+    except InputError as e:
+        assert "\n" not in str(e)
+        return
+    kind, got = hubert_fields()[name], cfg[name]
+    if kind in (bool, int, float):
+        assert isinstance(value, bool) == (kind is bool)
+    if kind is float:
+        assert math.isfinite(got)
+        if any(mark in name for mark in PROBABILITY_MARKS):
+            assert 0 <= got <= 1
+    if kind is int:
+        assert got >= 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(layer=api_values)
+@example(layer=True)  # the probe's: once taken as layer 1
+def test_output_layer_is_a_layer_or_an_input_error(hubert_tiny, layer):
+    from npy_tome_layer import load_pruned_hubert
+
+    global _TINY
+    if "_TINY" not in globals():
+        _TINY = load_pruned_hubert(hubert_tiny, pruning_rate=0.9)
+    audio = torch.zeros(1, 800)
+    try:
+        with torch.no_grad():
+            x, _ = _TINY.extract_features(audio, output_layer=layer)
+    except InputError as e:
+        assert "\n" not in str(e)
+        return
+    assert layer is None or (type(layer) is not bool and 1 <= layer <= 3)
+    with torch.no_grad():
+        same, _ = _TINY.extract_features(audio, output_layer=None if layer is None else int(layer))
+    torch.testing.assert_close(x, same)
+
+
+@FUZZ
+@given(name=nasty_text)
+@example(name="t\nx.wav")  # the probe's: written as a row pointing at "t x.wav"
+def test_accepted_wav_names_round_trip_through_a_manifest(tmp_path, name):
+    """A name preparation accepts comes back from the manifest as itself."""
+    if not is_plain_file_name(name) or breaks_a_field(name):
+        return
+    folder = "/data/en-de/data/train/wav"
+    row = {"id": "talk_0", "audio": f"{folder}/{name}:0:{MIN_SAMPLES}", "n_frames": MIN_SAMPLES,
+           "tgt_text": "a", "src_text": "b", "speaker": "s"}
+    path = tmp_path / "x.tsv"
+    path.write_text(tsv_text([row]), encoding="utf-8")
+    rows = read_manifest(str(path))
+    assert len(rows) == 1
+    assert parse_audio_ref(rows[0]["audio"], "/").path == os.path.join(folder, name)
+
+
+@FUZZ
+@given(data=st.data())
+def test_the_first_non_finite_sample_of_a_segment_is_found(tmp_path, data):
+    """Preparation's check, block by block, finds what the dataset reads:
+    float32 samples (a double of 1e300 is inf there); integer files hold none."""
+    from unittest import mock
+
+    from npy_tome_layer.io import audio
+
+    n = data.draw(st.integers(1, 40))
+    subtype = data.draw(st.sampled_from(["FLOAT", "DOUBLE", "PCM_16"]))
+    values = [0.0, 0.5, -1.0] + ([] if subtype == "PCM_16" else [math.nan, math.inf, -math.inf,
+                                                                 1e300])
+    samples = np.array(data.draw(st.lists(st.sampled_from(values), min_size=n, max_size=n)))
+    start = data.draw(st.integers(0, n - 1))
+    frames = data.draw(st.integers(1, n - start))
+    path = str(tmp_path / "x.wav")
+    sf.write(path, samples, SAMPLE_RATE, subtype=subtype)
+    with mock.patch.object(audio, "CHECK_BLOCK", data.draw(st.integers(1, 9))):
+        found = audio.first_non_finite_sample(path, sf.info(path), start, frames)
+    read = sf.read(path, dtype="float32")[0][start:start + frames]
+    bad = np.flatnonzero(~np.isfinite(read))
+    assert found == (start + int(bad[0]) if len(bad) else None)
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(value=st.one_of(yaml_values, st.fixed_dictionaries({"model": st.dictionaries(
+    st.sampled_from(["a", "b", "c"]), st.lists(st.sampled_from([0.0, 1.0, math.nan, math.inf]),
+                                               min_size=1, max_size=3).map(torch.tensor)),
+    # the least of a training checkpoint that fairseq's upgrade step reads
+    "optimizer_history": st.just([{"num_updates": 1, "lr_scheduler_state": {}}]),
+    "extra_state": st.just({"train_iterator": None})})))
+@example(value=[1, 2])  # the probe's: a list ended in "list indices must be integers"
+def test_a_checkpoint_file_loads_as_a_dict_or_one_line(tmp_path, value):
+    from npy_tome_layer.io.checkpoints import CheckpointError, load_checkpoint
+
+    path = tmp_path / "x.pt"
+    torch.save(value, path)
+    try:
+        state = load_checkpoint(str(path))
+    except CheckpointError as e:
+        assert str(e).startswith(f"{path}: ") and "\n" not in str(e)
+        model = value.get("model") if isinstance(value, dict) else None
+        if isinstance(model, dict):
+            broken = next((k for k, t in model.items() if not torch.isfinite(t).all()), None)
+            assert broken is not None and f"tensor {broken} holds NaN or inf" in str(e)
+        return
+    assert isinstance(state, dict)
+    for weights in (state.get("model"), state.get("weights")):
+        if isinstance(weights, dict):
+            assert all(torch.isfinite(t).all() for t in weights.values() if torch.is_tensor(t))
+
+
+@FUZZ
+@given(data=st.one_of(st.binary(max_size=120),
+                      st.lists(st.tuples(nasty_text, st.integers(-2, 99)), max_size=4).map(
+                          lambda rows: "".join(f"{w} {c}\n" for w, c in rows).encode(
+                              "utf-8", "surrogatepass"))))
+@example(data=b"\x0a\x10\x00\x00\x80\xe7")  # the start of an spm.model: the probe's --dict
+def test_a_dictionary_file_loads_or_is_one_line(tmp_path, data):
+    from fairseq.data import Dictionary
+
+    from npy_tome_layer.io.dictionary import load_dictionary
+
+    path = tmp_path / "dict.txt"
+    path.write_bytes(data)
+    try:
+        dictionary = load_dictionary(str(path), "--dict d")
+    except InputError as e:
+        assert str(e).startswith("--dict d: not a fairseq dictionary (")
+        return
+    assert isinstance(dictionary, Dictionary)

@@ -85,6 +85,8 @@ def test_gpu_check_runs_on_the_cpu_at_tiny_size(bundle, tmp_path):
     assert "- install: passed" in summary and "- cuda_tests: passed" in summary
     assert "- corpus: passed" in summary and "- train_fp32: passed" in summary
     assert "- benchmark: passed" in summary and "failed: none" in summary
+    assert "- grid_fp32: passed" in summary and "| fairseq dense |" in summary
+    assert json.loads((out / "grid_fp32.json").read_text())["rows"]
     # the cuda-marked tests ran on the CPU instead of being skipped
     tests_line = next(line for line in summary.splitlines() if line.startswith("cuda tests:"))
     assert "passed" in tests_line and "skipped" not in tests_line
@@ -101,3 +103,40 @@ def test_gpu_check_runs_on_the_cpu_at_tiny_size(bundle, tmp_path):
     with tarfile.open(out / "details.tar.gz") as tar:
         members = tar.getnames()
     assert "logs/train_fp32.log" in members and any(m.endswith(".png") for m in members)
+
+
+def _script_array(text, name, branch):
+    """The words of bash array NAME=(...) in the DEVICE=cpu (branch 0) or GPU (1) branch."""
+    cpu, gpu = text.split('if [ "$DEVICE" = cpu ]; then', 1)[1].split("\nelse\n", 1)
+    part = (cpu, gpu.split("\nfi\n", 1)[0])[branch]
+    body = part.split(f"{name}=(", 1)[1].split(")", 1)[0]
+    return body.split()
+
+
+def test_gpu_plan_runs_the_grids_base_rows_in_fp16_and_bf16_before_training():
+    text = open(os.path.join(SCRIPTS, "gpu_check.sh")).read()
+    grid = " ".join(_script_array(text, "GRID", 1))
+    assert "--grid --widths 768 --batches 1 8 32 --seconds 10 --rates 0.9 0.8" in grid
+    assert "--device cuda" in grid and "--reductions" not in grid  # every rate-driven one
+    assert _script_array(text, "GRID_PRECISIONS", 1) == ["fp16", "bf16"]
+    # after the CUDA tests and before the training steps: a run cut short keeps the grid
+    order = [text.index(s) for s in ('step cuda_tests', 'step "grid_$precision"',
+                                     'step "train_$precision"', "step benchmark")]
+    assert order == sorted(order)
+    assert "--budget 120" in grid  # 2 x 2 minutes of the 10 minutes of device time
+
+
+def test_gpu_check_runs_only_the_steps_asked_for(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", os.path.join(SCRIPTS, "gpu_check.sh")], capture_output=True,
+                          text=True, cwd=str(tmp_path), timeout=900,
+                          env=dict(os.environ, DEVICE="cpu", OUT=str(out), STEPS="grid",
+                                   WORK=str(tmp_path / "work"),
+                                   PY=os.path.join(VENV_BIN, "python")))
+    summary = (out / "summary.md").read_text()
+    assert proc.returncode == 0, summary[-4000:] + proc.stderr[-2000:]
+    assert "- grid_fp32: passed" in summary and "failed: none" in summary
+    assert "- train_fp32: not asked for" in summary and "- install: not asked for" in summary
+    rows = json.loads((out / "grid_fp32.json").read_text())["rows"]
+    assert {r["mode"] for r in rows} == {"fairseq dense", "prune", "uniform"}
+    assert (out / "grid_fp32.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -307,7 +307,11 @@ def test_group_norm_of_an_empty_row_stays_finite(hubert_tiny):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_batch_invariant_front_end_in_half_precision(hubert_tiny, dtype):
-    """The per-row GroupNorm computes in fp32 and hands back the input's dtype."""
+    """The per-row GroupNorm computes in fp32 and hands back the input's dtype:
+    the row equals itself alone to a few units in the dtype's last place (its
+    fp32 statistics, taken for all rows at once, agree with the fused kernel's
+    on the row alone to float rounding, which can tip a half-precision
+    rounding that the half-precision layers after it carry on)."""
     model = load_pruned_hubert(hubert_tiny, pruning_rate=1.0).to(dtype)
     batch, mask = waveforms([29237, 12001], total=33001, seed=7)
     with torch.no_grad():
@@ -316,4 +320,5 @@ def test_batch_invariant_front_end_in_half_precision(hubert_tiny, dtype):
         alone, _ = model.extract_features(batch[1:, :12001].to(dtype), ret_conv=True)
     n = int((~conv_mask[1]).sum())
     assert conv.dtype == dtype and torch.isfinite(conv).all() and n == alone.size(1)
-    assert torch.equal(conv[1, :n], alone[0])
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(conv[1, :n], alone[0], rtol=2 * eps, atol=4 * eps)

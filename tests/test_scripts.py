@@ -117,6 +117,8 @@ def tiny_demo(tmp_path_factory):
     with open(configs / "st.args", "a") as f:
         # 12 sentences in batches of 4: 3 updates an epoch, 3 epochs to average
         f.write("--max-update 9 --batch-size 4\n")
+    with open(configs / "finetune.args", "a") as f:  # the reduced modes, from the dense run
+        f.write("--max-update 9\n")
     env = {"WORK": str(work), "HUBERT_SIZE": "tiny", "TRAIN_TALKS": "3", "SEGMENTS": "4",
            "PRETRAIN_UPDATES": "3", "HUBERT_PRETRAIN_UPDATES": "3", "KMEANS_CLUSTERS": "8",
            "NPROC": "1", "CONFIG_DIR": str(configs)}
@@ -139,22 +141,33 @@ def test_demo_end_to_end_at_the_smallest_size(tiny_demo):
     hubert = work / "pretrained_tiny" / "hubert_self_supervised_3.pt"
     assert os.path.isfile(hubert)
     assert len(re.findall(rf"fairseq-train .*--hubert-model-path {hubert}", out)) == 3
+    # the reduced modes start from the dense run's average, with finetune.args
+    dense = work / "checkpoints_tiny" / "en-de" / "st_baseline" / "avg_last_3.pt"
+    started = re.findall(r"fairseq-train .*--save-dir \S*/st_(\w+) .*--finetune-from-model (\S+) "
+                         r"--max-update 200 --lr 1e-3 --warmup-updates 20 --max-update 9", out)
+    assert started == [("fixed", str(dense)), ("schedule", str(dense))], out[-3000:]
     assert re.search(r"en-de st_baseline/avg_last_3.pt lenpen 1.2: Generate tst-COMMON with "
                      r"beam=8: BLEU = [0-9.]+", out)
-    rows = {m.group(1): m for m in re.finditer(
-        r"^\| (baseline|fixed|schedule) \| (?:dense|[a-z]+ ([0-9.]+) \(from 0\)) \| ([0-9.]+) "
-        r"\| (\d+)/(\d+) "
-        r"\(([0-9.]+) %\) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+)x \| ([0-9.]+)x \|$",
+    rows = {m["mode"]: m for m in re.finditer(
+        r"^\| (?P<mode>baseline|fixed|schedule) \| (?:dense|[a-z]+ (?P<rate>[0-9.]+) \(from 0\)) "
+        r"\| (?P<bleu>[0-9.]+) \| (?P<distinct>\d+) % \| (?P<no_audio>[0-9.]+) "
+        r"\| (?P<listens>yes|NO \([a-z ]+\)) \| (?P<kept>\d+)/(?P<frames>\d+) "
+        r"\(([0-9.]+) %\) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+)x \| (?P<base>[0-9.]+)x \|$",
         proc.stdout, flags=re.M)}
     assert set(rows) == {"baseline", "fixed", "schedule"}, proc.stdout[-2000:]
     base, fixed = rows["baseline"], rows["fixed"]
-    assert base.group(2) is None and fixed.group(2) == "0.9"  # dense, prune 0.9
-    assert base.group(4) == base.group(5) and base.group(5) == fixed.group(5)
+    assert base["rate"] is None and fixed["rate"] == "0.9"  # dense, prune 0.9
+    assert base["kept"] == base["frames"] and base["frames"] == fixed["frames"]
     # tiny HuBERT has 3 layers: each utterance keeps ceil(0.9 ceil(0.9 ceil(0.9 n))) frames
-    assert int(fixed.group(4)) < 0.75 * int(fixed.group(5)) + 6 * 3
-    assert int(fixed.group(4)) < int(base.group(4))
+    assert int(fixed["kept"]) < 0.75 * int(fixed["frames"]) + 6 * 3
+    assert int(fixed["kept"]) < int(base["kept"])
     # the speedup of the same frames at a reference size: dense is 1, fixed is measured
-    assert float(base.group(10)) == 1.0 and float(fixed.group(10)) > 0
+    assert float(base["base"]) == 1.0 and float(fixed["base"]) > 0
+    # each BLEU beside its floor: 4 test utterances, so a share of distinct hypotheses
+    # is a multiple of 25 %; a few updates from tiny stand-ins do not listen
+    for row in rows.values():
+        assert int(row["distinct"]) % 25 == 0 and 0 <= float(row["no_audio"]) <= 100
+    assert "most frequent target for every utterance scores" in proc.stdout
     # the inference-time sweep of the dense checkpoint (SWEEP_MODES), and the elapsed time
     records = json.loads((work / "sweep_baseline" / "sweep.json").read_text())
     assert [(r["rate"], r["init_layer"]) for r in records] == [(1.0, 0), (0.8, 0)]
@@ -197,6 +210,36 @@ def test_bad_arguments_fail_with_one_line(pair_env, tmp_path):
     assert proc.returncode == 2 and "st_schedule.args not found" in proc.stderr
     proc = run_script("evaluate.sh", ["de", str(tmp_path / "missing.pt")], pair_env, check=False)
     assert proc.returncode == 2 and "missing.pt not found" in proc.stderr
+
+
+def test_finetune_from_needs_an_st_checkpoint_of_the_pair_and_the_recipe(pair_env, tmp_path):
+    """FINETUNE_FROM: a missing file, an MT-stage checkpoint and a missing
+    finetune.args each stop with one line before any training."""
+    proc = run_script("train_st.sh", ["de", "fixed"],
+                      dict(pair_env, FINETUNE_FROM=str(tmp_path / "dense.pt")), check=False)
+    assert proc.returncode == 2 and "fairseq-train" not in proc.stderr
+    assert f"FINETUNE_FROM checkpoint {tmp_path / 'dense.pt'} not found" in proc.stderr
+    proc = run_script("train_st.sh", ["de", "fixed"],
+                      dict(pair_env, FINETUNE_FROM=pair_env["MT_CHECKPOINT"]), check=False)
+    assert proc.returncode == 2 and "fairseq-train" not in proc.stderr
+    assert "an MT-stage checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+    # an ST checkpoint of the pair, but no recipe file in CONFIG_DIR
+    dense = tmp_path / "st.pt"
+    run_script("train_st.sh", ["de", "fixed"], dict(pair_env, ST_DIR=str(tmp_path / "dense")))
+    shutil.copy(tmp_path / "dense" / "checkpoint_last.pt", dense)
+    proc = run_script("train_st.sh", ["de", "fixed"], dict(pair_env, FINETUNE_FROM=str(dense),
+                                                           ST_DIR=str(tmp_path / "tuned")),
+                      check=False)
+    assert proc.returncode == 2 and "fairseq-train" not in proc.stderr
+    assert "finetune.args not found" in proc.stderr
+    # with it: the run starts from the checkpoint's weights, its own count from 0
+    (Path(pair_env["CONFIG_DIR"]) / "finetune.args").write_text("--max-update 2 --lr 1e-4\n")
+    proc = run_script("train_st.sh", ["de", "fixed"], dict(pair_env, FINETUNE_FROM=str(dense),
+                                                           ST_DIR=str(tmp_path / "tuned")))
+    log = proc.stdout + proc.stderr
+    assert f"--finetune-from-model {dense} --max-update 2 --lr 1e-4" in log
+    assert re.search(r"loaded checkpoint \S*st\.pt", log, flags=re.I), log[-3000:]
+    assert re.search(r"num_updates 2\b", log)
 
 
 @pytest.mark.parametrize("device,nnodes,expected", [
@@ -246,13 +289,23 @@ def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
         ("baseline", 1), ("fixed", 1), ("coverage", 1), ("baseline", 2), ("fixed", 2),
         ("coverage", 2)]
     for r in report["runs"]:
-        assert set(r) == {"mode", "seed", "bleu", "frames_kept", "checkpoint"}
+        assert set(r) == {"mode", "seed", "bleu", "distinct", "no_audio_bleu", "listens",
+                          "frames_kept", "checkpoint"}
         assert os.path.isfile(r["checkpoint"]) and 0 <= r["bleu"] <= 100
+        assert 0 < r["distinct"] <= 1 and 0 <= r["no_audio_bleu"] <= 100
     modes = {m["mode"]: m for m in report["modes"]}
     for m in modes.values():
-        assert set(m) == {"mode", "seeds", "bleu_mean", "bleu_sd", "frames_kept", "p_value",
+        assert set(m) == {"mode", "seeds", "bleu_mean", "bleu_sd", "distinct_mean",
+                          "no_audio_bleu_mean", "seeds_listening", "frames_kept", "p_value",
                           "base_speedup"}
-        assert m["seeds"] == [1, 2] and m["base_speedup"] > 0
+        assert m["seeds"] == [1, 2] and m["base_speedup"] > 0 and 0 <= m["seeds_listening"] <= 2
+    # every reduced run of a seed started from that seed's dense run
+    for seed in (1, 2):
+        dense = study / f"baseline_seed{seed}" / "avg_last_3.pt"
+        for mode in ("fixed", "coverage"):
+            assert re.search(rf"fairseq-train .*--save-dir {study}/{mode}_seed{seed} .*"
+                             rf"--finetune-from-model {dense} ", proc.stderr), (mode, seed)
+    assert "floor" in (study / "study.md").read_text()
     assert modes["baseline"]["p_value"] is None and 0 <= modes["fixed"]["p_value"] <= 1
     assert modes["baseline"]["frames_kept"] == 1.0 > modes["fixed"]["frames_kept"]
     assert modes["baseline"]["base_speedup"] == 1.0
@@ -285,7 +338,7 @@ def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
 
 
 def test_study_p_values_follow_the_hypotheses():
-    from npy_tome_layer.tools.study import paired_p_values
+    from npy_tome_layer.evaluation.listening import paired_p_values
 
     refs = [f"the cat number {i} sits on the mat today" for i in range(30)]
     wrong = [f"a dog {i} runs" for i in range(30)]
@@ -368,6 +421,8 @@ def test_hubert_pretraining_writes_an_official_file_the_st_scripts_take(pair_env
 
 def test_hubert_pretraining_refuses_bad_settings_in_one_line(pair_env, tmp_path):
     out = str(tmp_path / "x.pt")
+    # the config is read before anything runs: these settings are checked with one there
+    pair_env = dict(pair_env, CONFIG_DIR=os.path.join(REPO, "configs", "demo"))
     for env, message in [
             (dict(KMEANS_CLUSTERS="abc"), "KMEANS_CLUSTERS must be a whole number"),
             (dict(HUBERT_PRETRAIN_UPDATES="0"), "HUBERT_PRETRAIN_UPDATES must be in"),
@@ -391,9 +446,299 @@ def test_a_failed_coverage_choice_stops_the_study(pair_env, tmp_path):
     for mode in ("baseline", "fixed"):
         (study / f"{mode}_seed1").mkdir(parents=True)
         (study / f"{mode}_seed1" / "avg_last_3.pt").write_bytes(b"not a checkpoint")
-    env = dict(pair_env, STUDY_MODES="coverage", SEEDS="1", AVERAGE_LAST="3")
+    # every mode from the stand-ins: no dense run to start from is trained first
+    env = dict(pair_env, STUDY_MODES="coverage", SEEDS="1", AVERAGE_LAST="3", REDUCED_FROM="")
     for _ in range(2):  # and again: the failure is not remembered as a choice
         proc = run_script("study.sh", ["de"], env, check=False)
         assert proc.returncode != 0 and "choose_coverage:" in proc.stderr, proc.stderr[-2000:]
         assert "fairseq-train" not in proc.stderr and "Traceback" not in proc.stderr
         assert not (study / "coverage.txt").exists()
+
+
+# --- config files and arguments reach fairseq whole, or nothing starts ---------
+
+def fake_tools(tmp_path):
+    """A bin folder whose python, fairseq-train, fairseq-generate and torchrun only
+    append their command line to calls.log: what a script started, without running it."""
+    fake_bin = tmp_path / "fake_bin"
+    fake_bin.mkdir()
+    calls = tmp_path / "calls.log"
+    for tool in ("python", "fairseq-train", "fairseq-generate", "torchrun"):
+        (fake_bin / tool).write_text('#!/usr/bin/env bash\n'
+                                     f'printf "%s\\n" "$(basename "$0") $*" >> "{calls}"\n')
+        (fake_bin / tool).chmod(0o755)
+    return fake_bin, calls
+
+
+def script_env(tmp_path, **variables):
+    fake_bin, calls = fake_tools(tmp_path)
+    configs = tmp_path / "configs"
+    configs.mkdir(exist_ok=True)
+    for name in ("st.args", "st_fixed.args", "mt.args", "hubert.args", "generate.args"):
+        shutil.copy(os.path.join(REPO, "configs", "demo", name), configs / name)
+    mt = tmp_path / "mt.pt"
+    mt.write_bytes(b"stand-in")
+    hubert = tmp_path / "hubert.pt"
+    hubert.write_bytes(b"stand-in")
+    env = dict(os.environ, PY=str(fake_bin / "python"), DEVICE="cpu", CONFIG_DIR=str(configs),
+               DATA_ROOT=str(tmp_path / "data"), CKPT_ROOT=str(tmp_path / "ckpt"),
+               MT_CHECKPOINT=str(mt), HUBERT=str(hubert), EXTRA_ARGS="")
+    env.update(variables)
+    return env, configs, calls
+
+
+def run_fake(name, args, env, cwd=REPO):
+    return subprocess.run(["bash", os.path.join(SCRIPTS, name)] + list(args),
+                          capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+
+
+def started(calls):
+    return calls.read_text().splitlines() if calls.exists() else []
+
+
+@pytest.mark.parametrize("script,args,missing", [
+    # the mode's file is there, the shared one is not (the MT stage is done)
+    ("train_st.sh", ["de", "fixed"], "st.args"),
+    ("train_mt.sh", ["de"], "mt.args"),
+    ("pretrain_hubert.sh", ["de", "OUT"], "hubert.args"),
+])
+def test_a_missing_config_file_stops_the_script_before_anything_starts(tmp_path, script, args,
+                                                                        missing):
+    env, configs, calls = script_env(tmp_path)
+    (configs / missing).unlink()
+    args = [str(tmp_path / "out.pt") if a == "OUT" else a for a in args]
+    proc = run_fake(script, args, env)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stderr == f"error: config file {configs / missing} not found\n"
+    assert started(calls) == [] and not (tmp_path / "ckpt").exists()
+
+
+@pytest.mark.parametrize("make", ["directory", "dangling link"])
+def test_a_config_path_that_is_no_readable_file_is_named(tmp_path, make):
+    env, configs, calls = script_env(tmp_path)
+    (configs / "st.args").unlink()
+    if make == "directory":
+        (configs / "st.args").mkdir()
+        why = "is not a file"
+    else:
+        (configs / "st.args").symlink_to(tmp_path / "nowhere.args")
+        why = "not found"
+    proc = run_fake("train_st.sh", ["de", "fixed"], env)
+    assert proc.returncode == 2
+    assert proc.stderr == f"error: config file {configs / 'st.args'} {why}\n"
+    assert started(calls) == []
+
+
+def test_evaluate_reads_its_config_before_anything_runs(tmp_path):
+    env, configs, calls = script_env(tmp_path)
+    (configs / "generate.args").unlink()
+    ckpt = tmp_path / "avg.pt"
+    ckpt.write_bytes(b"stand-in")
+    proc = run_fake("evaluate.sh", ["de", str(ckpt)], env)
+    assert proc.returncode == 2
+    assert proc.stderr == f"error: config file {configs / 'generate.args'} not found\n"
+    assert started(calls) == []
+
+
+def test_a_missing_config_folder_is_named(tmp_path):
+    """check_mode listed the modes in a command substitution whose failure
+    (no folder, no st_*.args) ended the script silently with status 1."""
+    env, _, calls = script_env(tmp_path, CONFIG_DIR=str(tmp_path / "no_configs"))
+    proc = run_fake("train_st.sh", ["de", "fixed"], env)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"error: mode 'fixed': config file {tmp_path}/no_configs/st_fixed.args "
+                           "not found (modes there: none)\n")
+    assert started(calls) == []
+
+
+def test_config_words_and_extra_args_are_not_file_patterns(tmp_path):
+    """A config's ["km"] or [10,] and EXTRA_ARGS' words reach fairseq as written,
+    whatever files the current folder holds (a glob would turn [10,] into 1)."""
+    env, configs, calls = script_env(tmp_path, EXTRA_ARGS="--lr 2\n--loss-weights [10,]  --seed 7")
+    with open(configs / "st.args", "a") as f:
+        f.write("--labels [\"km\"] --label-rate 100\r\n   # an indented comment\n--lr\t1e-3")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    for name in ("1", "k", "0"):
+        (cwd / name).write_text("")
+    proc = run_fake("train_st.sh", ["de", "fixed"], env, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    train, = [c for c in started(calls) if c.startswith("fairseq-train ")]
+    words = train.split(" ")
+    assert words[-6:] == ["--lr", "2", "--loss-weights", "[10,]", "--seed", "7"]
+    assert '["km"]' in words and "--label-rate" in words and "100" in words
+    assert words[words.index("--lr", words.index("--label-rate")) + 1] == "1e-3"
+    assert "an" not in words and "\r" not in train and "k" not in words
+
+
+def test_scripts_pass_shellcheck():
+    """shellcheck over scripts/*.sh (sourced files followed): no finding at any
+    severity; an exclusion is written next to its line with the reason."""
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        if os.geteuid() == 0:
+            pytest.fail("shellcheck is not installed (scripts/install.sh installs it as root)")
+        pytest.skip("shellcheck is not installed and not root: apt-get install shellcheck")
+    scripts = sorted(str(p.relative_to(REPO)) for p in Path(SCRIPTS).glob("*.sh"))
+    proc = subprocess.run([shellcheck, "--external-sources", "--format", "gcc"] + scripts,
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0 and proc.stdout == "", proc.stdout + proc.stderr
+
+
+def test_a_killed_average_leaves_no_temporary_behind_a_rerun(tmp_path):
+    """kill -9 of average_checkpoints mid-write leaves avg_last_N.pt.tmp-PID (as
+    large as a checkpoint); the next run removes it when no process of that id
+    runs and it is untouched for a minute, whether or not the average exists."""
+    env, _, calls = script_env(tmp_path)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = run_dir / f"avg_last_3.pt.tmp-{dead.pid}"
+    fresh = run_dir / f"avg_last_4.pt.tmp-{dead.pid}"  # another count: not this run's
+    alive = run_dir / f"avg_last_3.pt.tmp-{os.getpid()}"
+    recent = run_dir / "avg_last_3.pt.tmp-1"  # pid 1 lives; and one written just now:
+    just_now = run_dir / f"avg_last_3.pt.tmp-{dead.pid + 1000000}"
+    for path in (stale, fresh, alive, recent, just_now):
+        path.write_bytes(b"half a checkpoint")
+        if path is not just_now:
+            os.utime(path, (1, 1))
+    for average_exists in (False, True):
+        if average_exists:
+            stale.write_bytes(b"half a checkpoint")
+            os.utime(stale, (1, 1))
+            (run_dir / "avg_last_3.pt").write_bytes(b"the average")
+        proc = run_fake("average_checkpoints.sh", ["de", "fixed", "3"],
+                        dict(env, ST_DIR=str(run_dir)))
+        assert proc.returncode == 0, proc.stderr
+        assert f"[average] removing {stale}, left by a killed run" in proc.stderr
+        assert not stale.exists()
+        assert fresh.exists() and alive.exists() and recent.exists() and just_now.exists()
+    assert (run_dir / "avg_last_3.pt").read_bytes() == b"the average"
+    assert len([c for c in started(calls) if "average_checkpoints" in c]) == 1
+
+
+@pytest.mark.parametrize("count", ["abc", "0", "-1", "../3"])
+def test_the_average_count_is_a_whole_number(tmp_path, count):
+    env, _, calls = script_env(tmp_path)
+    proc = run_fake("average_checkpoints.sh", ["de", "fixed", count], env)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: N must be")
+    assert len(proc.stderr.splitlines()) == 1 and started(calls) == []
+
+
+@pytest.mark.parametrize("variables,message", [
+    ({"DEVICE": "CPU"}, "DEVICE must be cpu or cuda, got 'CPU'"),
+    ({"DEVICE": "gpu"}, "DEVICE must be cpu or cuda, got 'gpu'"),
+])
+def test_device_is_cpu_or_cuda(tmp_path, variables, message):
+    """Any other DEVICE was taken as CUDA: fp16 and no --cpu on a CPU machine."""
+    env, _, calls = script_env(tmp_path, **variables)
+    proc = run_fake("train_st.sh", ["de", "fixed"], env)
+    assert proc.returncode == 2 and proc.stderr == f"error: {message}\n"
+    assert started(calls) == []
+
+
+def test_counts_with_leading_zeros_are_decimal(tmp_path):
+    """NPROC=08 passed the check and then failed in $((NODE_RANK * NPROC)) as an
+    octal number (bash's 'value too great for base')."""
+    env, _, calls = script_env(tmp_path, DEVICE="cuda", NPROC="08", NNODES="02", NODE_RANK="01",
+                               CUDA_VISIBLE_DEVICES="")
+    env.pop("CUDA_VISIBLE_DEVICES")
+    proc = run_fake("train_st.sh", ["de", "fixed"], env)
+    assert proc.returncode == 0, proc.stderr
+    train, = started(calls)
+    assert "--distributed-world-size 16 " in train and "--distributed-rank 8 " in train
+
+
+def test_evaluate_keeps_no_output_without_a_bleu_line(tmp_path):
+    """The BLEU line was read in a command substitution inside echo: a decoding
+    that printed none still ended with status 0 and left generate-*.txt, which
+    study.sh then kept as a finished evaluation."""
+    env, _, calls = script_env(tmp_path)
+    ckpt = tmp_path / "avg.pt"
+    ckpt.write_bytes(b"stand-in")
+    proc = run_fake("evaluate.sh", ["de", str(ckpt)], env)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1] == ("error: fairseq-generate wrote no BLEU line "
+                                            f"(Generate ...) for {ckpt}; nothing kept")
+    assert [p.name for p in tmp_path.glob("generate-*")] == []
+    assert any(c.startswith("fairseq-generate ") for c in started(calls))
+
+
+@pytest.mark.parametrize("script,args,folder", [
+    ("train_st.sh", ["de", "fixed"], "save folder {ckpt}/en-de/st_fixed"),
+    ("train_mt.sh", ["de"], "save folder {ckpt}/en-de/mt"),
+    ("pretrain_hubert.sh", ["de", "OUT"], "work folder {ckpt}/en-de/hubert_pretraining"),
+])
+def test_an_output_folder_that_cannot_be_written_stops_before_the_run(tmp_path, script, args,
+                                                                      folder):
+    """A file where the checkpoints' folder goes (as a read-only file system,
+    checked by hand with a read-only tmpfs): fairseq-train ended in a traceback
+    (OSError from verify_checkpoint_directory), the pre-training's mkdir in
+    mkdir's own words; now one line before anything runs."""
+    ckpt = tmp_path / "ckpt"
+    ckpt.write_text("a file in the way")
+    env, _, calls = script_env(tmp_path, CKPT_ROOT=str(ckpt))
+    args = [str(tmp_path / "out.pt") if a == "OUT" else a for a in args]
+    proc = run_fake(script, args, env)
+    assert proc.returncode == 2
+    assert proc.stderr == f"error: {folder.format(ckpt=ckpt)} is not a folder this user can " \
+                          "write in\n"
+    assert started(calls) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes in a mode-555 folder")
+def test_a_read_only_output_folder_stops_before_the_run(tmp_path):
+    env, _, calls = script_env(tmp_path)
+    out = tmp_path / "read_only"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        proc = run_fake("pretrain_hubert.sh", ["de", str(out / "hubert.pt")], env)
+    finally:
+        out.chmod(0o755)
+    assert proc.returncode == 2
+    assert proc.stderr == f"error: OUT.pt folder {out} is not a folder this user can write in\n"
+    assert started(calls) == []
+
+
+@pytest.mark.parametrize("seeds", [" 1 2", "1\t2"])
+def test_the_first_seed_is_the_first_word_of_seeds(tmp_path, seeds):
+    """${SEEDS%% *} took '' from ' 1 2' and '1<tab>2' from a tab: the coverage
+    mode then asked for baseline_seed/ and said the baseline had not run."""
+    env, configs, calls = script_env(tmp_path, STUDY_MODES="coverage", SEEDS=seeds,
+                                     AVERAGE_LAST="3", REDUCED_FROM="")
+    shutil.copy(os.path.join(REPO, "configs", "demo", "st_coverage.args"), configs)
+    study = tmp_path / "ckpt" / "en-de" / "study"
+    for mode in ("baseline", "fixed"):
+        (study / f"{mode}_seed1").mkdir(parents=True)
+        (study / f"{mode}_seed1" / "avg_last_3.pt").write_bytes(b"stand-in")
+    proc = run_fake("study.sh", ["de"], env)
+    assert "needs the baseline mode" not in proc.stderr
+    choose, = [c for c in started(calls) if "choose_coverage" in c]
+    assert f"--checkpoint {study}/baseline_seed1/avg_last_3.pt" in choose
+
+
+def test_seeds_of_blanks_name_no_seed(tmp_path):
+    env, _, calls = script_env(tmp_path, SEEDS="   ", STUDY_MODES="fixed", REDUCED_FROM="")
+    proc = run_fake("study.sh", ["de"], env)
+    assert proc.returncode == 2 and proc.stderr == "error: SEEDS names no seed\n"
+    assert started(calls) == []
+
+
+def test_a_full_disk_at_the_pretraining_copy_leaves_no_partial_file(tmp_path):
+    """The copy to OUT.pt.tmp-PID failing (a full disk; here a file size limit)
+    left the partial temporary beside OUT.pt; now it is removed, OUT.pt untouched."""
+    env, _, calls = script_env(tmp_path, KMEANS_CLUSTERS="2")
+    work = tmp_path / "ckpt" / "en-de" / "hubert_pretraining"
+    (work / "labels").mkdir(parents=True)
+    (work / "labels" / "dict.km.txt").write_text("0 1\n1 1\n")
+    (work / "checkpoints").mkdir()
+    (work / "checkpoints" / "checkpoint_last.pt").write_bytes(os.urandom(400_000))
+    out = tmp_path / "out" / "hubert.pt"
+    out.parent.mkdir()
+    proc = subprocess.run(["bash", "-c", 'ulimit -f 100; exec bash "$0" "$@"',
+                           os.path.join(SCRIPTS, "pretrain_hubert.sh"), "de", str(out)],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert proc.returncode != 0
+    assert list(out.parent.iterdir()) == []

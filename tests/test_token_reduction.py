@@ -129,9 +129,22 @@ def test_conv_mode_loads_official_weights_and_rejects_foreign_ones(hubert_tiny, 
         load_pruned_hubert(str(broken), token_reduction="conv")
 
 
-def test_uniform_keeps_evenly_spaced_frames():
-    from npy_tome_layer.reduction.selection import uniform_ranks
+def uniform_ranks(n, k):
+    """One row's kept ranks under the uniform rule."""
+    from npy_tome_layer.reduction.selection import uniform_choice
 
+    return uniform_choice(torch.tensor([n]), torch.tensor([k]), n)[0].nonzero().flatten()
+
+
+def random_ranks(n, k, seed, layer, length=None):
+    """One row's kept ranks under the random rule (``length``: its padded width)."""
+    from npy_tome_layer.reduction.selection import random_choice
+
+    chosen = random_choice(torch.tensor([n]), torch.tensor([k]), length or n, seed, layer)
+    return chosen[0].nonzero().flatten()
+
+
+def test_uniform_keeps_evenly_spaced_frames():
     assert uniform_ranks(10, 5).tolist() == [1, 3, 5, 7, 9]
     assert uniform_ranks(10, 10).tolist() == list(range(10))
     assert uniform_ranks(7, 1).tolist() == [3]
@@ -139,6 +152,7 @@ def test_uniform_keeps_evenly_spaced_frames():
         for k in range(1, n + 1):
             ranks = uniform_ranks(n, k)
             assert len(ranks) == k and ranks[0] >= 0 and ranks[-1] < n
+            assert ranks.tolist() == [(2 * j + 1) * n // (2 * k) for j in range(k)]
             if k > 1:  # strictly increasing, gaps differ by at most one frame
                 gaps = ranks[1:] - ranks[:-1]
                 assert (gaps >= 1).all() and int(gaps.max() - gaps.min()) <= 1
@@ -147,14 +161,14 @@ def test_uniform_keeps_evenly_spaced_frames():
 def test_blind_reductions_choose_within_each_rows_valid_frames():
     """The reduction itself on a padded batch: row b keeps keep_counts(n_b)
     frames, at the ranks the rule names, in time order, padding never kept."""
-    from npy_tome_layer.reduction.selection import keep_counts, random_ranks, uniform_ranks
+    from npy_tome_layer.reduction.selection import keep_counts
     from npy_tome_layer.reduction import ReductionOptions, Tokens, build_reduction
 
-    lengths = [37, 20, 9, 1]
+    lengths = [37, 20, 9, 1, 0]
     x, _, mask = _batch(lengths)
     positions = torch.arange(x.size(1)).expand(len(lengths), -1)
     for name, rule in (("uniform", lambda n, k: uniform_ranks(n, k)),
-                       ("random", lambda n, k: random_ranks(n, k, (5, 3)))):
+                       ("random", lambda n, k: random_ranks(n, k, 5, 3))):
         out = build_reduction(name, 8, ReductionOptions(seed=5)).reduce(Tokens(x, mask, positions), None, 0.7, 3)
         for b, n in enumerate(lengths):
             k = int(keep_counts(torch.tensor([n]), 0.7)[0])
@@ -163,14 +177,49 @@ def test_blind_reductions_choose_within_each_rows_valid_frames():
             torch.testing.assert_close(out.x[b, :k], x[b, rule(n, k)])
 
 
-def test_random_subset_depends_on_seed_layer_and_length_only():
-    from npy_tome_layer.reduction.selection import random_ranks
+def python_frame_hash(seed, layer, n, rank):
+    """The random rule's hash in Python's unbounded integers: what int64
+    tensors must give on any device (no product may overflow)."""
+    def mix(h):
+        for multiplier in (0x2C9277B5, 0x6B43A9B5):
+            h ^= h >> 16
+            h = (h * multiplier) & 0xFFFFFFFF
+        return h ^ (h >> 15)
 
-    a = random_ranks(100, 40, (0, 3))
-    assert a.tolist() == random_ranks(100, 40, (0, 3)).tolist()
+    key = mix(mix(mix(seed & 0xFFFFFFFF) ^ layer) ^ n)
+    return mix(key ^ rank)
+
+
+def test_random_subset_is_the_smallest_hashes_of_seed_layer_length_and_rank():
+    from npy_tome_layer.reduction.selection import frame_hash
+
+    for seed, layer, n in [(0, 0, 1), (5, 3, 37), (2**40 + 7, 11, 500), (123456789, 2, 999)]:
+        hashes = frame_hash(seed, layer, torch.tensor([n]), n)[0].tolist()
+        assert hashes == [python_frame_hash(seed, layer, n, r) for r in range(n)]
+        assert len(set(hashes)) == n  # a bijection of the rank: no ties
+        k = max(1, (7 * n) // 10)
+        expected = sorted(sorted(range(n), key=lambda r: hashes[r])[:k])
+        assert random_ranks(n, k, seed, layer).tolist() == expected
+
+
+def test_random_subset_depends_on_seed_layer_and_length_only():
+    from npy_tome_layer.reduction.selection import random_choice
+
+    a = random_ranks(100, 40, 0, 3)
+    assert a.tolist() == random_ranks(100, 40, 0, 3).tolist()
     assert (a[1:] > a[:-1]).all() and len(set(a.tolist())) == 40
-    assert a.tolist() != random_ranks(100, 40, (1, 3)).tolist()  # seed
-    assert a.tolist() != random_ranks(100, 40, (0, 4)).tolist()  # layer
+    assert a.tolist() != random_ranks(100, 40, 1, 3).tolist()  # seed
+    assert a.tolist() != random_ranks(100, 40, 0, 4).tolist()  # layer
+    assert a.tolist() != random_ranks(99, 40, 0, 3).tolist()  # length
+    assert a.tolist() == random_ranks(100, 40, 0, 3, length=173).tolist()  # not the padding
+    # any batch: each row as it is alone
+    lengths, counts = torch.tensor([100, 7, 0, 100, 64]), torch.tensor([40, 3, 0, 90, 64])
+    together = random_choice(lengths, counts, 120, 0, 3)
+    for b, (n, k) in enumerate(zip(lengths.tolist(), counts.tolist())):
+        assert together[b].nonzero().flatten().tolist() == random_ranks(n, k, 0, 3).tolist()
+    # spread over the utterance, not bunched
+    kept = random_ranks(1000, 500, 0, 0)
+    assert 200 < int((kept < 500).sum()) < 300
 
 
 def test_random_reduction_seed_changes_the_kept_frames(hubert_tiny):

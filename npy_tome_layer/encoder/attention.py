@@ -80,6 +80,15 @@ class ReducibleAttention(MultiheadAttention):
     # the map is built block by block. CUDA takes it in one go.
     cpu_block_bytes = 2 << 20
     cuda_block_bytes = 256 << 20  # the scoring pass's blocks on a GPU
+    # Where the fused kernel's log-sum-exp replaces the scoring pass's softmax:
+    # device type -> input dtypes. None by default. On the CPU its lse matches
+    # an fp32 logsumexp to ~5e-7 for fp32 input (3-6e-5 for half precision: too
+    # far for scores equal to the softmax's within 1e-5), but subtracting it
+    # and exponentiating took longer than the row-wise softmax kernel (fused
+    # path 0.81-0.86x as fast at width 64, 0.93-0.94x at 768, 500 frames x 8,
+    # one thread, no_grad); the CUDA path (memory-efficient kernel) has not
+    # been measured on a GPU (tests/test_cuda.py checks its scores).
+    log_sum_exp_kernels: dict = {}
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
                 attn_mask=None, **kwargs):
@@ -136,42 +145,91 @@ class ReducibleAttention(MultiheadAttention):
 
     def _fused(self, q, k, v, key_bias, key_padding_mask, evidence):
         """Output from fused attention; probabilities for the evidence from a
-        separate no-grad pass."""
-        if evidence.needs_probabilities:
-            with torch.no_grad(), record_function(EVIDENCE_LABEL):
-                self._probabilities_by_query_blocks(q.detach(), k.detach(), key_bias,
-                                                    key_padding_mask, evidence)
-        if key_bias is None:
-            mask = None
-        elif evidence.key_log_size is None:
-            mask = ~key_padding_mask[:, None, None, :].bool()  # exact in any dtype
-        else:
-            mask = key_bias.to(q.dtype)
+        separate no-grad pass: ``exp(logit - lse)`` where the kernel hands
+        back each query's log-sum-exp with the output, a softmax otherwise."""
         dropout = self.dropout_module.p if self.training or \
             self.dropout_module.apply_during_inference else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        out = lse = None
+        if evidence.needs_probabilities:
+            out, lse = self._attention_and_log_sum_exp(q, k, v, key_bias, dropout)
+            with torch.no_grad(), record_function(EVIDENCE_LABEL):
+                self._probabilities_by_query_blocks(q.detach(), k.detach(), key_bias,
+                                                    key_padding_mask, evidence, lse)
+        if out is None:
+            if key_bias is None:
+                mask = None
+            elif evidence.key_log_size is None:
+                mask = ~key_padding_mask[:, None, None, :].bool()  # exact in any dtype
+            else:
+                mask = key_bias.to(q.dtype)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         bsz, heads, tgt_len, head_dim = out.shape
         out = out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, heads * head_dim)
         return self.out_proj(out), None
 
-    def _probabilities_by_query_blocks(self, q, k, key_bias, key_padding_mask, evidence):
-        """fp32 softmax of blocks of whole query rows (every head, every key),
+    def _attention_and_log_sum_exp(self, q, k, v, key_bias, dropout):
+        """(B x H x T x d output, B x H x T fp32 log-sum-exp of each query's
+        logits) from one fused kernel, where ``log_sum_exp_kernels`` names the
+        device and dtype; (None, None) where it does not, or the kernel
+        refuses the input (the softmax pass then scores)."""
+        if q.dtype not in self.log_sum_exp_kernels.get(q.device.type, ()):
+            return None, None
+        length = q.size(2)
+        bias = None if key_bias is None else key_bias.to(q.dtype)  # 0 / -inf: exact
+        try:
+            if q.device.type == "cpu":
+                if dropout > 0:  # the CPU kernel has no dropout
+                    return None, None
+                out, lse = _aten("_scaled_dot_product_flash_attention_for_cpu")(
+                    q, k, v, 0.0, False, attn_mask=bias, scale=self.scaling)
+            elif q.device.type == "cuda":
+                if bias is not None:
+                    # the memory-efficient kernel reads a bias of the full shape
+                    # whose rows start at multiples of 16 elements
+                    aligned = -(-length // 16) * 16
+                    bias = F.pad(bias, (0, aligned - length))[..., :length].expand(
+                        q.size(0), q.size(1), length, length)
+                out, lse = _aten("_scaled_dot_product_efficient_attention")(
+                    q, k, v, bias, True, dropout, False, scale=self.scaling)[:2]
+            else:
+                return None, None
+        except torch.OutOfMemoryError:
+            raise
+        except (AttributeError, NotImplementedError, RuntimeError):
+            return None, None  # no such kernel here, or not for this input
+        return out, lse[..., :length].detach().float()  # the CUDA kernel pads its queries
+
+    def _probabilities_by_query_blocks(self, q, k, key_bias, key_padding_mask, evidence,
+                                       log_sum_exp=None):
+        """fp32 probabilities of blocks of query rows (every head, every key),
         handed to the evidence block by block and dropped: the score needs no
-        gradient and no block outlives its turn."""
+        gradient and no block outlives its turn. With each query's
+        ``log_sum_exp`` (B x H x T) a block is ``exp(logits - lse)``, no
+        normalising pass; otherwise a softmax.
+
+        A block takes as many of a row's queries as fit the budget and, where
+        whole rows fit, as many rows: the matrix products need many queries
+        per row to run fast on the CPU (blocks of 10 queries of all 8 rows
+        took 1.5x as long as blocks of 87 queries of one, base width, 500
+        frames)."""
         bsz, heads, length, _ = q.shape
         q = q.float() * self.scaling
-        k = k.float()
-        per_row = 4 * heads * length  # bytes of one query row's probabilities
+        k = k.float().transpose(-1, -2)
+        per_query = 4 * heads * length  # bytes of one query's probabilities, one row
         budget = self.cpu_block_bytes if q.device.type == "cpu" else self.cuda_block_bytes
-        rows_per_block = max(1, budget // per_row)
-        for b in range(bsz):
-            rows = slice(b, b + 1)
-            for start in range(0, length, rows_per_block):
-                queries = slice(start, min(start + rows_per_block, length))
-                logits = torch.matmul(q[rows, :, queries], k[rows].transpose(-1, -2))
+        queries_per_block = min(length, max(1, budget // per_query))
+        rows_per_block = max(1, budget // (per_query * queries_per_block))
+        for first in range(0, bsz, rows_per_block):
+            rows = slice(first, min(first + rows_per_block, bsz))
+            for start in range(0, length, queries_per_block):
+                queries = slice(start, min(start + queries_per_block, length))
+                logits = torch.matmul(q[rows, :, queries], k[rows])
                 if key_bias is not None:
                     logits += key_bias[rows]
-                probs = logits.softmax(dim=-1)
+                if log_sum_exp is None:
+                    probs = logits.softmax(dim=-1)
+                else:
+                    probs = logits.sub_(log_sum_exp[rows, :, queries, None]).exp_()
                 query_mask = None if key_padding_mask is None else key_padding_mask[:, queries]
                 evidence.accumulate(probs, rows, heads, query_mask)
 
@@ -183,6 +241,11 @@ class ReducibleAttention(MultiheadAttention):
         if per_head >= self.num_heads:
             return max(1, per_head // self.num_heads), self.num_heads
         return 1, per_head
+
+
+def _aten(name: str):
+    """An aten operator by name; AttributeError where this torch has none."""
+    return getattr(torch.ops.aten, name)
 
 
 def attention_padding_mask(padding_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

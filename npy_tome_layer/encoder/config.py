@@ -1,9 +1,20 @@
 """HuBERT configurations: a checkpoint's ``cfg.model`` completed to fairseq's
 ``HubertConfig``, and configurations by size (the official base and large, and
 smaller ones of the same shape for stand-ins, tests and the demo)."""
+import dataclasses
+
 from fairseq.dataclass.utils import merge_with_parent
 from fairseq.models.hubert.hubert import HubertConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from ..errors import InputError, shorten
+from ..io.flags import finite_number, share, whole_number
+
+# HubertConfig's float fields that are probabilities: dropouts, layerdrop, the
+# masking probabilities (fairseq's own flags take any float for them)
+PROBABILITY_MARKS = ("dropout", "layerdrop", "_prob")
+
 
 def hubert_config(model_cfg) -> HubertConfig:
     """Checkpoint ``cfg.model`` -> full HubertConfig (older files miss newer fields)."""
@@ -15,6 +26,41 @@ def hubert_config(model_cfg) -> HubertConfig:
     with open_dict(model_cfg):
         model_cfg.pop("_name", None)
     return merge_with_parent(HubertConfig(), model_cfg, remove_missing=True)
+
+
+def checked_override(name: str, value):
+    """An override of HubertConfig field ``name`` as a plain Python value, or
+    InputError: OmegaConf would take True as a dropout of 1.0 and 5.0 as a
+    layerdrop, and fail on numpy numbers with a traceback. Booleans for bool
+    fields, probabilities in [0, 1], other floats finite, ints whole >= 0 (all
+    of HubertConfig's ints are sizes or counts)."""
+    kinds = {f.name: f.type for f in dataclasses.fields(HubertConfig)}
+    if name not in kinds or name == "_name":
+        raise InputError(f"unknown HuBERT config field {name!r}")
+    kind = kinds[name]
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise InputError(f"{name} must be True or False, got {value!r}")
+        return value
+    if kind is float:
+        if any(mark in name for mark in PROBABILITY_MARKS):
+            return share(name, value)
+        return finite_number(name, value)
+    if kind is int:
+        return whole_number(name, value, 0)
+    return value  # strings and choices: OmegaConf checks them
+
+
+def with_overrides(cfg: HubertConfig, overrides: dict) -> HubertConfig:
+    """``cfg`` with fields replaced (dropout, encoder_layerdrop, ...), as
+    fine-tuning does; each value checked by ``checked_override``."""
+    for name, value in overrides.items():
+        value = checked_override(name, value)
+        try:
+            cfg[name] = value
+        except OmegaConfBaseException as e:  # a choice that is not one (extractor_mode)
+            raise InputError(f"{name}: {shorten(str(e).splitlines()[0])}") from None
+    return cfg
 
 
 HUBERT_SIZES = {

@@ -15,7 +15,6 @@ glue around the method in ``reduction/``.
 """
 import contextlib
 import logging
-import numbers
 from dataclasses import replace
 from typing import Dict, List, NamedTuple, Optional
 
@@ -32,11 +31,12 @@ from torch.profiler import record_function
 
 from ..errors import InputError
 from ..io.audio import SAMPLE_RATE
-from ..io.checkpoints import checkpoint_task, load_checkpoint
+from ..io.checkpoints import check_shapes, checkpoint_task, load_checkpoint
 from ..reduction import (REDUCE_LABEL, KeepRateSchedule, ReductionOptions, Tokens,
                          TokenReduction, build_reduction)
 from .attention import ReducibleAttention, attention_padding_mask, collecting
-from .config import hubert_config
+from ..io.flags import is_whole_number, whole_number
+from .config import hubert_config, with_overrides
 from .front_end import conv_output_lengths, make_front_end_batch_invariant, reading_valid_samples
 
 logger = logging.getLogger(__name__)
@@ -52,6 +52,9 @@ class EncoderResult(NamedTuple):
     padding_mask: Optional[torch.Tensor]  # B x T' for the returned states
     kept_indices: List[torch.Tensor]  # original frame index per kept position, per layer >= init
     layer_results: list
+    # per entry of kept_indices, B x T' x 2: first and last original frame each
+    # position stands for (a run for adjacent / fold; first == last == position else)
+    spans: List[torch.Tensor]
 
 
 class PrunedTransformerEncoder(TransformerEncoder):
@@ -64,8 +67,7 @@ class PrunedTransformerEncoder(TransformerEncoder):
                  options: ReductionOptions = ReductionOptions()):
         super().__init__(args)
         num_layers = len(self.layers)
-        if isinstance(pruning_init_layer, bool) or not isinstance(pruning_init_layer,
-                                                                  numbers.Integral):
+        if not is_whole_number(pruning_init_layer):
             raise InputError(f"pruning_init_layer must be a whole number, got "
                              f"{pruning_init_layer!r}")
         if not 0 <= pruning_init_layer <= num_layers:
@@ -121,7 +123,7 @@ class PrunedTransformerEncoder(TransformerEncoder):
         positions = torch.arange(x.size(0), device=x.device).unsqueeze(0).expand(x.size(1), -1)
         # the states as the reduction sees them: batch first, original frame index per position
         tokens = Tokens(x.transpose(0, 1), padding_mask, positions)
-        kept_indices, layer_results, shortened = [], [], False
+        kept_indices, spans, layer_results, shortened = [], [], [], False
         for i, layer in enumerate(self.layers):
             # draw like fairseq does, so RNG streams match the dense encoder
             dropout_probability = np.random.random() if self.layerdrop > 0 else 1
@@ -132,6 +134,7 @@ class PrunedTransformerEncoder(TransformerEncoder):
                 # before any reduction the filler frames are still there
                 width = tokens.positions.size(1) - (0 if shortened else pad_length)
                 kept_indices.append(tokens.positions[:, :width])
+                spans.append(tokens.span_bounds()[:, :width])
             if runs and i >= min_layer:
                 layer_results.append((x, None, layer_result))
             if i == tgt_layer:
@@ -142,7 +145,7 @@ class PrunedTransformerEncoder(TransformerEncoder):
             # a reduction already dropped the filler frames; otherwise undo as fairseq does
             x = x[:, :-pad_length]
             padding_mask = padding_mask[:, :-pad_length]
-        return x, EncoderResult(padding_mask, kept_indices, layer_results)
+        return x, EncoderResult(padding_mask, kept_indices, layer_results, spans)
 
     def _layer_input(self, x, padding_mask):
         """fairseq's steps before the first layer: zeroed padding, positional
@@ -195,7 +198,8 @@ class PrunedHubertModel(HubertModel):
     the frames that are left, ``features`` (conv front end) with
     ``features_padding_mask``, and ``kept_indices``: the original frame index
     of each kept frame, one B x T' tensor per layer from the init layer on
-    (padded positions hold filler indices).
+    (padded positions hold filler indices), and ``spans`` beside it, B x T' x 2:
+    the first and last original frame each position stands for.
     """
 
     def __init__(self, cfg: HubertConfig, task_cfg, dictionaries: List[Optional[Dictionary]],
@@ -241,6 +245,11 @@ class PrunedHubertModel(HubertModel):
         if not torch.is_tensor(source):
             raise InputError(f"source must be a torch tensor (B x samples), got "
                              f"{type(source).__name__}: use torch.as_tensor(...)")
+        for name, tensor in (("source", source), ("padding_mask", padding_mask)):
+            if torch.is_tensor(tensor) and tensor.is_meta:
+                # torch's own error ("item() cannot be called on meta tensors") names neither
+                raise InputError(f"{name} is on the meta device (no data): load or create it "
+                                 "with real values (to_empty(), or a tensor on cpu/cuda)")
         if source.dim() == 1:
             source = source.unsqueeze(0)
             padding_mask = None if padding_mask is None else padding_mask.reshape(1, -1)
@@ -294,7 +303,7 @@ class PrunedHubertModel(HubertModel):
         ``features_only``) needs every frame, so it runs only unshortened."""
         source, padding_mask = self.check_source(source, padding_mask)
         layers = len(self.encoder.layers)
-        if output_layer is not None and not (isinstance(output_layer, int) and
+        if output_layer is not None and not (is_whole_number(output_layer) and
                                              1 <= output_layer <= layers):
             raise InputError(f"output_layer must be a layer number in [1, {layers}] (None: the "
                              f"last), got {output_layer!r}")
@@ -321,7 +330,8 @@ class PrunedHubertModel(HubertModel):
         if padding_mask is None and x_mask is not None and not x_mask.any():
             x_mask = None  # as fairseq: no mask in, no padding -> no mask out
         return {"x": x, "padding_mask": x_mask, "features": features,
-                "features_padding_mask": padding_mask, "kept_indices": result.kept_indices}
+                "features_padding_mask": padding_mask, "kept_indices": result.kept_indices,
+                "spans": result.spans}
 
     def extract_features(self, source, padding_mask=None, mask=False, ret_conv=False,
                          output_layer=None):
@@ -351,6 +361,7 @@ def build_pruned_hubert(model_cfg, task_cfg=None, dictionaries=None,
                         reduction_seed: int = 0, pruning_coverage: Optional[float] = None,
                         pruning_min_keep_rate: float = 0.0,
                         pruning_window: Optional[int] = None,
+                        pruning_merge_threshold: Optional[float] = None,
                         **model_overrides) -> PrunedHubertModel:
     """Build (random weights) from a HuBERT ``cfg.model``. The keep rate comes
     from ``KeepRateSchedule.from_arguments``; ``model_overrides``
@@ -362,27 +373,31 @@ def build_pruned_hubert(model_cfg, task_cfg=None, dictionaries=None,
     valid if any of its samples is; ``padding_mask_from_conv_lengths`` then
     changes only the mask). ``token_reduction="coverage"`` reads
     ``pruning_coverage`` and ``pruning_min_keep_rate``; ``"local"`` reads
-    ``pruning_window``."""
+    ``pruning_window``; ``"adjacent"`` reads ``pruning_merge_threshold`` and
+    ``pruning_min_keep_rate``."""
+    # checked whatever the reduction and schedule, as their flags are (a fixed
+    # rate would otherwise ignore pruning_schedule_updates=-5)
+    if pruning_schedule_updates is not None:
+        whole_number("pruning_schedule_updates", pruning_schedule_updates, 0)
+    whole_number("conv_stride", conv_stride, 2)
+    whole_number("reduction_seed", reduction_seed, 0)
     schedule = KeepRateSchedule.from_arguments(pruning_rate, pruning_max_rate, pruning_min_rate,
                                                pruning_schedule_updates)
-    cfg = hubert_config(model_cfg)
-    for key, value in model_overrides.items():
-        if key not in cfg:
-            raise InputError(f"unknown HuBERT config field {key!r}")
-        cfg[key] = value
+    cfg = with_overrides(hubert_config(model_cfg), model_overrides)
     if task_cfg is None:
         task_cfg = OmegaConf.create({"sample_rate": SAMPLE_RATE})
     return PrunedHubertModel(
         cfg, task_cfg, dictionaries or [None], schedule, pruning_init_layer,
         fairseq_padding, padding_mask_from_conv_lengths, token_reduction,
         ReductionOptions(conv_stride, reduction_seed, pruning_coverage, pruning_min_keep_rate,
-                         pruning_window),
+                         pruning_window, pruning_merge_threshold),
     )
 
 
 def load_hubert_weights(model: PrunedHubertModel, weights: dict, path: str) -> None:
     """Strict load of official weights; only the conv reduction (new, not in
     any HuBERT file) may be missing."""
+    check_shapes(model.state_dict(), weights, path)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     missing = [k for k in missing if not k.startswith(REDUCTION_PREFIX)]
     if missing or unexpected:

@@ -8,7 +8,7 @@ import io
 import os
 import re
 from contextlib import redirect_stdout
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from ..errors import InputError
 
@@ -42,11 +42,15 @@ def bleu_from_generate_output(path: str) -> float:
 def translations(generate_output: str) -> Tuple[List[str], List[str]]:
     """(hypotheses, references) of a fairseq-generate output, in sentence-id order."""
     with open(generate_output, encoding="utf-8") as f:
-        text = f.read()
+        return parse_translations(f.read(), generate_output)
+
+
+def parse_translations(text: str, where: str) -> Tuple[List[str], List[str]]:
+    """(hypotheses, references) of fairseq-generate's printed lines, by sentence id."""
     hyps = dict((int(i), h) for i, h in HYPOTHESIS.findall(text))
     refs = dict((int(i), r) for i, r in REFERENCE.findall(text))
     if not hyps or set(hyps) != set(refs):
-        raise InputError(f"{generate_output}: hypotheses and references of different "
+        raise InputError(f"{where}: hypotheses and references of different "
                          f"sentences ({len(hyps)} D- lines, {len(refs)} T- lines)")
     ids = sorted(hyps)
     return [hyps[i] for i in ids], [refs[i] for i in ids]
@@ -54,7 +58,7 @@ def translations(generate_output: str) -> Tuple[List[str], List[str]]:
 
 def generate_args(checkpoint: str, data: str, subset: str, *, beam: int = 8,
                   lenpen: float = 1.0, max_tokens: int = 4000000, cpu: bool = False,
-                  model_overrides: Optional[Dict] = None):
+                  model_overrides: Optional[Dict] = None, replace_audio: Optional[str] = None):
     from fairseq import options
 
     argv = [data, "--user-dir", USER_DIR, "--task", "speech_and_text_translation",
@@ -63,16 +67,32 @@ def generate_args(checkpoint: str, data: str, subset: str, *, beam: int = 8,
             "--scoring", "sacrebleu", "--required-batch-size-multiple", "1"]
     if cpu:
         argv.append("--cpu")
+    if replace_audio:
+        argv += ["--replace-audio", replace_audio]
     if model_overrides:
         argv += ["--model-overrides", repr(model_overrides)]
     parser = options.get_generation_parser()
     return options.parse_args_and_arch(parser, argv)
 
 
-def decode_bleu(checkpoint: str, data: str, subset: str, **kwargs) -> float:
-    """sacreBLEU of one setting; generate's per-sentence lines are not printed."""
+class Decoded(NamedTuple):
+    bleu: float
+    hypotheses: List[str]  # in sentence-id order
+    references: List[str]
+
+
+def decode(checkpoint: str, data: str, subset: str, **kwargs) -> Decoded:
+    """sacreBLEU and the translations of one setting (``generate_args``'
+    keywords); generate's per-sentence lines are read, not printed."""
     from fairseq_cli import generate
 
     args = generate_args(checkpoint, data, subset, **kwargs)
-    with redirect_stdout(io.StringIO()):
-        return generate.main(args).score()
+    printed = io.StringIO()
+    with redirect_stdout(printed):
+        bleu = generate.main(args).score()
+    return Decoded(bleu, *parse_translations(printed.getvalue(), f"{checkpoint} on {subset}"))
+
+
+def decode_bleu(checkpoint: str, data: str, subset: str, **kwargs) -> float:
+    """sacreBLEU of one setting; generate's per-sentence lines are not printed."""
+    return decode(checkpoint, data, subset, **kwargs).bleu

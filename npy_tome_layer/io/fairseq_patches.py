@@ -5,7 +5,9 @@ through --user-dir).
 * torch's weights-only loader learns the classes fairseq pickles (``SAFE_GLOBALS``).
 * ``load_checkpoint_to_cpu``: an unreadable file is named with its path (torch's
   own error, "invalid load key, 'x'", names none), and an unreadable
-  checkpoint_last.pt names the newest readable checkpoint to resume from.
+  checkpoint_last.pt names the newest readable checkpoint to resume from; a
+  file that unpickles to a list (or anything but a dict) and weights holding
+  NaN or inf are refused, naming the file (and the first such tensor).
 * ``_upgrade_state_dict`` assumes a training checkpoint (it reads ``best_loss``
   without ``optimizer_history``): a bare released-weights file such as
   ``deltalm-base.pt`` (``{"weights": ...}``) passes through untouched.
@@ -22,12 +24,34 @@ import torch
 from fairseq import checkpoint_utils
 from fairseq.file_io import PathManager
 
+from ..errors import shorten
 from .atomic import atomic_destination
-from .checkpoints import SAFE_GLOBALS, CheckpointError, check_checkpoint_file, resume_hint
+from .checkpoints import (SAFE_GLOBALS, CheckpointError, check_checkpoint_file,
+                          check_finite_weights, not_a_checkpoint, resume_hint)
 
 
 # torch's messages for a zip file that is not a torch archive (or a damaged one)
 TORCH_ARCHIVE_ERRORS = ("zip archive", "PytorchStreamReader", "inline_container")
+
+
+def _unreadable(path: str, local: str, error: Exception, any_dict: bool):
+    """After fairseq's loader failed on what it unpickled: the one-line error
+    saying what the file holds, or None to let ``error`` stand. fairseq indexes
+    the object right after ``torch.load`` with no hook between, so it is read
+    again here, on the failure path only (a good checkpoint is read once). A
+    dict without fairseq's keys (no ``optimizer_history`` nor ``best_loss``) is
+    named too when ``any_dict``."""
+    try:
+        state = torch.load(local, map_location="cpu")
+    except Exception:  # unreadable again: the loader's own error stands
+        return None
+    if not isinstance(state, dict):
+        return not_a_checkpoint(path, state)
+    if not any_dict:
+        return None
+    return CheckpointError(f"{path}: not a fairseq checkpoint (a dict without what fairseq's "
+                           f"loader reads: {type(error).__name__} "
+                           f"{shorten((str(error).splitlines() or [''])[0])})")
 
 
 def _wrap_with_path(load):
@@ -36,18 +60,30 @@ def _wrap_with_path(load):
         try:
             # a path behind one of fairseq's PathManager handlers (http, ...) is
             # checked where the handler puts it, as fairseq's loader reads it
-            check_checkpoint_file(PathManager.get_local_path(path) if "://" in path else path)
+            local = PathManager.get_local_path(path) if "://" in path else path
+            check_checkpoint_file(local)
             try:
-                return load(path, *args, **kwargs)
+                state = load(path, *args, **kwargs)
             except (pickle.UnpicklingError, EOFError, RuntimeError) as e:
                 if isinstance(e, RuntimeError) and not any(
                         m in str(e) for m in TORCH_ARCHIVE_ERRORS):
-                    raise
+                    # `"args" in tensor` raises this; other RuntimeErrors stand
+                    raise _unreadable(path, local, e, any_dict=False) or e
                 detail = next(
                     (ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln),
                     str(e).splitlines()[0] if str(e) else type(e).__name__,
                 )
                 raise CheckpointError(f"{path}: cannot unpickle checkpoint: {detail}") from e
+            except OSError:  # reading failed (a remote handler, a disk): not the content
+                raise
+            except Exception as e:  # noqa: BLE001 - the re-read below decides what it was
+                # a list, None, a number; a dict of other keys (KeyError
+                # 'best_loss'), a cfg that is not a config, an empty history
+                raise _unreadable(path, local, e, any_dict=True) or e
+            # every load of fairseq's and the plugin's passes here: a model of
+            # NaN weights is refused before it gives NaN features or pictures
+            check_finite_weights(path, state)
+            return state
         except CheckpointError as e:
             hint = resume_hint(path) if os.path.exists(path) else ""
             if not hint:

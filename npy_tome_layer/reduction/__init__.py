@@ -6,6 +6,10 @@ Pure torch; of this package it imports only ``errors.py``.
                  attention fills, the registry ``REDUCTIONS``
   reductions.py  the registered ones: prune (the method), merge, conv, uniform, random,
                  and the content-adaptive coverage and the windowed local
+  adjacent.py    the registered ones whose tokens stand for runs of frames (spans):
+                 adjacent (A-ToMe neighbour merging) and fold (prune, dropped
+                 frames averaged into the nearest kept one)
+  runs.py        contiguous runs of tokens pooled into one (states, sizes, spans)
   selection.py   the pruning rule as pure tensor functions (keep counts, received
                  attention, top-k in time order, gathering; the blind choices)
   merging.py     ToMe-style bipartite merging
@@ -13,6 +17,7 @@ Pure torch; of this package it imports only ``errors.py``.
   cost.py        frames per layer and FLOPs as arithmetic (the benchmark's ideal)
 """
 from . import reductions  # noqa: F401  (registers every reduction)
+from . import adjacent  # noqa: F401  (registers adjacent and fold, after those)
 from .interface import (  # noqa: F401
     EVIDENCE_LABEL,
     PROFILE_LABELS,

@@ -45,19 +45,29 @@ class Tokens:
 
     x: B x T x C; padding_mask: B x T (True = padding) or None; positions:
     B x T original frame index of each token; sizes: B x T frames each token
-    stands for (merging) or None (one each).
+    stands for (merging) or None (one each); spans: B x T x 2 first and last
+    original frame of the run a token stands for (``adjacent``, ``fold``) or
+    None (each token its own frame: first == last == position).
     """
 
     x: Tensor
     padding_mask: Optional[Tensor]
     positions: Tensor
     sizes: Optional[Tensor] = None
+    spans: Optional[Tensor] = None
 
     def take(self, indices: Tensor, padding_mask: Tensor) -> "Tokens":
         """The tokens at ``indices`` (B x W), one gather for every field."""
         return Tokens(gather_frames(self.x, indices), padding_mask,
                       self.positions.gather(1, indices),
-                      None if self.sizes is None else self.sizes.gather(1, indices))
+                      None if self.sizes is None else self.sizes.gather(1, indices),
+                      None if self.spans is None else gather_frames(self.spans, indices))
+
+    def span_bounds(self) -> Tensor:
+        """B x T x 2: first and last original frame each token stands for."""
+        if self.spans is not None:
+            return self.spans
+        return self.positions.unsqueeze(-1).expand(-1, -1, 2)
 
 
 # --- what the attention hands over --------------------------------------------
@@ -193,19 +203,21 @@ def register_reduction(name: str):
 class ReductionOptions:
     """Settings a reduction may read besides the keep rate (each reads its own
     in ``build``; ``--conv-reduction-stride``, ``--token-reduction-seed``,
-    ``--pruning-coverage``, ``--pruning-min-keep-rate``, ``--pruning-window``)."""
+    ``--pruning-coverage``, ``--pruning-min-keep-rate``, ``--pruning-window``,
+    ``--pruning-merge-threshold``)."""
 
     conv_stride: int = 2
     seed: int = 0
     coverage: Optional[float] = None
     min_keep_rate: float = 0.0
     window: Optional[int] = None
+    merge_threshold: Optional[float] = None  # --pruning-merge-threshold (adjacent)
 
 
 # options that belong to one reduction, with the API / flag name a user gave them
 # by (conv_stride and seed keep fairseq's defaults in every run's args)
 OWN_OPTIONS = {"coverage": "pruning_coverage", "min_keep_rate": "pruning_min_keep_rate",
-               "window": "pruning_window"}
+               "window": "pruning_window", "merge_threshold": "pruning_merge_threshold"}
 
 
 def build_reduction(name: str, embed_dim: int,

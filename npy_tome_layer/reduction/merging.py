@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from .selection import keep_counts, time_ordered, valid_lengths
+from .selection import inverse_permutation, keep_counts, time_ordered, valid_lengths
 
 
 def merge_tokens(
@@ -36,9 +36,11 @@ def merge_tokens(
     n = valid_lengths(padding_mask, bsz, tsz, x.device)
     k = keep_counts(n, rate)
     r = n - k  # merges per row; <= ceil(n / 2) = |A| since rate >= 0.5
-    width = max(1, int(k.max()))  # an all-empty batch keeps one filler column
+    # both numbers in one read of the host
+    longest, most_merges = torch.stack((k.max(), r.max())).tolist()
+    width = max(1, longest)  # an all-empty batch keeps one filler column
     new_mask = torch.arange(width, device=x.device).unsqueeze(0) >= k.unsqueeze(1)
-    if tsz < 2 or int(r.max()) == 0:  # nothing to merge (and no B set to match against)
+    if tsz < 2 or most_merges == 0:  # nothing to merge (and no B set to match against)
         return x[:, :width], sizes[:, :width], positions[:, :width], new_mask
     t = torch.arange(tsz, device=x.device)
     valid = t.unsqueeze(0) < n.unsqueeze(1)
@@ -52,8 +54,7 @@ def merge_tokens(
     best = best.masked_fill(~valid[:, 0::2], float("-inf"))
     # rank A tokens by edge strength; the r strongest merge
     order = best.argsort(dim=-1, descending=True)
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.size(1), device=x.device)
-                                            .unsqueeze(0).expand_as(order))
+    rank = inverse_permutation(order)
     merged_a = (rank < r.unsqueeze(1)) & valid[:, 0::2]  # B x Ta
 
     # size-weighted sum into the B tokens (in fp32), then divide by the new size

@@ -21,16 +21,17 @@ from .interface import (
     full_precision,
     register_reduction,
 )
+from .runs import run_spans, stride_runs
 from .merging import merge_tokens
 from .selection import (
     coverage_counts,
     keep_counts,
-    random_ranks,
+    random_choice,
     ranked_frame_scores,
     select_by_windows,
     select_counts,
     select_frames,
-    uniform_ranks,
+    uniform_choice,
     valid_lengths,
 )
 
@@ -122,8 +123,11 @@ class StridedConvReduction(TokenReduction):
     def reduce(self, tokens, evidence, rate, layer):
         x, padding_mask = self(tokens.x, tokens.padding_mask)
         sizes = None if tokens.sizes is None else tokens.sizes[:, :: self.stride]
+        # each output frame stands for the stride of frames it pooled
+        spans = run_spans(tokens, stride_runs(tokens.padding_mask, *tokens.x.shape[:2],
+                                              self.stride, tokens.x.device))
         return replace(tokens, x=x, padding_mask=padding_mask,
-                       positions=tokens.positions[:, :: self.stride], sizes=sizes)
+                       positions=tokens.positions[:, :: self.stride], sizes=sizes, spans=spans)
 
     def lengths_after(self, valid, run, rate):
         return math.ceil(valid / self.stride), math.ceil(run / self.stride)
@@ -135,19 +139,19 @@ class StridedConvReduction(TokenReduction):
 class BlindSelection(TokenReduction):
     """Keeps as many frames as ``prune`` (ceil(rate * n) of a row's n valid
     frames, after the same layers, layerdrop included) but chooses them without
-    looking at the attention: ``ranks(n, k, layer)`` names which of the row's
-    valid frames (0 = earliest) survive. The attention runs its fast path."""
+    looking at the attention: ``chosen(num_valid, counts, length, layer)``
+    marks, for every row at once, which of the row's valid frames (by rank,
+    0 = earliest) survive. The attention runs its fast path."""
 
-    def ranks(self, n: int, k: int, layer: int) -> Tensor:
+    def chosen(self, num_valid: Tensor, counts: Tensor, length: int, layer: int) -> Tensor:
         raise NotImplementedError
 
     def reduce(self, tokens, evidence, rate, layer):
         x, padding_mask = tokens.x, tokens.padding_mask
         num_valid = valid_lengths(padding_mask, x.size(0), x.size(1), x.device)
-        counts = keep_counts(num_valid, rate).tolist()
-        ranks = [self.ranks(n, k, layer) for n, k in zip(num_valid.tolist(), counts)]
-        scores = ranked_frame_scores(ranks, padding_mask, x.size(1), x.device)
-        indices, new_mask = select_frames(scores, padding_mask, rate)
+        chosen = self.chosen(num_valid, keep_counts(num_valid, rate), x.size(1), layer)
+        indices, new_mask = select_frames(ranked_frame_scores(chosen, padding_mask),
+                                          padding_mask, rate)
         return tokens.take(indices, new_mask)
 
 
@@ -155,15 +159,15 @@ class BlindSelection(TokenReduction):
 class UniformSelection(BlindSelection):
     """Blind baseline: the kept frames evenly spaced over the row."""
 
-    def ranks(self, n, k, layer):
-        return uniform_ranks(n, k)
+    def chosen(self, num_valid, counts, length, layer):
+        return uniform_choice(num_valid, counts, length)
 
 
 @register_reduction("random")
 class RandomSelection(BlindSelection):
-    """Blind baseline: a pseudo-random subset, drawn on the CPU from
-    (``--token-reduction-seed``, layer, n) only, so it is the same in any batch
-    and on any device."""
+    """Blind baseline: a pseudo-random subset, a hash of
+    (``--token-reduction-seed``, layer, n, frame rank) only, so it is the same
+    in any batch and on any device."""
 
     def __init__(self, seed: int = 0):
         super().__init__()
@@ -173,8 +177,8 @@ class RandomSelection(BlindSelection):
     def build(cls, embed_dim, options):
         return cls(options.seed)
 
-    def ranks(self, n, k, layer):
-        return random_ranks(n, k, (self.seed, layer))
+    def chosen(self, num_valid, counts, length, layer):
+        return random_choice(num_valid, counts, length, self.seed, layer)
 
 
 @register_reduction("coverage")

@@ -118,21 +118,38 @@ def coverage_counts(scores: Tensor, padding_mask: Optional[Tensor], coverage: fl
     return torch.minimum(m, num_valid)
 
 
-def window_quotas(num_valid: int, count: int, window: int) -> Tensor:
-    """``count`` of ``num_valid`` frames split over consecutive windows of
-    ``window`` frames (the last may be shorter): window w gets
+def inverse_permutation(order: Tensor) -> Tensor:
+    """B x T: where each entry stands in ``order`` (B x T, a permutation of
+    0..T-1 per row), i.e. the rank of each item under the order."""
+    ranks = torch.arange(order.size(1), device=order.device).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, ranks)
+
+
+def window_quotas(num_valid, counts, window: int, num_windows: Optional[int] = None):
+    """``counts[b]`` of ``num_valid[b]`` frames split over consecutive windows
+    of ``window`` frames (the last may be shorter): window w gets
     floor(count * size_w / n), the frames left one each to the windows with
-    the largest remainders, ties to the earlier window. Exact integers."""
-    if num_valid == 0:
-        return torch.zeros(0, dtype=torch.long)
-    starts = torch.arange(0, num_valid, window)
-    sizes = torch.clamp(num_valid - starts, max=window)
-    quota = torch.div(count * sizes, num_valid, rounding_mode="floor")
-    remainder = (count * sizes) % num_valid
-    left = count - int(quota.sum())
-    favoured = remainder.sort(descending=True, stable=True).indices[:left]
-    quota[favoured] += 1
-    return quota
+    the largest remainders, ties to the earlier window. Exact integers.
+
+    num_valid, counts: (B,) tensors -> B x ``num_windows`` (windows past a
+    row's end get 0; by default as many as the longest row has, which reads
+    the host); or plain ints -> that one row's windows.
+    """
+    if not torch.is_tensor(num_valid):
+        return window_quotas(torch.tensor([num_valid]), torch.tensor([counts]), window)[0]
+    if num_windows is None:
+        num_windows = -(-int(num_valid.max()) // window) if len(num_valid) else 0
+    starts = torch.arange(num_windows, device=num_valid.device).unsqueeze(0) * window
+    n, count = num_valid.unsqueeze(1), counts.unsqueeze(1)
+    sizes = (n - starts).clamp(min=0, max=window)
+    share = count * sizes
+    quota = torch.div(share, n.clamp(min=1), rounding_mode="floor")
+    remainder = share - quota * n
+    left = count - quota.sum(dim=1, keepdim=True)
+    # fewer frames are left than windows with a remainder, so windows past the
+    # end (remainder 0, after every real window in the stable order) get none
+    by_remainder = remainder.sort(dim=1, descending=True, stable=True).indices
+    return quota + (inverse_permutation(by_remainder) < left).long()
 
 
 def select_by_windows(scores: Tensor, padding_mask: Optional[Tensor], counts: Tensor,
@@ -143,23 +160,23 @@ def select_by_windows(scores: Tensor, padding_mask: Optional[Tensor], counts: Te
     valid frames come first (as everywhere in the encoder)."""
     bsz, tsz = scores.shape
     num_valid = valid_lengths(padding_mask, bsz, tsz, scores.device)
+    num_windows = -(-tsz // window)
     position = torch.arange(tsz, device=scores.device).unsqueeze(0).expand(bsz, -1)
     window_of = torch.div(position, window, rounding_mode="floor")
     if padding_mask is not None:
-        window_of = window_of.masked_fill(padding_mask, tsz)  # padding after every window
+        window_of = window_of.masked_fill(padding_mask, num_windows)  # after every window
     # by window, then descending score, ties to the earlier frame: two stable sorts
     by_score = descending_order(scores.float(), padding_mask)
     by_window = window_of.gather(1, by_score).sort(dim=1, stable=True).indices
     order = by_score.gather(1, by_window)
-    rank_in_window = torch.arange(tsz, device=scores.device).unsqueeze(0) - \
-        window_of.gather(1, order) * window
-    keep_score = torch.zeros(bsz, tsz, device=scores.device)
-    for b in range(bsz):
-        n = int(num_valid[b])
-        quota = window_quotas(n, int(counts[b]), window).to(scores.device)
-        windows = window_of[b, order[b, :n]]
-        kept = rank_in_window[b, :n] < quota[windows]
-        keep_score[b, order[b, :n][kept]] = 1.0
+    # the valid frames lead the order, window by window, each window starting
+    # at its own first position
+    ordered_window = window_of.gather(1, order)
+    rank_in_window = position - ordered_window * window
+    quota = window_quotas(num_valid, counts, window, num_windows)
+    quota_of = quota.gather(1, ordered_window.clamp(max=num_windows - 1))
+    kept = (rank_in_window < quota_of) & (position < num_valid.unsqueeze(1))
+    keep_score = torch.zeros(bsz, tsz, device=scores.device).scatter_(1, order, kept.float())
     return select_counts(keep_score, padding_mask, counts)
 
 
@@ -175,39 +192,68 @@ def time_ordered(indices: Tensor, filler: Tensor, length: int) -> Tensor:
     return ordered - (ordered >= length).long() * length
 
 
-def uniform_ranks(n: int, k: int) -> Tensor:
-    """``k`` of ``n`` frames evenly spaced: the middle frame of each of ``k``
-    equal stretches, ``floor((2j + 1) n / 2k)`` for j < k."""
-    if k <= 0:
-        return torch.zeros(0, dtype=torch.long)
-    j = torch.arange(k, dtype=torch.long)
-    return torch.div((2 * j + 1) * n, 2 * k, rounding_mode="floor")
+def uniform_choice(num_valid: Tensor, counts: Tensor, length: int) -> Tensor:
+    """B x ``length`` bool: which valid-frame ranks (0 = a row's earliest valid
+    frame) row b keeps to have ``counts[b]`` of ``num_valid[b]`` frames evenly
+    spaced: the middle frame of each of k equal stretches,
+    ``floor((2j + 1) n / 2k)`` for j < k."""
+    j = torch.arange(length, device=num_valid.device).unsqueeze(0)
+    n, k = num_valid.unsqueeze(1), counts.unsqueeze(1)
+    ranks = torch.div((2 * j + 1) * n, 2 * k.clamp(min=1), rounding_mode="floor")
+    # j >= k names no frame: sent to a spare column, dropped after the scatter
+    ranks = torch.where(j < k, ranks, length)
+    chosen = torch.zeros(len(num_valid), length + 1, dtype=torch.bool, device=num_valid.device)
+    return chosen.scatter_(1, ranks, True)[:, :length]
 
 
-def random_ranks(n: int, k: int, key) -> Tensor:
-    """``k`` of ``n`` frames drawn without replacement, in time order, from a
-    CPU generator seeded by ``key`` (a tuple of ints) and ``n``: the same
-    subset in any batch and on any device."""
-    seed = 0
-    for part in (*key, n):
-        seed = (seed * 1_000_003 + int(part)) % (1 << 62)
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randperm(n, generator=generator)[:k].sort().values
+_MASK32 = (1 << 32) - 1
 
 
-def ranked_frame_scores(ranks, padding_mask: Optional[Tensor], length: int, device) -> Tensor:
-    """B x ``length`` scores that make ``select_frames`` keep, in row b, the
-    valid frames whose rank among the row's valid frames (0 = earliest) is in
-    ``ranks[b]``: those score 1, other valid frames 0."""
-    bsz = len(ranks)
+def _mix32(h: Tensor) -> Tensor:
+    """A bijection of [0, 2^32) that scatters nearby inputs: xor-shifts and
+    multiplications by odd numbers mod 2^32. The multipliers are below 2^31,
+    so every product of a 32-bit value stays below 2^63: int64 arithmetic
+    without overflow gives the same bits on every device."""
+    for multiplier in (0x2C9277B5, 0x6B43A9B5):
+        h = h ^ (h >> 16)
+        h = (h * multiplier) & _MASK32
+    return h ^ (h >> 15)
+
+
+def frame_hash(seed: int, layer: int, num_valid: Tensor, length: int) -> Tensor:
+    """B x ``length`` int64 in [0, 2^32): a counter-based hash of (``seed``
+    mod 2^32, ``layer``, the row's valid frames n, the valid-frame rank). It
+    depends on nothing else (not the batch, not the device), and as a
+    bijection of the rank for a given key it never ties within a row."""
+    key = torch.full_like(num_valid, int(seed) & _MASK32)
+    key = _mix32(_mix32(_mix32(key) ^ (int(layer) & _MASK32)) ^ num_valid)
+    rank = torch.arange(length, device=num_valid.device).unsqueeze(0)
+    return _mix32(key.unsqueeze(1) ^ rank)
+
+
+def random_choice(num_valid: Tensor, counts: Tensor, length: int, seed: int,
+                  layer: int) -> Tensor:
+    """B x ``length`` bool: which valid-frame ranks row b keeps, ``counts[b]``
+    of its ``num_valid[b]`` frames, pseudo-random: those with the smallest
+    ``frame_hash`` (ties, which the hash does not make, to the earlier frame)."""
+    rank = torch.arange(length, device=num_valid.device).unsqueeze(0)
+    hashes = frame_hash(seed, layer, num_valid, length).masked_fill(
+        rank >= num_valid.unsqueeze(1), 1 << 32)  # past a row's end: after every frame
+    by_hash = hashes.sort(dim=1, stable=True).indices
+    return inverse_permutation(by_hash) < counts.unsqueeze(1)
+
+
+def ranked_frame_scores(chosen: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
+    """B x T scores that make ``select_frames`` keep, in row b, the valid
+    frames whose rank among the row's valid frames (0 = earliest) is marked
+    in ``chosen`` (B x T bool, by rank): those score 1, other frames 0."""
+    bsz, length = chosen.shape
     if padding_mask is None:
-        valid_positions = torch.arange(length, device=device).expand(bsz, -1)
-    else:  # each row's valid positions first, in time order (a stable sort)
-        valid_positions = padding_mask.long().sort(dim=1, stable=True).indices
-    scores = torch.zeros(bsz, length, device=device)
-    for b, row_ranks in enumerate(ranks):
-        scores[b, valid_positions[b, row_ranks.to(device)]] = 1.0
-    return scores
+        return chosen.float()
+    # each row's valid positions first, in time order (a stable sort)
+    valid_positions = padding_mask.long().sort(dim=1, stable=True).indices
+    return torch.zeros(bsz, length, device=chosen.device).scatter_(1, valid_positions,
+                                                                   chosen.float())
 
 
 def gather_frames(x: Tensor, indices: Tensor) -> Tensor:

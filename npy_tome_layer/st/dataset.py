@@ -16,9 +16,18 @@ import torch
 from fairseq.data import FairseqDataset, data_utils
 
 from ..errors import InputError, shorten
-from ..io.audio import MIN_SAMPLES, AudioError, audio_info
+from ..io.audio import MIN_SAMPLES, AudioError, audio_info, first_non_finite, non_finite_problem
 
 COLUMNS = ("id", "audio", "n_frames", "tgt_text", "src_text", "speaker")
+# characters that end a manifest field or row: the tab, and the line breaks at
+# which the reader (a file opened with newline="") splits rows
+FIELD_BREAKS = "\t\n\r"
+
+
+def breaks_a_field(text: str) -> bool:
+    """Whether ``text`` cannot be one manifest field as it is."""
+    return any(c in text for c in FIELD_BREAKS)
+AUDIO_REPLACEMENTS = ("silence",)  # --replace-audio: what a no-audio floor hears instead
 
 
 class ManifestError(InputError):
@@ -112,6 +121,11 @@ def read_audio(ref: AudioRef, num_samples: int, where: str = "") -> np.ndarray:
     if len(wav) != num_samples:
         raise ManifestError(f"{where}: read {len(wav)} samples from {ref.path}, "
                             f"expected {num_samples} (truncated file?)")
+    # here, where the samples are first read: a NaN would make the batch's
+    # loss NaN (or k-means fail) far from the row that holds it
+    bad = first_non_finite(wav)
+    if bad is not None:
+        raise ManifestError(f"{where}: {non_finite_problem(ref.path, ref.offset + bad)}")
     return wav
 
 
@@ -120,8 +134,12 @@ class SpeechTranslationDataset(FairseqDataset):
     source of CRESS-style multitask training). Sizes are in audio samples."""
 
     def __init__(self, tsv_path, rows, targets: List[torch.Tensor], dictionary,
-                 shuffle=True, transcripts: Optional[List[torch.Tensor]] = None):
+                 shuffle=True, transcripts: Optional[List[torch.Tensor]] = None,
+                 silent: bool = False):
         self.tsv_path = tsv_path
+        # silence of each utterance's length instead of its audio: the length
+        # (and so the frame counts) stays, the words go
+        self.silent = silent
         self.rows = rows
         self.targets = targets
         self.transcripts = transcripts
@@ -138,7 +156,7 @@ class SpeechTranslationDataset(FairseqDataset):
         self.tgt_sizes = np.array([len(t) for t in targets], dtype=np.int64)
 
     @classmethod
-    def from_tsv(cls, tsv_path, dictionary, encode_text, shuffle=True):
+    def from_tsv(cls, tsv_path, dictionary, encode_text, shuffle=True, silent=False):
         rows = read_manifest(tsv_path)
         def encode(text):
             return dictionary.encode_line(encode_text(text), add_if_not_exist=False,
@@ -146,7 +164,7 @@ class SpeechTranslationDataset(FairseqDataset):
 
         targets = [encode(r["tgt_text"]) for r in rows]
         transcripts = [encode(r["src_text"]) for r in rows]
-        return cls(tsv_path, rows, targets, dictionary, shuffle, transcripts)
+        return cls(tsv_path, rows, targets, dictionary, shuffle, transcripts, silent)
 
     def where(self, row) -> str:
         return f"{self.tsv_path}:{row['_line']} (id {row['id']})"
@@ -155,7 +173,11 @@ class SpeechTranslationDataset(FairseqDataset):
         return len(self.rows)
 
     def __getitem__(self, index):
-        wav = read_audio(self.refs[index], int(self.sizes[index]), self.where(self.rows[index]))
+        if self.silent:
+            wav = np.zeros(int(self.sizes[index]), dtype=np.float32)
+        else:
+            wav = read_audio(self.refs[index], int(self.sizes[index]),
+                             self.where(self.rows[index]))
         item = {"id": index, "source": torch.from_numpy(wav), "target": self.targets[index]}
         if self.transcripts is not None:
             item["transcript"] = self.transcripts[index]

@@ -29,7 +29,7 @@ from .deltalm import (
     deltalm_base,
     load_released_deltalm,
 )
-from ..io.flags import keep_rate_flag, share_flag, whole_number_flag
+from ..io.flags import cosine_flag, keep_rate_flag, share_flag, whole_number_flag
 from ..reduction import REDUCTIONS
 from ..encoder.pruned_hubert import build_pruned_hubert, load_hubert_weights
 
@@ -152,8 +152,13 @@ class HubertTransformerPruningModel(FairseqEncoderDecoderModel):
                             help="--token-reduction coverage: each row keeps the fewest frames "
                                  "whose received attention reaches this share of its total")
         parser.add_argument("--pruning-min-keep-rate", type=share_flag,
-                            help="--token-reduction coverage: keep at least ceil(R * n) frames "
+                            help="--token-reduction coverage, or adjacent with "
+                                 "--pruning-merge-threshold: keep at least ceil(R * n) frames "
                                  "(default 0: no floor)")
+        parser.add_argument("--pruning-merge-threshold", type=cosine_flag,
+                            help="--token-reduction adjacent: merge every pair of neighbouring "
+                                 "frames whose key cosine similarity exceeds this, instead of "
+                                 "prune's count (the keep rate then does not apply)")
         parser.add_argument("--pruning-window", type=whole_number_flag(1),
                             help="--token-reduction local: frames per window (default 10)")
         parser.add_argument("--conv-kernel-sizes", type=str, help="subsampler kernels, e.g. 5,5")
@@ -242,7 +247,9 @@ def hubert_arguments(args) -> dict:
         reduction_seed=getattr(args, "token_reduction_seed", 0),
         pruning_coverage=getattr(args, "pruning_coverage", None),
         pruning_min_keep_rate=getattr(args, "pruning_min_keep_rate", None) or 0.0,
-        pruning_window=getattr(args, "pruning_window", None), **rate_arguments(args))
+        pruning_window=getattr(args, "pruning_window", None),
+        pruning_merge_threshold=getattr(args, "pruning_merge_threshold", None),
+        **rate_arguments(args))
 
 
 def rate_arguments(args) -> dict:
@@ -309,9 +316,10 @@ def st_hubert_weights(weights: dict) -> dict:
 
 def _pruning_defaults(args):
     args.token_reduction = getattr(args, "token_reduction", "prune")
-    # the coverage reduction sets its own counts: no keep rate unless one is given
-    args.pruning_rate = getattr(args, "pruning_rate",
-                                1.0 if args.token_reduction == "coverage" else 0.9)
+    args.pruning_merge_threshold = getattr(args, "pruning_merge_threshold", None)
+    # coverage and a merge threshold set their own counts: no keep rate unless one is given
+    own_counts = args.token_reduction == "coverage" or args.pruning_merge_threshold is not None
+    args.pruning_rate = getattr(args, "pruning_rate", 1.0 if own_counts else 0.9)
     args.pruning_init_layer = getattr(args, "pruning_init_layer", 0)
     args.freeze_hubert = getattr(args, "freeze_hubert", False)
     args.pruning_coverage = getattr(args, "pruning_coverage", None)

@@ -9,14 +9,15 @@ import numpy as np
 import torch
 import yaml
 from fairseq import metrics, utils
-from fairseq.data import Dictionary, encoders
+from fairseq.data import encoders
 from fairseq.distributed import utils as distributed_utils
 from fairseq.tasks import FairseqTask, register_task
 from fairseq.tasks.translation import load_langpair_dataset
 
 from ..errors import InputError
+from ..io.dictionary import load_dictionary
 from .criterion import EXTRA_TEXT
-from .dataset import SpeechTranslationDataset
+from .dataset import AUDIO_REPLACEMENTS, SpeechTranslationDataset
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,10 @@ class SpeechAndTextTranslationTask(FairseqTask):
                             help="longest utterance in samples (CRESS: 900000, 56 s at 16 kHz)")
         parser.add_argument("--max-text-positions", type=int, default=512,
                             help="longest source/target text in tokens")
+        parser.add_argument("--replace-audio", choices=AUDIO_REPLACEMENTS, default=None,
+                            help="'silence': every utterance's audio is replaced by silence "
+                                 "of the same length (the no-audio floor: what a model "
+                                 "writes without listening; fairseq-generate with it)")
         # validation BLEU, as fairseq's translation task and CRESS spell it
         parser.add_argument("--eval-bleu", action="store_true",
                             help="decode the validation set and log sacreBLEU as 'bleu'")
@@ -126,10 +131,7 @@ class SpeechAndTextTranslationTask(FairseqTask):
         dict_path = cls._resolve(args.data, data_cfg["vocab_filename"])
         if not os.path.isfile(dict_path):
             raise InputError(f"{cfg_path}: vocab_filename {dict_path} not found")
-        try:
-            dictionary = Dictionary.load(dict_path)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise InputError(f"{dict_path}: not a fairseq dictionary ({e})") from e
+        dictionary = load_dictionary(dict_path, dict_path)
         logger.info("dictionary: %d types", len(dictionary))
         return cls(args, dictionary, data_cfg)
 
@@ -204,7 +206,8 @@ class SpeechAndTextTranslationTask(FairseqTask):
         if self.speech_input:
             tsv = os.path.join(self.args.data, f"{split}.tsv")
             self.datasets[split] = SpeechTranslationDataset.from_tsv(
-                tsv, self.dictionary, self.encode_text, shuffle=split.startswith("train"))
+                tsv, self.dictionary, self.encode_text, shuffle=split.startswith("train"),
+                silent=getattr(self.args, "replace_audio", None) == "silence")
         else:
             self.datasets[split] = self.load_text_dataset(split)
 

@@ -5,7 +5,12 @@
       --run pruned=ckpt/st_fixed/avg.pt:ckpt/st_fixed/generate-avg.txt
 
 BLEU is read from each run's fairseq-generate output (``scripts/evaluate.sh``
-writes it); frames and times are measured here, now: every utterance of the
+writes it), next to the floor it is read against (``evaluation/listening.py``):
+the share of distinct hypotheses, the same checkpoint's BLEU with every
+utterance's audio replaced by silence (decoded here with ``--beam``,
+``--lenpen``: give evaluate.sh's), the BLEU of the training split's most
+frequent target for every utterance, and whether the run listens. Frames and
+times are measured here, now: every utterance of the
 subset goes through the checkpoint's speech encoder one at a time (batch 1,
 so no padding), ``--repeats`` times after one warm-up pass, the runs' passes
 interleaved, and the median total is reported. Prints a markdown table.
@@ -16,9 +21,11 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..io.flags import whole_number_flag
+from ..io.flags import finite_number_flag, whole_number_flag
 from ..errors import InputError, exit_on_input_error
-from ..evaluation.decoding import bleu_from_generate_output, load_st_model
+from ..evaluation.decoding import bleu_from_generate_output, load_st_model, translations
+from ..evaluation.listening import (LISTENING_P, MIN_DISTINCT_SHARE, assess, listening_mark,
+                                    no_audio_floor)
 from ..evaluation.reference import reference_speedups
 from ..evaluation.timing import kept_counts, kept_frames, measure_interleaved, utterances
 from ..st.model import check_st_checkpoint
@@ -34,13 +41,18 @@ def setting_label(setting) -> str:
 
 def markdown_table(rows: List[Dict], baseline: Optional[str] = None) -> str:
     base = next((r for r in rows if r["name"] == baseline), rows[0])
-    lines = ["| run | setting | BLEU | HuBERT frames kept | HuBERT time (s) "
+    lines = ["| run | setting | BLEU | distinct hypotheses | no-audio BLEU | listens "
+             "| HuBERT frames kept | HuBERT time (s) "
              "| speech encoder time (s) | encoder speedup | speedup at base size |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         bleu = "n/a" if r.get("bleu") is None else f"{r['bleu']:.2f}"
+        heard = r.get("listening")
         lines.append(
             f"| {r['name']} | {setting_label(r['setting'])} | {bleu} "
+            + ("| n/a | n/a " if heard is None else
+               f"| {100 * heard.distinct:.0f} % | {heard.no_audio_bleu:.2f} ")
+            + f"| {listening_mark(heard)} "
             f"| {r['frames_out']}/{r['frames_in']} ({100 * r['frames_out'] / r['frames_in']:.1f} %) "
             f"| {r['hubert_s']:.3f} | {r['encoder_s']:.3f} "
             f"| {base['encoder_s'] / r['encoder_s']:.2f}x | {r['base_speedup']:.2f}x |")
@@ -56,6 +68,12 @@ def main(argv=None):
                         help="the first run is the speedup baseline")
     parser.add_argument("--repeats", type=whole_number_flag(1), default=3)
     parser.add_argument("--threads", type=whole_number_flag(1), default=None, help="torch.set_num_threads")
+    parser.add_argument("--beam", type=whole_number_flag(1), default=8,
+                        help="beam of the no-audio decoding (the runs' own)")
+    parser.add_argument("--lenpen", type=finite_number_flag, default=1.0,
+                        help="length penalty of the no-audio decoding (the runs' own)")
+    parser.add_argument("--max-tokens", type=whole_number_flag(1), default=4000000)
+    parser.add_argument("--cpu", action="store_true", help="decode on the CPU")
     parser.add_argument("--reference-size", default="base",
                         help="HuBERT size of the last column: a random-weight encoder of that "
                              "size on the same audio at each run's setting (tiny in tests)")
@@ -78,8 +96,9 @@ def run(args):
                 raise InputError(f"--run {name}: {path} does not exist")
         check_st_checkpoint(ckpt)
         bleu = bleu_from_generate_output(generate_out) if generate_out else None
+        heard = listening_of_run(args, ckpt, generate_out) if generate_out else None
         model, dataset, _ = load_st_model(ckpt, args.data, args.subset)
-        rows.append({"name": name, "bleu": bleu})
+        rows.append({"name": name, "bleu": bleu, "listening": heard})
         pairs.append((model, dataset))
     for row, measured in zip(rows, measure_interleaved(pairs, args.repeats)):
         row.update(measured)
@@ -103,7 +122,26 @@ def run(args):
     print(f"{args.subset}: {r['utterances']} utterances, {r['audio_s']:.1f} s of audio; batch 1, "
           f"median of {args.repeats} interleaved passes, {torch.get_num_threads()} CPU threads; "
           f"last column: random-weight HuBERT-{args.reference_size}, same audio and settings")
+    constant = next((row["listening"] for row in rows if row["listening"]), None)
+    if constant is not None:
+        print(f"floors: no-audio BLEU = the same checkpoint decoding silence of each "
+              f"utterance's length; the training split's most frequent target for every "
+              f"utterance scores {constant.constant_bleu:.2f}; 'listens' = at least "
+              f"{MIN_DISTINCT_SHARE:.0%} distinct hypotheses and above both floors "
+              f"(paired approximate randomization, p < {LISTENING_P})")
     print(markdown_table(rows))
+
+
+def listening_of_run(args, checkpoint: str, generate_output: str):
+    """``assess`` of one run: its generate output against its no-audio floor."""
+    hypotheses, references = translations(generate_output)
+    silent, constant = no_audio_floor(
+        checkpoint, args.data, args.subset, os.path.join(args.data, "train.tsv"),
+        beam=args.beam, lenpen=args.lenpen, max_tokens=args.max_tokens, cpu=args.cpu)
+    if len(silent) != len(hypotheses):
+        raise InputError(f"{generate_output}: {len(hypotheses)} translations, but "
+                         f"{args.subset} has {len(silent)} utterances")
+    return assess(hypotheses, references, silent, constant)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ and writes to OUT:
   config.yaml   the sentencepiece model and dictionary (DeltaLM's spm.model / dict.txt)
   mt/           fairseq-preprocess binaries of the text pairs, for --text-data
 Every input is checked before anything is written: the flags' files, the
-splits present (train and dev are required), every segment against its wav
-(at least one HuBERT frame of samples) and the three text files' alignment.
+splits present (train and dev are required, none may be empty), every segment
+against its wav (at least one HuBERT frame of finite samples, a name a manifest
+row can carry) and the three text files' alignment.
 Bad segments are all reported by split and line, and nothing is written for
 that split. Finished outputs are kept on re-runs (a config.yaml naming other
 files is refused); every file is written under a temporary name and renamed,
@@ -31,18 +32,19 @@ from typing import Dict, List, Optional
 import sentencepiece as spm
 import soundfile as sf
 import yaml
-from fairseq.data import Dictionary
 
 from ..errors import InputError, exit_on_input_error, shorten
 from ..io.atomic import (TEMPORARY_MARK, atomic_destination, check_output_folder,
                          write_text_atomically)
-from ..io.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, audio_info
-from ..st.dataset import COLUMNS
+from ..io.audio import (MIN_SAMPLES, SAMPLE_RATE, AudioError, audio_info,
+                        first_non_finite_sample, non_finite_problem)
+from ..io.dictionary import load_dictionary
+from ..st.dataset import COLUMNS, FIELD_BREAKS, breaks_a_field
 
 SPLITS = ("train", "dev", "tst-COMMON", "tst-HE")
 REQUIRED_SPLITS = ("train", "dev")  # training and validation; tests are optional
-# characters a TSV field cannot hold: the manifest reader splits rows at \n and \r
-FIELD_BREAKS = str.maketrans({"\t": " ", "\n": " ", "\r": " "})
+# a sentence's tab or line break is written as a space (a file name's is refused)
+AS_SPACES = str.maketrans({c: " " for c in FIELD_BREAKS})
 MT_SPLITS = {"train": "trainpref", "dev": "validpref", "tst-COMMON": "testpref"}
 
 
@@ -130,14 +132,18 @@ def read_split(pair_dir: str, split: str, tgt_lang: str, log=print) -> List[Dict
     texts = {lang: read_lines(os.path.join(txt, f"{split}.{lang}"), split)
              for lang in ("en", tgt_lang)}
     problems = []
+    if not segments:  # its manifest would hold no rows, which training and decoding refuse
+        problems.append(f"{split}: {yaml_path} lists no segments: a split needs at least one")
     if not (len(segments) == len(texts["en"]) == len(texts[tgt_lang])):
         problems.append(f"{split}: {yaml_path} has {len(segments)} segments, {split}.en "
                         f"{len(texts['en'])} lines, {split}.{tgt_lang} {len(texts[tgt_lang])} lines")
     info: Dict[str, sf._SoundFileInfo] = {}
     rows, per_talk = [], {}
     for i, (seg, en, tgt) in enumerate(zip(segments, texts["en"], texts[tgt_lang])):
-        named = seg.get("wav") if isinstance(seg, dict) else seg
-        where = f"{split}: line {i + 1} ({shorten(str(named))})"
+        named = str(seg.get("wav") if isinstance(seg, dict) else seg)
+        # a name with a line break is shown quoted: each problem is one line
+        shown = repr(named) if breaks_a_field(named) else named
+        where = f"{split}: line {i + 1} ({shorten(shown)})"
         if not isinstance(seg, dict) or not {"offset", "duration", "wav"} <= set(seg):
             problems.append(f"{where}: segment lacks offset/duration/wav")
             continue
@@ -149,6 +155,10 @@ def read_split(pair_dir: str, split: str, tgt_lang: str, log=print) -> List[Dict
         if not is_plain_file_name(seg["wav"]):
             problems.append(f"{where}: wav {shorten(repr(seg['wav']))} is not the name of a file "
                             f"in {wav_dir}")
+            continue
+        if breaks_a_field(seg["wav"]):
+            problems.append(f"{where}: wav {shorten(repr(seg['wav']))} holds a tab or line "
+                            "break, which a manifest row cannot carry; rename the file")
             continue
         wav = os.path.abspath(os.path.join(wav_dir, seg["wav"]))
         try:
@@ -165,6 +175,10 @@ def read_split(pair_dir: str, split: str, tgt_lang: str, log=print) -> List[Dict
         if n < MIN_SAMPLES:
             problems.append(f"{where}: segment of {n} samples ({seg['duration']}s); HuBERT needs "
                             f"at least {MIN_SAMPLES} for one frame")
+            continue
+        bad = first_non_finite_sample(wav, meta, offset, n)
+        if bad is not None:
+            problems.append(f"{where}: {non_finite_problem(wav, bad)}")
             continue
         if is_blank(en) or is_blank(tgt):
             problems.append(f"{where}: empty transcript or translation")
@@ -191,7 +205,7 @@ def read_split(pair_dir: str, split: str, tgt_lang: str, log=print) -> List[Dict
 def tsv_text(rows) -> str:
     lines = ["\t".join(COLUMNS)]
     for r in rows:
-        fields = [str(r[c]).translate(FIELD_BREAKS) for c in COLUMNS]
+        fields = [str(r[c]).translate(AS_SPACES) for c in COLUMNS]
         lines.append("\t".join(fields))
     return "\n".join(lines) + "\n"
 
@@ -222,7 +236,7 @@ def config_text(spm_model: str, dictionary: str) -> str:
 
 def check_inputs(pair_dir, out, spm_model, dictionary, splits):
     """Everything the flags name, before anything is written; returns the splits present."""
-    if any(c in os.path.abspath(pair_dir) for c in "\t\n\r"):
+    if breaks_a_field(os.path.abspath(pair_dir)):
         raise PreparationError(f"--mustc-root {pair_dir!r}: a tab or line break in the path "
                                "cannot be written to a manifest; move or link the data")
     if not os.path.isdir(os.path.join(pair_dir, "data")):
@@ -243,9 +257,9 @@ def check_inputs(pair_dir, out, spm_model, dictionary, splits):
     if not os.path.isfile(dictionary):
         raise PreparationError(f"--dict {dictionary}: not found")
     try:
-        Dictionary.load(dictionary)
-    except (ValueError, RuntimeError, UnicodeDecodeError) as e:
-        raise PreparationError(f"--dict {dictionary}: not a fairseq dictionary ({e})")
+        load_dictionary(dictionary, f"--dict {dictionary}")
+    except InputError as e:
+        raise PreparationError(str(e)) from None
     config = os.path.join(out, "config.yaml")
     if os.path.isfile(config):
         with open(config, encoding="utf-8") as f:

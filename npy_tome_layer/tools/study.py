@@ -28,35 +28,20 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from ..io.flags import whole_number_flag
+from ..io.flags import finite_number_flag, whole_number_flag
 from ..errors import InputError
 from ..evaluation.decoding import bleu_from_generate_output, load_st_model, translations
+from ..evaluation.listening import (LISTENING_P, MIN_DISTINCT_SHARE, assess, listening_mark,
+                                    no_audio_floor, paired_p_values)
 from ..evaluation.reference import reference_speedups
 from ..evaluation.timing import (frames_by_length, hubert_frames, kept_counts, kept_frames,
                                 kept_positions, utterances)
 from ..io.atomic import write_text_atomically
 
-RUN_KEYS = ("mode", "seed", "bleu", "frames_kept", "checkpoint")
-MODE_KEYS = ("mode", "seeds", "bleu_mean", "bleu_sd", "frames_kept", "p_value", "base_speedup")
-
-
-def paired_p_values(pooled: Dict[str, List[str]], references: List[str],
-                    baseline: str) -> Dict[str, float]:
-    """sacreBLEU's paired approximate randomization, each mode against ``baseline``."""
-    from sacrebleu.metrics import BLEU
-    from sacrebleu.significance import PairedTest
-
-    others = [m for m in pooled if m != baseline]
-    if not others:
-        return {}
-    systems = [(baseline, pooled[baseline])] + [(m, pooled[m]) for m in others]
-    _, scores = PairedTest(systems, {"BLEU": BLEU()}, [references], test_type="ar")()
-    base_score = scores["BLEU"][0].score
-    # sacreBLEU counts shuffles whose difference is strictly larger than the
-    # observed one, so equal scores would get p = 1/(trials + 1): no difference
-    # is no evidence of one
-    return {m: 1.0 if result.score == base_score else float(result.p_value)
-            for m, result in zip(others, scores["BLEU"][1:])}
+RUN_KEYS = ("mode", "seed", "bleu", "distinct", "no_audio_bleu", "listens", "frames_kept",
+            "checkpoint")
+MODE_KEYS = ("mode", "seeds", "bleu_mean", "bleu_sd", "distinct_mean", "no_audio_bleu_mean",
+             "seeds_listening", "frames_kept", "p_value", "base_speedup")
 
 
 def summarise(runs: List[Dict], translations_of: Dict[Tuple[str, int], Tuple[List, List]],
@@ -82,6 +67,9 @@ def summarise(runs: List[Dict], translations_of: Dict[Tuple[str, int], Tuple[Lis
             "mode": mode, "seeds": [r["seed"] for r in mine],
             "bleu_mean": round(statistics.mean(bleu), 2),
             "bleu_sd": round(statistics.stdev(bleu), 2) if len(bleu) > 1 else 0.0,
+            "distinct_mean": round(statistics.mean(r["distinct"] for r in mine), 4),
+            "no_audio_bleu_mean": round(statistics.mean(r["no_audio_bleu"] for r in mine), 2),
+            "seeds_listening": sum(r["listens"] for r in mine),
             "frames_kept": round(statistics.mean(r["frames_kept"] for r in mine), 4),
             "p_value": None if mode == baseline else p_values.get(mode),
             "base_speedup": round(speedups[settings[mode]], 3),
@@ -95,20 +83,31 @@ def setting_label(setting: tuple) -> str:
 
 
 def markdown(runs: List[Dict], modes: List[Dict], settings: Dict[str, tuple]) -> str:
-    lines = ["| mode | setting | seeds | BLEU mean ± sd | BLEU per seed | HuBERT frames kept "
+    lines = ["| mode | setting | seeds | BLEU mean ± sd | BLEU per seed | distinct hypotheses "
+             "| no-audio BLEU | seeds listening | HuBERT frames kept "
              "| p vs baseline | speedup at base size |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for m in modes:
         per_seed = ", ".join(f"{r['bleu']:.2f}" for r in sorted(
             (r for r in runs if r["mode"] == m["mode"]), key=lambda r: r["seed"]))
         p = "–" if m["p_value"] is None else f"{m['p_value']:.4f}"
         lines.append(f"| {m['mode']} | {setting_label(settings[m['mode']])} | {len(m['seeds'])} "
                      f"| {m['bleu_mean']:.2f} ± {m['bleu_sd']:.2f} | {per_seed} "
+                     f"| {100 * m['distinct_mean']:.0f} % | {m['no_audio_bleu_mean']:.2f} "
+                     f"| {m['seeds_listening']}/{len(m['seeds'])} "
                      f"| {100 * m['frames_kept']:.1f} % | {p} | {m['base_speedup']:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
-def plot(modes: List[Dict], path: str) -> None:
+def floor_note(constant_bleu: float) -> str:
+    return (f"Floors: 'no-audio BLEU' is each run's checkpoint decoding silence of each "
+            f"utterance's length; the training split's most frequent target, written for every "
+            f"utterance, scores {constant_bleu:.2f}. A run listens with at least "
+            f"{MIN_DISTINCT_SHARE:.0%} distinct hypotheses and BLEU above both floors "
+            f"(paired approximate randomization, p < {LISTENING_P}).\n")
+
+
+def plot(modes: List[Dict], constant_bleu: float, path: str) -> None:
     from ..evaluation.plotting import pyplot, save_labelled
 
     plt = pyplot()
@@ -116,6 +115,9 @@ def plot(modes: List[Dict], path: str) -> None:
     for m in modes:
         ax.errorbar([m["base_speedup"]], [m["bleu_mean"]], yerr=[m["bleu_sd"]], fmt="o",
                     capsize=4, label=m["mode"])
+    ax.axhline(max(m["no_audio_bleu_mean"] for m in modes), color="grey", linestyle="--",
+               label="no-audio floor (highest mode)")
+    ax.axhline(constant_bleu, color="grey", linestyle=":", label="one constant sentence")
     save_labelled(fig, ax, "HuBERT-base encoder speedup on the split's audio (dense = 1)",
                   f"BLEU, mean ± sd over {max(len(m['seeds']) for m in modes)} seeds", path)
 
@@ -167,6 +169,12 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     p.add_argument("--reference-size", default="base",
                    help="HuBERT size of the speedup column (tiny in tests)")
     p.add_argument("--repeats", type=whole_number_flag(1), default=3, help="timed passes per setting")
+    p.add_argument("--beam", type=whole_number_flag(1), default=8,
+                   help="beam of the no-audio decoding (the runs' own)")
+    p.add_argument("--lenpen", type=finite_number_flag, default=1.0,
+                   help="length penalty of the no-audio decoding (the runs' own)")
+    p.add_argument("--max-tokens", type=whole_number_flag(1), default=4000000)
+    p.add_argument("--cpu", action="store_true", help="decode on the CPU")
     args = p.parse_args(argv)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         p.error(f"--out {args.out} exists and is not a directory")
@@ -191,6 +199,14 @@ def measure_runs(args):
             found[mode, seed] = translations(generate_output)
         except ValueError as e:
             sys.exit(f"study: {e}")
+        hypotheses, references = found[mode, seed]
+        silent, constant = no_audio_floor(
+            checkpoint, args.data, args.subset, os.path.join(args.data, "train.tsv"),
+            beam=args.beam, lenpen=args.lenpen, max_tokens=args.max_tokens, cpu=args.cpu)
+        if len(silent) != len(hypotheses):
+            sys.exit(f"study: {generate_output}: {len(hypotheses)} translations, but "
+                     f"{args.subset} has {len(silent)} utterances")
+        heard = assess(hypotheses, references, silent, constant)
         model, dataset, _ = load_st_model(checkpoint, args.data, args.subset)
         frames_in, frames_out = hubert_frames(model, dataset)
         setting = settings.setdefault(mode, model.encoder.hubert.encoder.final_setting)
@@ -201,9 +217,14 @@ def measure_runs(args):
         if audios is None:
             audios = utterances(dataset)
         runs.append({"mode": mode, "seed": seed, "bleu": bleu,
+                     "distinct": round(heard.distinct, 4),
+                     "no_audio_bleu": round(heard.no_audio_bleu, 2), "listens": heard.listens,
+                     "constant_bleu": heard.constant_bleu,
                      "frames_kept": round(frames_out / frames_in, 4), "checkpoint": checkpoint})
-        print(f"{mode} seed {seed}: BLEU {bleu:.2f}, {100 * frames_out / frames_in:.1f} % "
-              "of HuBERT frames kept", file=sys.stderr, flush=True)
+        print(f"{mode} seed {seed}: BLEU {bleu:.2f} ({listening_mark(heard)}: "
+              f"{100 * heard.distinct:.0f} % distinct, no-audio {heard.no_audio_bleu:.2f}), "
+              f"{100 * frames_out / frames_in:.1f} % of HuBERT frames kept",
+              file=sys.stderr, flush=True)
     return runs, found, settings, audios, kept, frames
 
 
@@ -220,12 +241,13 @@ def main(argv=None):
     write_text_atomically(os.path.join(args.out, "study.json"), json.dumps(
         {"runs": [{k: r[k] for k in RUN_KEYS} for r in runs],
          "modes": [{k: m[k] for k in MODE_KEYS} for m in modes]}, indent=1))
-    table = markdown(runs, modes, settings)
+    constant_bleu = runs[0]["constant_bleu"]
+    table = markdown(runs, modes, settings) + "\n" + floor_note(constant_bleu)
     write_text_atomically(os.path.join(args.out, "study.md"), (
         f"{args.subset}, {len(audios)} utterances; speedup: random-weight "
         f"HuBERT-{args.reference_size} on the same audio, batch 1, "
         f"{torch.get_num_threads()} CPU threads\n\n" + table))
-    plot(modes, os.path.join(args.out, "study.png"))
+    plot(modes, constant_bleu, os.path.join(args.out, "study.png"))
     plot_positions(frames, os.path.join(args.out, "positions.png"))
     plot_frames_by_length(frames, os.path.join(args.out, "frames_by_length.png"))
     print(table)

@@ -2,59 +2,84 @@
 
     python -m npy_tome_layer.tools.sweep --checkpoint CKPT --data DATA_DIR --subset SPLIT \\
         --rates 1.0 0.95 0.9 0.85 0.8 --init-layers 0 4 [--coverages 0.95 0.9] --out OUT \\
+        [--reductions prune uniform local merge adjacent fold] [--reference-size base] \\
         [--beam N] [--lenpen X] [--max-tokens N] [--cpu]
 
-Decodes SPLIT once per (keep rate, init layer), and per (coverage, init layer)
-with ``--token-reduction coverage``, with the checkpoint's weights
+Decodes SPLIT once per (reduction, keep rate, init layer) - the reductions of
+``--reductions``, by default the checkpoint's own - and per (coverage, init
+layer) with ``--token-reduction coverage``, with the checkpoint's weights
 and only the pruning overridden (no retraining; a schedule checkpoint is held
 at the swept rate), through fairseq's own generate, so each BLEU is the number
-``fairseq-generate --scoring sacrebleu`` prints for that setting. Frames and
+``fairseq-generate --scoring sacrebleu`` prints for that setting (settings that
+shorten nothing are the dense model, decoded once). Frames and
 encoder times are measured on the speech encoder (HuBERT -> subsampler ->
 DeltaLM encoder), batch 1, with the settings' timed passes interleaved (this
-machine's speed drifts). Writes OUT/sweep.json (one record per setting: rate,
-coverage (one of them null), init_layer, bleu, frames_kept, encoder_seconds,
-speedup), OUT/sweep.md and
-OUT/sweep.png (BLEU against speedup, one curve per init layer, the
-checkpoint's own training rate marked).
+machine's speed drifts); with ``--reference-size`` also what the same settings
+save in a random-weight HuBERT of that size on the same audio (the speedup at
+base size of compare_runs and the study). Writes OUT/sweep.json (one record
+per setting: reduction, rate, coverage (one of them null), init_layer, bleu,
+frames_kept, encoder_seconds, speedup, base_speedup (null without
+--reference-size)), OUT/sweep.md and OUT/sweep.png (BLEU against the speedup at
+base size where measured, else the checkpoint's own, one line per reduction and
+init layer, the Pareto front of all settings, the checkpoint's own training
+setting marked).
 """
 import argparse
 import json
 import os
 import statistics
 import sys
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from ..io.flags import finite_number_flag, keep_rate_flag, whole_number_flag
 from ..reduction import REDUCTIONS
 from ..errors import InputError, exit_on_input_error
 from ..evaluation.decoding import decode_bleu, load_st_model
-from ..evaluation.timing import measure_interleaved
+from ..evaluation.reference import reference_speedups
+from ..evaluation.timing import kept_counts, kept_frames, measure_interleaved, utterances
 from ..io.atomic import check_output_folder, write_text_atomically
 from ..st.model import check_st_checkpoint, hubert_from_st_checkpoint
 
 
 def pruning_overrides(rate: float, init_layer: int, coverage=None,
-                      trained_reduction: str = "prune") -> Dict:
-    """Model overrides of one setting: a keep rate (the checkpoint's own
-    reduction; ``prune`` for a checkpoint of a reduction that sets its own
-    counts, so rate 1.0 is the dense encoder), or a coverage (the coverage
-    reduction, keep rate 1). The other reductions' own options are cleared:
-    each reduction refuses options it does not read."""
+                      trained_reduction: str = "prune", reduction: Optional[str] = None) -> Dict:
+    """Model overrides of one setting: a keep rate (``reduction``, by default
+    the checkpoint's own; ``prune`` for a checkpoint of a reduction that sets
+    its own counts, so rate 1.0 is the dense encoder), or a coverage (the
+    coverage reduction, keep rate 1). The other reductions' own options are
+    cleared (a merge threshold too: a swept rate sets the counts): each
+    reduction refuses options it does not read."""
     sets_own_counts = REDUCTIONS[trained_reduction].data_dependent_counts
     if coverage is not None:
         rate = 1.0
     # the schedule arch reads max/min rate; holding both at the rate pins it
     overrides = {"pruning_rate": rate, "pruning_max_rate": rate, "pruning_min_rate": rate,
-                 "pruning_init_layer": init_layer}
+                 "pruning_init_layer": init_layer, "pruning_merge_threshold": None}
     if coverage is not None:
         overrides.update(token_reduction="coverage", pruning_coverage=coverage,
                          pruning_window=None)
         if trained_reduction != "coverage":
             overrides["pruning_min_keep_rate"] = 0.0
+        return overrides
+    overrides["pruning_min_keep_rate"] = 0.0
+    if reduction is not None and reduction != trained_reduction:
+        # another reduction than the trained one: its own options at their defaults
+        overrides.update(token_reduction=reduction, pruning_coverage=None,
+                         pruning_window=None)
     elif sets_own_counts:
-        overrides.update(token_reduction="prune", pruning_coverage=None,
-                         pruning_min_keep_rate=0.0)
+        overrides.update(token_reduction="prune", pruning_coverage=None)
     return overrides
+
+
+def check_rate_reductions(reductions) -> None:
+    """``--reductions`` are swept over keep rates: each must read the rate and
+    keep counts that follow from it."""
+    for name in reductions:
+        cls = REDUCTIONS[name]
+        if cls.data_dependent_counts or not cls.uses_rate:
+            instead = " (sweep it with --coverages)" if name == "coverage" else ""
+            raise InputError(f"--reductions {name}: the sweep varies the keep rate, which "
+                             f"{name} does not follow{instead}")
 
 
 def trained_setting(checkpoint: str):
@@ -74,39 +99,64 @@ def trained_description(trained) -> str:
 
 def sweep(checkpoint, data, subset, rates, init_layers, beam=8, lenpen=1.0,
           max_tokens=4000000, cpu=False, repeats=3, log=print, coverages=(),
-          trained_reduction="prune") -> List[Dict]:
-    settings = [(r, None, i) for i in init_layers for r in rates] + [
-        (None, c, i) for i in init_layers for c in coverages]
-    pairs = []
-    for rate, coverage, init in settings:
-        model, dataset, _ = load_st_model(checkpoint, data, subset,
-                                          overrides=pruning_overrides(rate, init, coverage,
-                                                                      trained_reduction))
-        pairs.append((model, dataset))
-    records = [{"rate": rate, "coverage": coverage, "init_layer": init,
-                "frames_kept": m["frames_out"] / m["frames_in"], "encoder_seconds": m["encoder_s"]}
-               for (rate, coverage, init), m in zip(settings,
-                                                    measure_interleaved(pairs, repeats))]
-    del pairs
-    dense = {}
-    for record in records:
-        bleu = decode_bleu(checkpoint, data, subset, beam=beam, lenpen=lenpen,
-                           max_tokens=max_tokens, cpu=cpu,
-                           model_overrides=pruning_overrides(record["rate"],
-                                                             record["init_layer"],
-                                                             record["coverage"],
-                                                             trained_reduction))
+          trained_reduction="prune", reductions=(None,),
+          reference_size: Optional[str] = None) -> List[Dict]:
+    """One record per (reduction, rate, init layer) and (coverage, init layer);
+    ``reductions``: names, None = the checkpoint's own."""
+    settings = [(red, r, None, i) for red in reductions for i in init_layers for r in rates] + [
+        (None, None, c, i) for i in init_layers for c in coverages]
+
+    def overrides(setting):
+        reduction, rate, coverage, init = setting
+        return pruning_overrides(rate, init, coverage, trained_reduction, reduction)
+
+    pairs = [load_st_model(checkpoint, data, subset, overrides=overrides(s))[:2]
+             for s in settings]
+    encoders = [model.encoder.hubert.encoder for model, _ in pairs]
+    records = [{"reduction": encoder.token_reduction, "rate": rate, "coverage": coverage,
+                "init_layer": init, "frames_kept": m["frames_out"] / m["frames_in"],
+                "encoder_seconds": m["encoder_s"]}
+               for (_, rate, coverage, init), encoder, m in zip(
+                   settings, encoders, measure_interleaved(pairs, repeats))]
+    base = base_size_speedups(records, pairs, reference_size) if reference_size else {}
+    # a setting that shortens nothing is the dense model, whatever its reduction
+    decoded_as = [encoder.final_setting if encoder.shortens() else "dense"
+                  for encoder in encoders]
+    del pairs, encoders
+    dense, bleus = {}, {}
+    for record, setting, key in zip(records, settings, decoded_as):
+        if key not in bleus:
+            bleus[key] = decode_bleu(checkpoint, data, subset, beam=beam, lenpen=lenpen,
+                                     max_tokens=max_tokens, cpu=cpu,
+                                     model_overrides=overrides(setting))
+        bleu = bleus[key]
         record["bleu"] = round(bleu, 2)
-        log(f"{setting_name(record)} from layer {record['init_layer']}: BLEU {bleu:.2f}, "
-            f"{100 * record['frames_kept']:.1f} % frames, {record['encoder_seconds']:.3f} s")
-        if record["rate"] == 1.0:
+        record["base_speedup"] = base.get(id(record))
+        log(f"{record['reduction']} {setting_name(record)} from layer {record['init_layer']}: "
+            f"BLEU {bleu:.2f}, {100 * record['frames_kept']:.1f} % frames, "
+            f"{record['encoder_seconds']:.3f} s")
+        if key == "dense":
             dense[record["init_layer"]] = record["encoder_seconds"]
     dense_s = statistics.median(dense.values()) if dense else None
     for record in records:
         record["speedup"] = round(dense_s / record["encoder_seconds"], 3) if dense_s else None
-    keys = ("rate", "coverage", "init_layer", "bleu", "frames_kept", "encoder_seconds",
-            "speedup")
+    keys = ("reduction", "rate", "coverage", "init_layer", "bleu", "frames_kept",
+            "encoder_seconds", "speedup", "base_speedup")
     return [{k: r[k] for k in keys} for r in records]
+
+
+def base_size_speedups(records, pairs, size: str) -> Dict[int, float]:
+    """id(record) -> what its setting saves in a random-weight HuBERT of
+    ``size`` on the subset's audio (``reference_speedups``); a data-dependent
+    setting's counts are those the checkpoint kept, replayed."""
+    settings = [(r["reduction"], r["coverage"] if r["coverage"] is not None else r["rate"],
+                 r["init_layer"]) for r in records]
+    replayed = {setting: kept_counts(kept_frames(model, dataset))
+                for setting, (model, dataset) in zip(settings, pairs)
+                if model.encoder.hubert.encoder.length_reduction.data_dependent_counts}
+    speedups = reference_speedups(settings, utterances(pairs[0][1]), size,
+                                  kept_counts=replayed)
+    return {id(r): round(speedups[s], 3) for r, s in zip(records, settings)}
 
 
 def setting_name(record) -> str:
@@ -115,41 +165,79 @@ def setting_name(record) -> str:
     return f"rate {record['rate']:g}"
 
 
-def markdown(records, checkpoint, subset, trained) -> str:
+def _times(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+# the table's columns, (header, cell of one record): a new column is one entry here
+TABLE_COLUMNS = (
+    ("setting", setting_name),
+    ("reduction", lambda r: r["reduction"]),
+    ("from layer", lambda r: f"{r['init_layer']}"),
+    ("BLEU", lambda r: f"{r['bleu']:.2f}"),
+    ("HuBERT frames kept", lambda r: f"{100 * r['frames_kept']:.1f} %"),
+    ("encoder s", lambda r: f"{r['encoder_seconds']:.3f}"),
+    ("speedup", lambda r: _times(r["speedup"])),
+    ("speedup at base size", lambda r: _times(r["base_speedup"])),
+)
+
+
+def markdown(records, checkpoint, subset, trained, columns=TABLE_COLUMNS) -> str:
+    """The sweep's table: a caption, then one row per record, one cell per column."""
     lines = [f"{checkpoint} on {subset} (trained at {trained_description(trained)}); speech "
              "encoder batch 1, median of interleaved passes",
-             "", "| setting | from layer | BLEU | HuBERT frames kept | encoder s | speedup |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for r in records:
-        speedup = "n/a" if r["speedup"] is None else f"{r['speedup']:.2f}x"
-        lines.append(f"| {setting_name(r)} | {r['init_layer']} | {r['bleu']:.2f} "
-                     f"| {100 * r['frames_kept']:.1f} % | {r['encoder_seconds']:.3f} "
-                     f"| {speedup} |")
+             "", "| " + " | ".join(header for header, _ in columns) + " |",
+             "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(cell(r) for _, cell in columns) + " |" for r in records]
     return "\n".join(lines) + "\n"
 
 
+def pareto_front(points):
+    """The (speedup, BLEU) points no other point beats on both, by speedup."""
+    front, best = [], float("-inf")
+    for speedup, bleu in sorted(points, key=lambda p: (-p[0], -p[1])):
+        if bleu > best:
+            front.append((speedup, bleu))
+            best = bleu
+    return front[::-1]
+
+
 def plot(records, trained, path) -> None:
+    """BLEU against the speedup at base size (the checkpoint's own speedup where
+    that was not measured): one line per reduction (coverage: per share) and
+    init layer, the Pareto front of every setting, the trained setting ringed."""
     from ..evaluation.plotting import pyplot, save_labelled
 
+    x_key = "base_speedup" if all(r["base_speedup"] is not None for r in records) \
+        else "speedup"
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    curves = sorted({(r["init_layer"], r["coverage"] is not None) for r in records})
-    for init, by_coverage in curves:
-        rows = [r for r in records if r["init_layer"] == init and r["speedup"] is not None
-                and (r["coverage"] is not None) == by_coverage]
-        rows.sort(key=lambda r: r["speedup"])
-        ax.plot([r["speedup"] for r in rows], [r["bleu"] for r in rows],
-                marker="s" if by_coverage else "o", linestyle="--" if by_coverage else "-",
-                label=f"{'coverage' if by_coverage else 'keep rate'} from layer {init}")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    shown = [r for r in records if r[x_key] is not None]
+    curves = list(dict.fromkeys((r["reduction"], r["coverage"] is not None, r["init_layer"])
+                                for r in shown))
+    colours = {name: f"C{i}" for i, name in enumerate(dict.fromkeys(c[0] for c in curves))}
+    inits = sorted({c[2] for c in curves})
+    for reduction, by_coverage, init in curves:
+        rows = sorted((r for r in shown if (r["reduction"], r["coverage"] is not None,
+                                            r["init_layer"]) == (reduction, by_coverage, init)),
+                      key=lambda r: r[x_key])
+        ax.plot([r[x_key] for r in rows], [r["bleu"] for r in rows], color=colours[reduction],
+                marker="os^vD<>"[inits.index(init) % 7], linestyle="--" if by_coverage else "-",
+                label=f"{reduction} from layer {init}")
         for r in rows:
             value = r["coverage"] if by_coverage else r["rate"]
-            ax.annotate(f"{value:g}", (r["speedup"], r["bleu"]), fontsize=7,
+            ax.annotate(f"{value:g}", (r[x_key], r["bleu"]), fontsize=7,
                         textcoords="offset points", xytext=(3, 3))
-            if (by_coverage == REDUCTIONS[trained[0]].data_dependent_counts
-                    and (value, r["init_layer"]) == tuple(trained[1:])):
-                ax.scatter([r["speedup"]], [r["bleu"]], s=160, facecolors="none",
+            if (r["reduction"], value, r["init_layer"]) == tuple(trained):
+                ax.scatter([r[x_key]], [r["bleu"]], s=160, facecolors="none",
                            edgecolors="red", zorder=5, label="trained setting")
-    save_labelled(fig, ax, "speech encoder speedup vs keep rate 1.0", "BLEU", path)
+    front = pareto_front([(r[x_key], r["bleu"]) for r in shown])
+    if front:
+        ax.plot(*zip(*front), color="0.5", linestyle=":", linewidth=2, zorder=0,
+                label="Pareto front")
+    x_label = ("speedup at base size (random-weight HuBERT) vs keep rate 1.0"
+               if x_key == "base_speedup" else "speech encoder speedup vs keep rate 1.0")
+    save_labelled(fig, ax, x_label, "BLEU", path)
 
 
 def main(argv=None):
@@ -162,6 +250,11 @@ def main(argv=None):
     p.add_argument("--init-layers", type=whole_number_flag(0), nargs="+", default=[0, 4])
     p.add_argument("--coverages", type=keep_rate_flag, nargs="+", default=[],
                    help="also the coverage reduction at these shares of received attention")
+    p.add_argument("--reductions", choices=list(REDUCTIONS), nargs="+", default=None,
+                   help="reductions swept over --rates (default: the checkpoint's own)")
+    p.add_argument("--reference-size", default=None,
+                   help="also time each setting in a random-weight HuBERT of this size (base, "
+                        "large; tiny in tests) on the same audio: the plot's x axis")
     p.add_argument("--out", required=True)
     p.add_argument("--beam", type=whole_number_flag(1), default=8)
     p.add_argument("--lenpen", type=finite_number_flag, default=1.0)
@@ -178,12 +271,15 @@ def run(args):
         if not os.path.isfile(path):
             raise InputError(f"{path} not found")
     check_output_folder(args.out, "--out")
+    check_rate_reductions(args.reductions or ())
     check_st_checkpoint(args.checkpoint)
     trained = trained_setting(args.checkpoint)
     records = sweep(args.checkpoint, args.data, args.subset, args.rates, args.init_layers,
                     args.beam, args.lenpen, args.max_tokens, args.cpu, args.repeats,
                     log=lambda m: print(m, file=sys.stderr, flush=True),
-                    coverages=args.coverages, trained_reduction=trained[0])
+                    coverages=args.coverages, trained_reduction=trained[0],
+                    reductions=args.reductions or (None,),
+                    reference_size=args.reference_size)
     os.makedirs(args.out, exist_ok=True)
     write_text_atomically(os.path.join(args.out, "sweep.json"), json.dumps(records, indent=1))
     table = markdown(records, args.checkpoint, args.subset, trained)

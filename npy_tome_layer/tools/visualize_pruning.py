@@ -7,7 +7,9 @@ Without --checkpoint the official base configuration is built with random
 weights. A HuBERT file (official format) is pruned at --rate/--init-layer; an
 ST checkpoint of this plugin uses its own HuBERT weights and the rate it had
 reached (override with --rate). Frames are 20 ms; row k of the lower panel
-marks the frames still present after pruning layer k.
+marks the frames still present after pruning layer k (dark), and, for
+reductions whose tokens stand for runs of frames (adjacent, fold), the frames
+each run covers (light shades alternating from run to run).
 """
 import argparse
 from typing import List, Optional
@@ -22,7 +24,7 @@ from ..encoder.pruned_hubert import PrunedHubertModel, build_pruned_hubert, load
 from ..errors import InputError, exit_on_input_error
 from ..evaluation.plotting import pyplot
 from ..io.atomic import check_output_file
-from ..io.audio import SAMPLE_RATE, audio_info
+from ..io.audio import SAMPLE_RATE, audio_info, first_non_finite, non_finite_problem
 from ..io.checkpoints import checkpoint_task, load_checkpoint
 from ..st.model import check_st_checkpoint, hubert_from_st_checkpoint
 
@@ -47,19 +49,37 @@ def load_for_visualisation(checkpoint: Optional[str], rate: Optional[float],
     return hubert_from_st_checkpoint(checkpoint, **overrides)
 
 
-def survival(model: PrunedHubertModel, audio: np.ndarray) -> np.ndarray:
-    """layers x frames, 1 where the frame is still present after that layer."""
+def encode(model: PrunedHubertModel, audio: np.ndarray):
+    """(kept_indices, spans, frames) of one utterance: per layer from the init
+    layer on, the original frame of each position and the frames it stands for."""
     with torch.inference_mode():
-        kept: List[torch.Tensor] = model(torch.from_numpy(audio).float().unsqueeze(0),
-                                         mask=False, features_only=True)["kept_indices"]
-    frames = int(model.frame_lengths(torch.tensor(len(audio))))
+        res = model(torch.from_numpy(audio).float().unsqueeze(0), mask=False,
+                    features_only=True)
+    return res["kept_indices"], res["spans"], int(model.frame_lengths(torch.tensor(len(audio))))
+
+
+def survival(model: PrunedHubertModel, audio: np.ndarray, encoded=None) -> np.ndarray:
+    """layers x frames, 1 where the frame is still present after that layer."""
+    kept, _, frames = encoded or encode(model, audio)
     grid = np.zeros((len(kept), frames), dtype=np.float32)
     for row, idx in enumerate(kept):
         grid[row, idx[0][idx[0] < frames].numpy()] = 1.0
     return grid
 
 
-def draw(audio: np.ndarray, grid: np.ndarray, first_layer: int, title: str, out: str) -> None:
+def run_shading(spans: List[torch.Tensor], frames: int) -> np.ndarray:
+    """layers x frames: the frames of each run of more than one frame, shaded
+    0.3 and 0.5 alternately so neighbouring runs stay apart; 0 elsewhere."""
+    grid = np.zeros((len(spans), frames), dtype=np.float32)
+    for row, layer_spans in enumerate(spans):
+        for j, (first, last) in enumerate(layer_spans[0].tolist()):
+            if first < last < frames:
+                grid[row, first:last + 1] = 0.3 if j % 2 else 0.5
+    return grid
+
+
+def draw(audio: np.ndarray, grid: np.ndarray, first_layer: int, title: str, out: str,
+         runs: Optional[np.ndarray] = None) -> None:
     plt = pyplot()
 
     seconds = len(audio) / SAMPLE_RATE
@@ -69,7 +89,8 @@ def draw(audio: np.ndarray, grid: np.ndarray, first_layer: int, title: str, out:
     top.set_ylabel("waveform")
     top.set_title(title, fontsize=9)
     extent = (0, grid.shape[1] * FRAME_SECONDS, first_layer + len(grid) - 0.5, first_layer - 0.5)
-    bottom.imshow(grid, aspect="auto", interpolation="nearest", cmap="Blues", extent=extent,
+    shown = grid if runs is None else np.maximum(grid, runs)
+    bottom.imshow(shown, aspect="auto", interpolation="nearest", cmap="Blues", extent=extent,
                   vmin=0, vmax=1.3)
     bottom.set_ylabel("after layer")
     bottom.set_xlabel("time (s)")
@@ -101,14 +122,19 @@ def run(args):
         audio = sf.read(args.wav, dtype="float32")[0]
     except Exception as e:  # soundfile's errors do not always name the file
         raise InputError(f"cannot read {args.wav}: {e}") from e
+    bad = first_non_finite(audio)  # the model's own check would not name the file
+    if bad is not None:
+        raise InputError(f"--wav: {non_finite_problem(args.wav, bad)}")
     check_output_file(args.out, "--out")
     model = load_for_visualisation(args.checkpoint, args.rate, args.init_layer)
-    grid = survival(model, audio)
+    encoded = encode(model, audio)
+    grid = survival(model, audio, encoded)
     enc = model.encoder
     title = (f"{args.wav}: keep rate {enc.keep_rate:g} per layer from layer "
              f"{enc.pruning_init_layer} ({enc.token_reduction}); "
              f"{int(grid[-1].sum()) if len(grid) else grid.shape[1]}/{grid.shape[1]} frames leave")
-    draw(audio, grid, enc.pruning_init_layer, title, args.out)
+    draw(audio, grid, enc.pruning_init_layer, title, args.out,
+         run_shading(encoded[1], encoded[2]))
     print(f"{args.out}: {title}")
 
 
