@@ -128,8 +128,11 @@ def test_sweep_of_a_trained_checkpoint(fixed_checkpoint, st_corpus, tmp_path):
         (1.0, None, 0), (0.9, None, 0), (0.8, None, 0), (1.0, None, 1), (0.9, None, 1),
         (0.8, None, 1), (None, 0.9, 0), (None, 0.5, 0), (None, 0.9, 1), (None, 0.5, 1)]
     for r in records:
-        assert set(r) == {"reduction", "rate", "coverage", "init_layer", "bleu", "frames_kept",
+        assert set(r) == {"reduction", "rate", "coverage", "init_layer", "bleu", "distinct",
+                          "no_audio_bleu", "listens", "constant_bleu", "frames_kept",
                           "encoder_seconds", "speedup", "base_speedup"}
+        # each setting beside its floor; two updates from tiny stand-ins do not listen
+        assert 0 < r["distinct"] <= 1 and 0 <= r["no_audio_bleu"] <= 100 and not r["listens"]
         assert r["reduction"] == ("prune" if r["coverage"] is None else "coverage")
         assert r["base_speedup"] is None  # not asked for (--reference-size)
         assert r["encoder_seconds"] > 0 and r["speedup"] > 0 and 0 <= r["bleu"] <= 100
@@ -139,6 +142,8 @@ def test_sweep_of_a_trained_checkpoint(fixed_checkpoint, st_corpus, tmp_path):
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (out / "sweep.md").read_text()
     assert "trained at keep rate 0.9 from layer 0" in table and table.count("\n| rate 0.8 |") == 2
+    assert "| distinct hypotheses | no-audio BLEU | listens |" in table
+    assert "most frequent target for every utterance scores" in table
 
     # the rate-1.0 row is plain fairseq-generate on the checkpoint trained at 0.9
     generated = run_cli("fairseq-generate", [

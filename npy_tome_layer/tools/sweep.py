@@ -34,7 +34,9 @@ from typing import Dict, List, Optional
 from ..io.flags import finite_number_flag, keep_rate_flag, whole_number_flag
 from ..reduction import REDUCTIONS
 from ..errors import InputError, exit_on_input_error
-from ..evaluation.decoding import decode_bleu, load_st_model
+from ..evaluation.decoding import decode, load_st_model
+from ..evaluation.listening import (LISTENING_P, MIN_DISTINCT_SHARE, assess, listening_mark,
+                                    no_audio_floor)
 from ..evaluation.reference import reference_speedups
 from ..evaluation.timing import kept_counts, kept_frames, measure_interleaved, utterances
 from ..io.atomic import check_output_folder, write_text_atomically
@@ -123,25 +125,34 @@ def sweep(checkpoint, data, subset, rates, init_layers, beam=8, lenpen=1.0,
     decoded_as = [encoder.final_setting if encoder.shortens() else "dense"
                   for encoder in encoders]
     del pairs, encoders
-    dense, bleus = {}, {}
+    dense, heard = {}, {}
     for record, setting, key in zip(records, settings, decoded_as):
-        if key not in bleus:
-            bleus[key] = decode_bleu(checkpoint, data, subset, beam=beam, lenpen=lenpen,
-                                     max_tokens=max_tokens, cpu=cpu,
-                                     model_overrides=overrides(setting))
-        bleu = bleus[key]
-        record["bleu"] = round(bleu, 2)
+        if key not in heard:  # each setting beside its own no-audio floor
+            decode_args = dict(beam=beam, lenpen=lenpen, max_tokens=max_tokens, cpu=cpu,
+                               model_overrides=overrides(setting))
+            run = decode(checkpoint, data, subset, **decode_args)
+            silent, constant = no_audio_floor(checkpoint, data, subset,
+                                              os.path.join(data, "train.tsv"), **decode_args)
+            heard[key] = assess(run.hypotheses, run.references, silent, constant)
+        result = heard[key]
+        record["bleu"] = round(result.bleu, 2)
+        record["distinct"] = round(result.distinct, 4)
+        record["no_audio_bleu"] = round(result.no_audio_bleu, 2)
+        record["listens"] = result.listens
+        record["constant_bleu"] = round(result.constant_bleu, 2)
         record["base_speedup"] = base.get(id(record))
         log(f"{record['reduction']} {setting_name(record)} from layer {record['init_layer']}: "
-            f"BLEU {bleu:.2f}, {100 * record['frames_kept']:.1f} % frames, "
+            f"BLEU {result.bleu:.2f} ({listening_mark(result)}, no-audio "
+            f"{result.no_audio_bleu:.2f}), {100 * record['frames_kept']:.1f} % frames, "
             f"{record['encoder_seconds']:.3f} s")
         if key == "dense":
             dense[record["init_layer"]] = record["encoder_seconds"]
     dense_s = statistics.median(dense.values()) if dense else None
     for record in records:
         record["speedup"] = round(dense_s / record["encoder_seconds"], 3) if dense_s else None
-    keys = ("reduction", "rate", "coverage", "init_layer", "bleu", "frames_kept",
-            "encoder_seconds", "speedup", "base_speedup")
+    keys = ("reduction", "rate", "coverage", "init_layer", "bleu", "distinct", "no_audio_bleu",
+            "listens", "constant_bleu", "frames_kept", "encoder_seconds", "speedup",
+            "base_speedup")
     return [{k: r[k] for k in keys} for r in records]
 
 
@@ -175,6 +186,9 @@ TABLE_COLUMNS = (
     ("reduction", lambda r: r["reduction"]),
     ("from layer", lambda r: f"{r['init_layer']}"),
     ("BLEU", lambda r: f"{r['bleu']:.2f}"),
+    ("distinct hypotheses", lambda r: f"{100 * r['distinct']:.0f} %"),
+    ("no-audio BLEU", lambda r: f"{r['no_audio_bleu']:.2f}"),
+    ("listens", lambda r: "yes" if r["listens"] else "NO"),
     ("HuBERT frames kept", lambda r: f"{100 * r['frames_kept']:.1f} %"),
     ("encoder s", lambda r: f"{r['encoder_seconds']:.3f}"),
     ("speedup", lambda r: _times(r["speedup"])),
@@ -184,8 +198,13 @@ TABLE_COLUMNS = (
 
 def markdown(records, checkpoint, subset, trained, columns=TABLE_COLUMNS) -> str:
     """The sweep's table: a caption, then one row per record, one cell per column."""
+    constant = f"{records[0]['constant_bleu']:.2f}" if records else "n/a"
     lines = [f"{checkpoint} on {subset} (trained at {trained_description(trained)}); speech "
-             "encoder batch 1, median of interleaved passes",
+             "encoder batch 1, median of interleaved passes; no-audio BLEU: the same setting "
+             "decoding silence of each utterance's length; the training split's most frequent "
+             f"target for every utterance scores {constant}; listens: at least "
+             f"{MIN_DISTINCT_SHARE:.0%} distinct hypotheses and above both floors "
+             f"(p < {LISTENING_P})",
              "", "| " + " | ".join(header for header, _ in columns) + " |",
              "|" + " --- |" * len(columns)]
     lines += ["| " + " | ".join(cell(r) for _, cell in columns) + " |" for r in records]
