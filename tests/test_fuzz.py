@@ -28,6 +28,9 @@ from npy_tome_layer.st.dataset import COLUMNS, breaks_a_field, parse_audio_ref, 
 from npy_tome_layer.tools.prepare_mustc import (is_plain_file_name, read_lines, read_split,
                                                 read_yaml_segments, seconds, tsv_text)
 
+from npy_tome_layer.encoder.config import HUBERT_SIZES
+from npy_tome_layer.tools.benchmark.cli import width_flag
+
 from .conftest import REPO
 
 FUZZ = settings(max_examples=300, deadline=None,
@@ -84,7 +87,9 @@ def numeric_actions():
 
 
 ACTIONS = numeric_actions()
-FLAG_TYPES = {keep_rate_flag: lambda v: 0 < v <= 1,
+MODEL_WIDTHS = {cfg["encoder_embed_dim"] for cfg in HUBERT_SIZES.values()}
+FLAG_TYPES = {width_flag: lambda v: v in MODEL_WIDTHS,
+              keep_rate_flag: lambda v: 0 < v <= 1,
               share_flag: lambda v: 0 <= v <= 1,
               cosine_flag: lambda v: -1 <= v <= 1,
               finite_number_flag: math.isfinite,

@@ -381,3 +381,36 @@ def test_the_command_lines_print_one_line(tmp_path):
                            str(path)], capture_output=True, text=True)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"inspect_checkpoint: {path}: ")
+
+
+# --- the scripts' probe: two crashes, fixed as classes -------------------------------
+
+def test_a_failed_checkpoint_write_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    """torch's archive writer reports a full disk or a file-size limit as a
+    RuntimeError naming no file; the atomic save names the destination."""
+
+    import torch
+
+    from npy_tome_layer.errors import exit_on_input_error
+    from npy_tome_layer.io import atomic
+
+    def full_disk(obj, f):
+        with open(f, "wb") as out:
+            out.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    target = tmp_path / "avg.pt"
+    with pytest.raises(SystemExit) as stop, exit_on_input_error("average_checkpoints"):
+        atomic.save_atomically({"model": {}}, str(target))
+    assert str(stop.value) == (f"average_checkpoints: cannot write {target}: writing failed "
+                               "([enforce fail at inline_container.cc:672] . unexpected pos 64)")
+    assert list(tmp_path.iterdir()) == []  # no partial file, nothing where the result goes
+
+
+@pytest.mark.parametrize("value", [1e308, "1e308", -1e308])
+def test_segment_times_whose_sample_count_is_no_number_are_refused(value):
+    from npy_tome_layer.tools.prepare_mustc import seconds
+
+    assert seconds(value) is None
+    assert seconds(12.5) == 12.5 and seconds("0.25") == 0.25

@@ -254,7 +254,7 @@ def test_layerdrop_and_reductions_that_need_no_attention(hubert_tiny, mode):
     (dict(token_reduction="merge", pruning_rate=0.4), r"token merging needs keep rates >= 0.5"),
     (dict(token_reduction="conv", pruning_init_layer=3), r"conv reduction .* must be < 3"),
     (dict(pruning_max_rate=1.0, pruning_min_rate=0.9, pruning_schedule_updates=2.5),
-     r"pruning_schedule_updates must be a whole number, got 2.5"),
+     r"pruning_schedule_updates must be a whole number >= 0, got 2.5"),
 ])
 def test_settings_a_reduction_cannot_run_are_refused_when_built(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -1,12 +1,13 @@
 """Writes that never leave a half-written result: a temporary name beside the
 destination, renamed over it when complete."""
 import contextlib
+import errno
 import os
 import shutil
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, shorten
 
 TEMPORARY_MARK = ".tmp-"  # FILE.tmp-PID: a write in progress, or a killed one's
 
@@ -33,7 +34,13 @@ def atomic_destination(path: str):
 
 def save_atomically(obj, path: str) -> None:
     with atomic_destination(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:
+            # torch's archive writer reports a failed write (a full disk, a file-size
+            # limit) as a RuntimeError that names no file
+            raise OSError(errno.EIO, f"writing failed ({shorten(str(e).splitlines()[0])})",
+                          path) from e
 
 
 def write_text_atomically(path: str, text: str) -> None:

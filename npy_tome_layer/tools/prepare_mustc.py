@@ -100,14 +100,15 @@ def read_lines(path: str, split: str) -> List[str]:
 
 def seconds(value) -> Optional[float]:
     """A segment time as a finite float, or None: YAML reads ``true`` as a
-    boolean (Python would take it as 1 s) and ``.nan`` / ``.inf`` as floats."""
+    boolean (Python would take it as 1 s) and ``.nan`` / ``.inf`` as floats;
+    a time whose sample count is no finite number (1e308 s) is none either."""
     if isinstance(value, bool):
         return None
     try:
         number = float(value)
     except (TypeError, ValueError, OverflowError):
         return None
-    return number if math.isfinite(number) else None
+    return number if math.isfinite(number * SAMPLE_RATE) else None
 
 
 def is_blank(text: str) -> bool:

@@ -48,7 +48,7 @@ def width_flag(text: str) -> int:
     try:
         size_of_width(width)
     except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+        raise argparse.ArgumentTypeError(f"{e}, got {text!r}") from None
     return width
 
 
