@@ -92,3 +92,16 @@ def mt_checkpoint(st_corpus):
         "--max-tokens", "100000", "--max-tokens-text", "500", "--max-update", "3",
         "--valid-subset", "dev"])
     return str(save / "checkpoint_last.pt"), log
+
+
+@pytest.fixture(scope="session")
+def fixed_checkpoint(st_corpus, mt_checkpoint, tmp_path_factory):
+    """An ST checkpoint trained 2 updates at keep rate 0.9 from layer 0."""
+    save = tmp_path_factory.mktemp("fixed_ckpt")
+    run_cli("fairseq-train", common_train_args(st_corpus, save) + [
+        "--st-training", "--mt-finetune", "--arch", "hubert_transformer_pruning_layer",
+        "--pruning-rate", "0.9", "--hubert-model-path", st_corpus["hubert"],
+        "--load-pretrained-mt-encoder-decoder-from", mt_checkpoint[0], "--conv-channels", "32",
+        "--max-tokens", "100000", "--max-update", "2", "--valid-subset", "dev",
+        "--no-epoch-checkpoints"])
+    return str(save / "checkpoint_last.pt")

@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from .conftest import REPO, common_train_args, run_cli
+from .conftest import REPO, run_cli
 
 
 def test_held_out_sentences_never_occur_in_train():
@@ -102,18 +102,6 @@ def test_every_engine_speaks_at_16_khz(speaker):
     wav = speak("the doctor wants the book", speaker)
     assert wav.dtype.name == "float32" and 0.5 * 16000 < len(wav) < 5 * 16000
     assert abs(float(abs(wav).max()) - 0.5) < 1e-3
-
-
-@pytest.fixture(scope="module")
-def fixed_checkpoint(st_corpus, mt_checkpoint, tmp_path_factory):
-    save = tmp_path_factory.mktemp("sweep_ckpt")
-    run_cli("fairseq-train", common_train_args(st_corpus, save) + [
-        "--st-training", "--mt-finetune", "--arch", "hubert_transformer_pruning_layer",
-        "--pruning-rate", "0.9", "--hubert-model-path", st_corpus["hubert"],
-        "--load-pretrained-mt-encoder-decoder-from", mt_checkpoint[0], "--conv-channels", "32",
-        "--max-tokens", "100000", "--max-update", "2", "--valid-subset", "dev",
-        "--no-epoch-checkpoints"])
-    return str(save / "checkpoint_last.pt")
 
 
 def test_sweep_of_a_trained_checkpoint(fixed_checkpoint, st_corpus, tmp_path):

@@ -10,7 +10,7 @@ import torch
 from npy_tome_layer.evaluation.listening import (assess, distinct_share, listening_mark,
                                                  most_frequent_target)
 
-from .conftest import common_train_args, run_cli
+from .conftest import run_cli
 
 REFERENCES = [f"der Lehrer {i} sieht den Brief {i % 7} in der Schule nummer {i}"
               for i in range(40)]
@@ -59,23 +59,11 @@ def test_distinct_share_and_the_most_frequent_target(tmp_path):
     assert most_frequent_target(str(manifest)) == "Hallo."  # a tie goes to the earlier row
 
 
-@pytest.fixture(scope="module")
-def pruned_checkpoint(st_corpus, mt_checkpoint, tmp_path_factory):
-    save = tmp_path_factory.mktemp("listening_ckpt")
-    run_cli("fairseq-train", common_train_args(st_corpus, save) + [
-        "--st-training", "--mt-finetune", "--arch", "hubert_transformer_pruning_layer",
-        "--pruning-rate", "0.9", "--hubert-model-path", st_corpus["hubert"],
-        "--load-pretrained-mt-encoder-decoder-from", mt_checkpoint[0], "--conv-channels", "32",
-        "--max-tokens", "100000", "--max-update", "2", "--valid-subset", "dev",
-        "--no-epoch-checkpoints"])
-    return str(save / "checkpoint_last.pt")
-
-
 def test_replace_audio_silence_keeps_each_length_and_drops_the_words(st_corpus,
-                                                                     pruned_checkpoint):
+                                                                     fixed_checkpoint):
     from npy_tome_layer.evaluation.decoding import load_st_model
 
-    _, heard, task = load_st_model(pruned_checkpoint, st_corpus["data"], "dev")
+    _, heard, task = load_st_model(fixed_checkpoint, st_corpus["data"], "dev")
     task.args.replace_audio = "silence"
     task.load_dataset("dev")
     silent = task.datasets["dev"]
@@ -86,34 +74,34 @@ def test_replace_audio_silence_keeps_each_length_and_drops_the_words(st_corpus,
         assert torch.equal(silent[i]["target"], heard[i]["target"])
 
 
-def test_fairseq_generate_takes_replace_audio(st_corpus, pruned_checkpoint):
+def test_fairseq_generate_takes_replace_audio(st_corpus, fixed_checkpoint):
     import os
 
     from npy_tome_layer.evaluation.decoding import USER_DIR
 
     out = run_cli("fairseq-generate", [
         st_corpus["data"], "--user-dir", USER_DIR, "--task", "speech_and_text_translation",
-        "--tgt-lang", "de", "--path", pruned_checkpoint, "--gen-subset", "dev", "--beam", "2",
+        "--tgt-lang", "de", "--path", fixed_checkpoint, "--gen-subset", "dev", "--beam", "2",
         "--max-tokens", "400000", "--scoring", "sacrebleu", "--cpu", "--replace-audio", "silence"])
     assert re.search(r"^Generate dev with beam=2: BLEU = [0-9.]+", out, flags=re.M)
     assert len(re.findall(r"^D-\d+\t", out, flags=re.M)) == 4
-    assert os.path.isfile(pruned_checkpoint)
+    assert os.path.isfile(fixed_checkpoint)
 
 
-def test_compare_runs_shows_the_floor_next_to_each_bleu(st_corpus, pruned_checkpoint, tmp_path,
+def test_compare_runs_shows_the_floor_next_to_each_bleu(st_corpus, fixed_checkpoint, tmp_path,
                                                         capsys):
     from npy_tome_layer.evaluation.decoding import decode
     from npy_tome_layer.tools.compare_runs import main
 
-    decoded = decode(pruned_checkpoint, st_corpus["data"], "dev", beam=2, cpu=True)
+    decoded = decode(fixed_checkpoint, st_corpus["data"], "dev", beam=2, cpu=True)
     generate_out = tmp_path / "generate.txt"
     generate_out.write_text("".join(f"T-{i}\t{r}\nD-{i}\t-1.0\t{h}\n" for i, (h, r) in enumerate(
         zip(decoded.hypotheses, decoded.references))) +
         f"Generate dev with beam=2: BLEU = {decoded.bleu:.2f} 0/0/0/0\n")
     main(["--data", st_corpus["data"], "--subset", "dev", "--beam", "2", "--cpu",
           "--repeats", "1", "--reference-size", "tiny",
-          "--run", f"fixed={pruned_checkpoint}:{generate_out}",
-          "--run", f"unscored={pruned_checkpoint}"])
+          "--run", f"fixed={fixed_checkpoint}:{generate_out}",
+          "--run", f"unscored={fixed_checkpoint}"])
     out = capsys.readouterr().out
     assert "| distinct hypotheses | no-audio BLEU | listens |" in out
     row = re.search(r"^\| fixed \| prune 0\.9 \(from 0\) \| ([0-9.]+) \| (\d+) % \| ([0-9.]+) "
@@ -141,10 +129,10 @@ def test_spread_and_entropy_measures():
     assert attention_entropy(peaked) < 1e-6 and attention_entropy(torch.ones(4, 1)) == 0.0
 
 
-def test_diagnosis_of_a_checkpoint(st_corpus, pruned_checkpoint, capsys):
+def test_diagnosis_of_a_checkpoint(st_corpus, fixed_checkpoint, capsys):
     from npy_tome_layer.tools.diagnose_listening import main
 
-    main(["--data", st_corpus["data"], "--subset", "dev", "--run", f"fixed={pruned_checkpoint}"])
+    main(["--data", st_corpus["data"], "--subset", "dev", "--run", f"fixed={fixed_checkpoint}"])
     out = capsys.readouterr().out
     row = re.search(r"^\| fixed \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+) \| (-?[0-9.]+) \|$", out,
                     flags=re.M)

@@ -20,6 +20,7 @@ distinct and its BLEU is above the higher floor by more than chance: sacreBLEU's
 paired approximate randomization against that floor's hypotheses gives p below
 ``LISTENING_P``.
 """
+import os
 from collections import Counter
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
@@ -111,6 +112,33 @@ def no_audio_floor(checkpoint: str, data: str, subset: str, train_manifest: str,
 
     silent = decode(checkpoint, data, subset, replace_audio="silence", **decode_kwargs)
     return silent.hypotheses, most_frequent_target(train_manifest)
+
+
+def add_floor_flags(parser) -> None:
+    """The flags of the no-audio decoding: the judged runs' own beam, length
+    penalty, batch limit and device (scripts/evaluate.sh's)."""
+    from ..io.flags import finite_number_flag, whole_number_flag
+
+    parser.add_argument("--beam", type=whole_number_flag(1), default=8,
+                        help="beam of the no-audio decoding (the runs' own)")
+    parser.add_argument("--lenpen", type=finite_number_flag, default=1.0,
+                        help="length penalty of the no-audio decoding (the runs' own)")
+    parser.add_argument("--max-tokens", type=whole_number_flag(1), default=4000000)
+    parser.add_argument("--cpu", action="store_true", help="decode on the CPU")
+
+
+def assess_run(args, checkpoint: str, hypotheses: List[str], references: List[str]) -> Listening:
+    """``assess`` of one run's translations of ``args.subset`` against its
+    checkpoint's no-audio floor, decoded with ``add_floor_flags``' settings."""
+    from ..errors import InputError
+
+    silent, constant = no_audio_floor(
+        checkpoint, args.data, args.subset, os.path.join(args.data, "train.tsv"),
+        beam=args.beam, lenpen=args.lenpen, max_tokens=args.max_tokens, cpu=args.cpu)
+    if len(silent) != len(hypotheses):
+        raise InputError(f"{checkpoint}: {len(hypotheses)} translations, but {args.subset} "
+                         f"has {len(silent)} utterances")
+    return assess(hypotheses, references, silent, constant)
 
 
 def listening_mark(result: Optional[Listening]) -> str:

@@ -21,11 +21,11 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..io.flags import finite_number_flag, whole_number_flag
+from ..io.flags import whole_number_flag
 from ..errors import InputError, exit_on_input_error
 from ..evaluation.decoding import bleu_from_generate_output, load_st_model, translations
-from ..evaluation.listening import (LISTENING_P, MIN_DISTINCT_SHARE, assess, listening_mark,
-                                    no_audio_floor)
+from ..evaluation.listening import (LISTENING_P, MIN_DISTINCT_SHARE, add_floor_flags,
+                                    assess_run, listening_mark)
 from ..evaluation.reference import reference_speedups
 from ..evaluation.timing import kept_counts, kept_frames, measure_interleaved, utterances
 from ..st.model import check_st_checkpoint
@@ -68,12 +68,7 @@ def main(argv=None):
                         help="the first run is the speedup baseline")
     parser.add_argument("--repeats", type=whole_number_flag(1), default=3)
     parser.add_argument("--threads", type=whole_number_flag(1), default=None, help="torch.set_num_threads")
-    parser.add_argument("--beam", type=whole_number_flag(1), default=8,
-                        help="beam of the no-audio decoding (the runs' own)")
-    parser.add_argument("--lenpen", type=finite_number_flag, default=1.0,
-                        help="length penalty of the no-audio decoding (the runs' own)")
-    parser.add_argument("--max-tokens", type=whole_number_flag(1), default=4000000)
-    parser.add_argument("--cpu", action="store_true", help="decode on the CPU")
+    add_floor_flags(parser)
     parser.add_argument("--reference-size", default="base",
                         help="HuBERT size of the last column: a random-weight encoder of that "
                              "size on the same audio at each run's setting (tiny in tests)")
@@ -96,7 +91,7 @@ def run(args):
                 raise InputError(f"--run {name}: {path} does not exist")
         check_st_checkpoint(ckpt)
         bleu = bleu_from_generate_output(generate_out) if generate_out else None
-        heard = listening_of_run(args, ckpt, generate_out) if generate_out else None
+        heard = assess_run(args, ckpt, *translations(generate_out)) if generate_out else None
         model, dataset, _ = load_st_model(ckpt, args.data, args.subset)
         rows.append({"name": name, "bleu": bleu, "listening": heard})
         pairs.append((model, dataset))
@@ -130,18 +125,6 @@ def run(args):
               f"{MIN_DISTINCT_SHARE:.0%} distinct hypotheses and above both floors "
               f"(paired approximate randomization, p < {LISTENING_P})")
     print(markdown_table(rows))
-
-
-def listening_of_run(args, checkpoint: str, generate_output: str):
-    """``assess`` of one run: its generate output against its no-audio floor."""
-    hypotheses, references = translations(generate_output)
-    silent, constant = no_audio_floor(
-        checkpoint, args.data, args.subset, os.path.join(args.data, "train.tsv"),
-        beam=args.beam, lenpen=args.lenpen, max_tokens=args.max_tokens, cpu=args.cpu)
-    if len(silent) != len(hypotheses):
-        raise InputError(f"{generate_output}: {len(hypotheses)} translations, but "
-                         f"{args.subset} has {len(silent)} utterances")
-    return assess(hypotheses, references, silent, constant)
 
 
 if __name__ == "__main__":

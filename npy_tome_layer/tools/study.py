@@ -28,11 +28,11 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from ..io.flags import finite_number_flag, whole_number_flag
+from ..io.flags import whole_number_flag
 from ..errors import InputError
 from ..evaluation.decoding import bleu_from_generate_output, load_st_model, translations
-from ..evaluation.listening import (LISTENING_P, MIN_DISTINCT_SHARE, assess, listening_mark,
-                                    no_audio_floor, paired_p_values)
+from ..evaluation.listening import (LISTENING_P, MIN_DISTINCT_SHARE, add_floor_flags,
+                                    assess_run, listening_mark, paired_p_values)
 from ..evaluation.reference import reference_speedups
 from ..evaluation.timing import (frames_by_length, hubert_frames, kept_counts, kept_frames,
                                 kept_positions, utterances)
@@ -169,12 +169,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     p.add_argument("--reference-size", default="base",
                    help="HuBERT size of the speedup column (tiny in tests)")
     p.add_argument("--repeats", type=whole_number_flag(1), default=3, help="timed passes per setting")
-    p.add_argument("--beam", type=whole_number_flag(1), default=8,
-                   help="beam of the no-audio decoding (the runs' own)")
-    p.add_argument("--lenpen", type=finite_number_flag, default=1.0,
-                   help="length penalty of the no-audio decoding (the runs' own)")
-    p.add_argument("--max-tokens", type=whole_number_flag(1), default=4000000)
-    p.add_argument("--cpu", action="store_true", help="decode on the CPU")
+    add_floor_flags(p)
     args = p.parse_args(argv)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         p.error(f"--out {args.out} exists and is not a directory")
@@ -199,14 +194,10 @@ def measure_runs(args):
             found[mode, seed] = translations(generate_output)
         except ValueError as e:
             sys.exit(f"study: {e}")
-        hypotheses, references = found[mode, seed]
-        silent, constant = no_audio_floor(
-            checkpoint, args.data, args.subset, os.path.join(args.data, "train.tsv"),
-            beam=args.beam, lenpen=args.lenpen, max_tokens=args.max_tokens, cpu=args.cpu)
-        if len(silent) != len(hypotheses):
-            sys.exit(f"study: {generate_output}: {len(hypotheses)} translations, but "
-                     f"{args.subset} has {len(silent)} utterances")
-        heard = assess(hypotheses, references, silent, constant)
+        try:
+            heard = assess_run(args, checkpoint, *found[mode, seed])
+        except ValueError as e:
+            sys.exit(f"study: {e}")
         model, dataset, _ = load_st_model(checkpoint, args.data, args.subset)
         frames_in, frames_out = hubert_frames(model, dataset)
         setting = settings.setdefault(mode, model.encoder.hubert.encoder.final_setting)
