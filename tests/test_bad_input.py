@@ -29,10 +29,10 @@ def quiet(*_):
 def mustc(tmp_path, st_corpus):
     root = tmp_path / "mustc"
     write_corpus(str(root), {"train": [[8000, 9000]], "dev": [[7000]]})
-    txt = root / "en-de" / "data"
+    data = root / "en-de" / "data"
     return {"root": str(root), "out": str(tmp_path / "out"), "spm": st_corpus["spm"],
-            "dict": st_corpus["dict"],
-            "txt": lambda split, ext: txt / split / "txt" / f"{split}.{ext}"}
+            "dict": st_corpus["dict"], "data": data,
+            "txt": lambda split, ext: data / split / "txt" / f"{split}.{ext}"}
 
 
 def run_prepare(mustc, **changes):

@@ -15,23 +15,9 @@ import yaml
 from npy_tome_layer.errors import InputError
 from npy_tome_layer.tools.prepare_mustc import PreparationError, prepare
 
-from .test_prepare_mustc import write_corpus
+from .test_bad_input import mustc, quiet  # noqa: F401  (a fixture and its log sink)
 
 SR = 16000
-
-
-def quiet(*_):
-    pass
-
-
-@pytest.fixture
-def mustc(tmp_path, st_corpus):
-    root = tmp_path / "mustc"
-    write_corpus(str(root), {"train": [[8000, 9000]], "dev": [[7000]]})
-    data = root / "en-de" / "data"
-    return {"root": str(root), "out": str(tmp_path / "out"), "spm": st_corpus["spm"],
-            "dict": st_corpus["dict"], "data": data,
-            "txt": lambda split, ext: data / split / "txt" / f"{split}.{ext}"}
 
 
 def run_prepare(mustc, **changes):
