@@ -296,7 +296,7 @@ def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
     modes = {m["mode"]: m for m in report["modes"]}
     for m in modes.values():
         assert set(m) == {"mode", "seeds", "bleu_mean", "bleu_sd", "distinct_mean",
-                          "no_audio_bleu_mean", "seeds_listening", "frames_kept", "p_value",
+                          "no_audio_bleu_mean", "seeds_listening", "frames_kept", "p_values",
                           "base_speedup"}
         assert m["seeds"] == [1, 2] and m["base_speedup"] > 0 and 0 <= m["seeds_listening"] <= 2
     # every reduced run of a seed started from that seed's dense run
@@ -306,7 +306,12 @@ def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
             assert re.search(rf"fairseq-train .*--save-dir {study}/{mode}_seed{seed} .*"
                              rf"--finetune-from-model {dense} ", proc.stderr), (mode, seed)
     assert "floor" in (study / "study.md").read_text()
-    assert modes["baseline"]["p_value"] is None and 0 <= modes["fixed"]["p_value"] <= 1
+    # p-values against the dense baseline and against attention top-k, a column each
+    assert modes["baseline"]["p_values"]["baseline"] is None
+    assert modes["fixed"]["p_values"]["fixed"] is None
+    assert 0 <= modes["fixed"]["p_values"]["baseline"] <= 1
+    assert 0 <= modes["coverage"]["p_values"]["fixed"] <= 1
+    assert "| p vs baseline | p vs fixed |" in (study / "study.md").read_text()
     assert modes["baseline"]["frames_kept"] == 1.0 > modes["fixed"]["frames_kept"]
     assert modes["baseline"]["base_speedup"] == 1.0
     # the share was chosen once, on dev, and every coverage run trained with it

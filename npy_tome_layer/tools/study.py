@@ -1,5 +1,5 @@
 """Rank training settings with several seeds: BLEU mean and spread, significance
-against the dense baseline, frames kept, and the saving at HuBERT-base size.
+against the dense baseline and attention top-k, frames kept, and the saving at HuBERT-base size.
 
     python -m npy_tome_layer.tools.study --data DATA_DIR --subset tst-COMMON --out DIR \\
         --run baseline 1 CKPT GENERATE_OUT --run fixed 1 CKPT GENERATE_OUT ...
@@ -7,8 +7,9 @@ against the dense baseline, frames kept, and the saving at HuBERT-base size.
 ``scripts/study.sh`` trains and evaluates the runs and calls this. Per run:
 BLEU from its fairseq-generate output, ``frames_kept`` (HuBERT frames that
 leave the encoder over the split, each utterance alone). Per mode: mean and
-sample standard deviation of BLEU over seeds; ``p_value``, sacreBLEU's paired
-approximate-randomization test against the baseline with the seeds pooled
+sample standard deviation of BLEU over seeds; ``p_values``, sacreBLEU's paired
+approximate-randomization test against each mode of ``--against`` (default
+baseline and fixed, those the study holds) with the seeds pooled
 (each mode's hypotheses of all seeds concatenated in seed order, references
 repeated; 1 where the pooled BLEUs are equal); ``base_speedup``, a random-weight
 HuBERT-base encoding the split's audio at the mode's setting, dense time / that
@@ -24,7 +25,7 @@ import json
 import os
 import statistics
 import sys
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 
@@ -41,12 +42,15 @@ from ..io.atomic import write_text_atomically
 RUN_KEYS = ("mode", "seed", "bleu", "distinct", "no_audio_bleu", "listens", "frames_kept",
             "checkpoint")
 MODE_KEYS = ("mode", "seeds", "bleu_mean", "bleu_sd", "distinct_mean", "no_audio_bleu_mean",
-             "seeds_listening", "frames_kept", "p_value", "base_speedup")
+             "seeds_listening", "frames_kept", "p_values", "base_speedup")
 
 
 def summarise(runs: List[Dict], translations_of: Dict[Tuple[str, int], Tuple[List, List]],
               settings: Dict[str, tuple], speedups: Dict[tuple, float],
-              baseline: str = "baseline") -> List[Dict]:
+              against: Sequence[str] = ("baseline",)) -> List[Dict]:
+    """One entry per mode; ``p_values`` maps each mode of ``against`` that the
+    study holds to the paired test of this mode's pooled hypotheses against it
+    (None for that mode itself)."""
     modes = list(dict.fromkeys(r["mode"] for r in runs))
     pooled, references = {}, None
     for mode in modes:
@@ -58,7 +62,8 @@ def summarise(runs: List[Dict], translations_of: Dict[Tuple[str, int], Tuple[Lis
         elif refs != references:
             raise InputError(f"mode {mode}: its seeds' references differ from the first mode's "
                              "(every mode needs the same seeds on the same split)")
-    p_values = paired_p_values(pooled, references, baseline) if baseline in pooled else {}
+    p_values = {reference: paired_p_values(pooled, references, reference)
+                for reference in against if reference in pooled}
     summary = []
     for mode in modes:
         mine = sorted((r for r in runs if r["mode"] == mode), key=lambda r: r["seed"])
@@ -71,7 +76,7 @@ def summarise(runs: List[Dict], translations_of: Dict[Tuple[str, int], Tuple[Lis
             "no_audio_bleu_mean": round(statistics.mean(r["no_audio_bleu"] for r in mine), 2),
             "seeds_listening": sum(r["listens"] for r in mine),
             "frames_kept": round(statistics.mean(r["frames_kept"] for r in mine), 4),
-            "p_value": None if mode == baseline else p_values.get(mode),
+            "p_values": {reference: values.get(mode) for reference, values in p_values.items()},
             "base_speedup": round(speedups[settings[mode]], 3),
         })
     return summary
@@ -83,19 +88,22 @@ def setting_label(setting: tuple) -> str:
 
 
 def markdown(runs: List[Dict], modes: List[Dict], settings: Dict[str, tuple]) -> str:
+    references = list(modes[0]["p_values"]) if modes else []
     lines = ["| mode | setting | seeds | BLEU mean ± sd | BLEU per seed | distinct hypotheses "
-             "| no-audio BLEU | seeds listening | HuBERT frames kept "
-             "| p vs baseline | speedup at base size |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| no-audio BLEU | seeds listening | HuBERT frames kept | "
+             + "".join(f"p vs {reference} | " for reference in references)
+             + "speedup at base size |",
+             "| --- " * (10 + len(references)) + "|"]
     for m in modes:
         per_seed = ", ".join(f"{r['bleu']:.2f}" for r in sorted(
             (r for r in runs if r["mode"] == m["mode"]), key=lambda r: r["seed"]))
-        p = "–" if m["p_value"] is None else f"{m['p_value']:.4f}"
+        p = "".join("– | " if m["p_values"][reference] is None
+                    else f"{m['p_values'][reference]:.4f} | " for reference in references)
         lines.append(f"| {m['mode']} | {setting_label(settings[m['mode']])} | {len(m['seeds'])} "
                      f"| {m['bleu_mean']:.2f} ± {m['bleu_sd']:.2f} | {per_seed} "
                      f"| {100 * m['distinct_mean']:.0f} % | {m['no_audio_bleu_mean']:.2f} "
                      f"| {m['seeds_listening']}/{len(m['seeds'])} "
-                     f"| {100 * m['frames_kept']:.1f} % | {p} | {m['base_speedup']:.2f}x |")
+                     f"| {100 * m['frames_kept']:.1f} % | {p}{m['base_speedup']:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
@@ -164,7 +172,9 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     p.add_argument("--subset", default="tst-COMMON")
     p.add_argument("--run", nargs=4, action="append", required=True,
                    metavar=("MODE", "SEED", "CHECKPOINT", "GENERATE_OUTPUT"))
-    p.add_argument("--baseline", default="baseline", help="mode the p-values compare against")
+    p.add_argument("--against", nargs="+", default=["baseline", "fixed"], metavar="MODE",
+                   help="modes the p-values compare against, a column each (those the study "
+                        "holds; default: the dense baseline and attention top-k)")
     p.add_argument("--out", required=True)
     p.add_argument("--reference-size", default="base",
                    help="HuBERT size of the speedup column (tiny in tests)")
@@ -225,7 +235,7 @@ def main(argv=None):
     speedups = reference_speedups(list(settings.values()), audios, args.reference_size,
                                   repeats=args.repeats, kept_counts=kept)
     try:
-        modes = summarise(runs, found, settings, speedups, args.baseline)
+        modes = summarise(runs, found, settings, speedups, args.against)
     except ValueError as e:
         sys.exit(f"study: {e}")
     os.makedirs(args.out, exist_ok=True)
