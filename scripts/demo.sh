@@ -7,7 +7,8 @@
 # Environment: that of demo_setup.sh, and DEMO_MODES ("baseline fixed
 # schedule"), AVERAGE_LAST (3), SWEEP (0; 1 adds an inference-time sweep of the
 # checkpoints of SWEEP_MODES, default baseline, at keep rates 1.0 0.9 0.8 from
-# layer 0: off by default so the demo stays within 15 minutes), SWEEP_ARGS
+# layer 0 for each reduction of SWEEP_REDUCTIONS, default prune uniform local merge
+# adjacent fold: off by default so the demo stays within 15 minutes), SWEEP_ARGS
 # (appended to the sweep's arguments),
 # COMPARE_ARGS (appended to compare_runs' arguments), REDUCED_FROM (baseline:
 # every other mode starts from that mode's averaged checkpoint, trained first,
@@ -49,6 +50,8 @@ run "$PY" -m npy_tome_layer.tools.compare_runs --data "$DATA_ROOT/en-$TGT" --sub
 
 if [ "${SWEEP:-0}" = 1 ]; then
   read -r -d '' -a sweep_args <<< "${SWEEP_ARGS:-}" || true
+  read -r -d '' -a sweep_reductions <<< "${SWEEP_REDUCTIONS:-prune uniform local merge adjacent fold}" \
+    || true
   for mode in ${SWEEP_MODES:-baseline}; do
     ckpt=$CKPT_ROOT/en-$TGT/st_$mode/avg_last_$AVERAGE_LAST.pt
     [ -f "$ckpt" ] || continue
@@ -57,7 +60,8 @@ if [ "${SWEEP:-0}" = 1 ]; then
     # evaluate.sh's batch limit (models built before batch invariance depend on it)
     run "$PY" -m npy_tome_layer.tools.sweep --checkpoint "$ckpt" --data "$DATA_ROOT/en-$TGT" \
       --subset tst-COMMON --beam 8 --lenpen "$LENPEN" --max-tokens 400000 --repeats 2 --cpu \
-      --rates 1.0 0.9 0.8 --init-layers 0 --out "$WORK/sweep_$mode" "${sweep_args[@]}"
+      --rates 1.0 0.9 0.8 --init-layers 0 --reductions "${sweep_reductions[@]}" \
+      --out "$WORK/sweep_$mode" "${sweep_args[@]}"
   done
 fi
 echo

@@ -256,6 +256,33 @@ def test_prune_like_spans_are_their_positions(hubert_tiny):
         assert torch.equal(spans[..., 0], kept) and torch.equal(spans[..., 1], kept)
 
 
+def test_the_studys_positions_are_the_centres_of_the_runs(hubert_tiny):
+    """The study's position plot places a token at the middle of the run of
+    frames it stands for: prune's tokens at their own frame, adjacent's
+    merged runs at their centre, covering the utterance evenly."""
+    from npy_tome_layer.evaluation.timing import kept_frames, kept_positions
+
+    dataset = [{"source": s} for s in waveforms([16640, 9000])[0].unbind(0)]
+    dataset[1]["source"] = dataset[1]["source"][:9000]
+    for kwargs in (dict(pruning_rate=0.7), dict(token_reduction="adjacent", pruning_rate=0.7)):
+        hubert = load_pruned_hubert(hubert_tiny, **kwargs)
+        frames = kept_frames(SimpleNamespace(encoder=SimpleNamespace(hubert=hubert)), dataset)
+        for audio, (n, layers) in zip(dataset, frames):
+            with torch.no_grad():
+                res = hubert(audio["source"].unsqueeze(0), mask=False, features_only=True)
+            assert n == int(hubert.frame_lengths(torch.tensor(audio["source"].numel())))
+            for centres, kept, spans in zip(layers, res["kept_indices"], res["spans"]):
+                assert centres.tolist() == spans[0].float().mean(-1).tolist()
+                if "token_reduction" not in kwargs:
+                    assert centres.tolist() == kept[0].float().tolist()
+        positions = kept_positions(frames)
+        assert len(positions) == sum(layers[-1].numel() for _, layers in frames)
+        assert all(0 < p < 1 for p in positions)
+    # adjacent's runs partition each utterance, so the last layer's centres are
+    # spread over it: the first run starts at frame 0 and the last ends at n - 1
+    assert min(positions) < 0.25 and max(positions) > 0.75
+
+
 def test_conv_spans_are_its_strides(hubert_tiny):
     model = load_pruned_hubert(hubert_tiny, token_reduction="conv", pruning_init_layer=1)
     source, mask = waveforms([16640, 9000])

@@ -123,7 +123,8 @@ def tiny_demo(tmp_path_factory):
            "PRETRAIN_UPDATES": "3", "HUBERT_PRETRAIN_UPDATES": "3", "KMEANS_CLUSTERS": "8",
            "NPROC": "1", "CONFIG_DIR": str(configs)}
     proc = run_script("demo.sh", [], dict(
-        env, SWEEP="1", SWEEP_ARGS="--rates 1.0 0.8 --init-layers 0 --repeats 1 --beam 2",
+        env, SWEEP="1", SWEEP_REDUCTIONS="prune adjacent",
+        SWEEP_ARGS="--rates 1.0 0.8 --init-layers 0 --repeats 1 --beam 2",
         COMPARE_ARGS="--reference-size tiny --repeats 1"))
     return env, proc
 
@@ -170,7 +171,8 @@ def test_demo_end_to_end_at_the_smallest_size(tiny_demo):
     assert "most frequent target for every utterance scores" in proc.stdout
     # the inference-time sweep of the dense checkpoint (SWEEP_MODES), and the elapsed time
     records = json.loads((work / "sweep_baseline" / "sweep.json").read_text())
-    assert [(r["rate"], r["init_layer"]) for r in records] == [(1.0, 0), (0.8, 0)]
+    assert [(r["reduction"], r["rate"], r["init_layer"]) for r in records] == [
+        ("prune", 1.0, 0), ("prune", 0.8, 0), ("adjacent", 1.0, 0), ("adjacent", 0.8, 0)]
     assert not (work / "sweep_fixed").exists()
     assert re.search(r"^demo finished in \d+ min \d+ s$", proc.stdout, flags=re.M)
 
@@ -269,6 +271,26 @@ def test_launch_command_per_device_and_node_count(tmp_path, device, nnodes, expe
                                   MASTER_PORT="29511", CONFIG_DIR=str(tmp_path))).stdout
     for piece in expected:
         assert piece in out, (piece, out)
+
+
+def test_evaluate_under_a_file_size_limit_ends_and_keeps_nothing(tiny_demo, tmp_path):
+    """Under `ulimit -f` a DataLoader worker's batch in /dev/shm failed to
+    write and fairseq-generate waited for it for ever; the configs decode
+    without worker processes, so the run ends on the first failed write of its
+    output (fairseq's traceback names it) and leaves no file behind."""
+    env, _ = tiny_demo
+    dense = Path(env["WORK"]) / "checkpoints_tiny" / "en-de" / "st_baseline" / "avg_last_3.pt"
+    ckpt = tmp_path / "ckpt" / "model.pt"
+    ckpt.parent.mkdir()
+    shutil.copy(dense, ckpt)
+    full_env = dict(os.environ, PY=os.path.join(VENV_BIN, "python"), **env,
+                    DATA_ROOT=str(Path(env["WORK"]) / "data"), DEVICE="cpu")
+    proc = subprocess.run(["bash", "-c", 'ulimit -f 0; exec bash "$0" "$@"',
+                           os.path.join(SCRIPTS, "evaluate.sh"), "de", str(ckpt)],
+                          capture_output=True, text=True, env=full_env, cwd=REPO, timeout=300)
+    assert proc.returncode != 0
+    assert "File too large" in proc.stderr, proc.stderr[-3000:]
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["model.pt"]
 
 
 def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):

@@ -58,12 +58,16 @@ def hubert_frames(model, dataset) -> Tuple[int, int]:
 
 @torch.inference_mode()
 def kept_frames(model, dataset) -> List[Tuple[int, List[torch.Tensor]]]:
-    """Per utterance (alone): (HuBERT frames in, original index of each frame
-    kept after each acting layer)."""
+    """Per utterance (alone): (HuBERT frames in, where each token left after
+    each acting layer lies: the centre of the run of original frames it stands
+    for, ``spans``). A token of one frame (prune and the other dropping
+    reductions) lies at that frame's index; a merged run of `adjacent` or
+    `fold` at its middle, so positions show where the tokens' content comes
+    from, not only which frame represents it."""
     hubert = model.encoder.hubert
     return [(int(hubert.frame_lengths(torch.tensor(audio.size(1)))),
-             [kept[0] for kept in hubert(audio, padding_mask=None, mask=False,
-                                         features_only=True)["kept_indices"]])
+             [spans[0].float().mean(dim=-1) for spans in hubert(
+                 audio, padding_mask=None, mask=False, features_only=True)["spans"]])
             for audio in utterances(dataset)]
 
 
@@ -75,7 +79,7 @@ def kept_counts(frames) -> List[List[int]]:
 def kept_positions(frames) -> List[float]:
     """Where in its utterance (0 = start, 1 = end) each frame that leaves HuBERT
     lies, over ``kept_frames``' result; empty for a dense model."""
-    return [float(i + 0.5) / n for n, layers in frames if layers for i in layers[-1].tolist()]
+    return [(float(i) + 0.5) / n for n, layers in frames if layers for i in layers[-1].tolist()]
 
 
 def frames_by_length(frames) -> List[Tuple[int, int]]:
