@@ -77,8 +77,8 @@ def kept_counts(frames) -> List[List[int]]:
 
 
 def kept_positions(frames) -> List[float]:
-    """Where in its utterance (0 = start, 1 = end) each frame that leaves HuBERT
-    lies, over ``kept_frames``' result; empty for a dense model."""
+    """Where in its utterance (0 = start, 1 = end) each token that leaves HuBERT
+    lies (its run's centre), over ``kept_frames``' result."""
     return [(float(i) + 0.5) / n for n, layers in frames if layers for i in layers[-1].tolist()]
 
 
