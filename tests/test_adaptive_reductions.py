@@ -158,14 +158,14 @@ def test_coverage_keeps_few_frames_where_attention_is_concentrated():
     A keep rate would keep as many of each; coverage keeps 2 and ceil(0.7 n)."""
     from types import SimpleNamespace
 
-    from npy_tome_layer.reduction import ReductionOptions, Tokens, build_reduction
+    from npy_tome_layer.reduction import Tokens, build_reduction
 
     n = 20
     scores = torch.full((2, n), 1.0)
     scores[0] = 0.01
     scores[0, [3, 15]] = 10.0
     tokens = Tokens(torch.randn(2, n, 8), None, torch.arange(n).expand(2, -1))
-    reduction = build_reduction("coverage", 8, ReductionOptions(coverage=0.7))
+    reduction = build_reduction("coverage", 8, pruning_coverage=0.7)
     out = reduction.reduce(tokens, SimpleNamespace(scores=scores), 1.0, 0)
     assert (~out.padding_mask).sum(dim=1).tolist() == [2, 14]
     assert out.positions[0, :2].tolist() == [3, 15]
@@ -199,14 +199,16 @@ def test_coverage_one_equals_the_dense_encoder(hubert_tiny):
 
 
 @pytest.mark.parametrize("kwargs,words", [
-    (dict(token_reduction="coverage"), "needs pruning_coverage in (0, 1]"),
-    (dict(token_reduction="coverage", pruning_coverage=0.0), "needs pruning_coverage in (0, 1]"),
-    (dict(token_reduction="coverage", pruning_coverage=1.2), "needs pruning_coverage in (0, 1]"),
+    (dict(token_reduction="coverage"), "needs pruning_coverage, a number in (0, 1]"),
+    (dict(token_reduction="coverage", pruning_coverage=0.0),
+     "pruning_coverage must be a number in (0, 1], got 0.0"),
+    (dict(token_reduction="coverage", pruning_coverage=1.2),
+     "pruning_coverage must be a number in (0, 1], got 1.2"),
     (dict(token_reduction="coverage", pruning_coverage=float("nan")), "pruning_coverage"),
     (dict(token_reduction="coverage", pruning_coverage=0.9, pruning_min_keep_rate=-0.1),
-     "pruning_min_keep_rate must be in [0, 1]"),
+     "pruning_min_keep_rate must be a number in [0, 1]"),
     (dict(token_reduction="coverage", pruning_coverage=0.9, pruning_min_keep_rate=1.5),
-     "pruning_min_keep_rate must be in [0, 1]"),
+     "pruning_min_keep_rate must be a number in [0, 1]"),
     (dict(token_reduction="coverage", pruning_coverage=0.9, pruning_rate=0.8),
      "the keep rate does not apply"),
     (dict(token_reduction="local", pruning_rate=0.9, pruning_window=0), "pruning_window"),
@@ -275,20 +277,27 @@ def test_sweep_settings_of_a_coverage_or_local_checkpoint(hubert_tiny):
     coverages on a local checkpoint drop the window: each setting builds."""
     from npy_tome_layer.tools.sweep import pruning_overrides
 
+    def swept(trained, *setting):
+        reduction = load_pruned_hubert(hubert_tiny, **trained).encoder.length_reduction
+        rate, init_layer, coverage = setting
+        return load_pruned_hubert(hubert_tiny, **{**trained, **pruning_overrides(
+            rate, init_layer, reduction, coverage)})
+
     coverage = dict(token_reduction="coverage", pruning_coverage=0.8, pruning_min_keep_rate=0.1)
     for rate in (1.0, 0.9):
-        model = load_pruned_hubert(hubert_tiny, **{**coverage,
-                                                   **pruning_overrides(rate, 0, None, "coverage")})
+        model = swept(coverage, rate, 0, None)
         assert model.encoder.length_reduction.name == "prune"
         assert model.encoder.shortens() == (rate < 1.0)
+    # the trained coverage's floor stays when its share is swept
+    assert swept(coverage, None, 0, 0.6).encoder.length_reduction.min_keep_rate == 0.1
     local = dict(token_reduction="local", pruning_rate=0.9, pruning_window=5)
-    model = load_pruned_hubert(hubert_tiny, **{**local, **pruning_overrides(None, 1, 0.7, "local")})
+    model = swept(local, None, 1, 0.7)
     assert model.encoder.final_setting == ("coverage", 0.7, 1)
-    model = load_pruned_hubert(hubert_tiny, **{**local, **pruning_overrides(0.8, 0, None, "local")})
+    model = swept(local, 0.8, 0, None)
     assert model.encoder.final_setting == ("local", 0.8, 0)
     # a reduction that ignores the rate but not by choosing its own counts keeps its class
     conv = dict(token_reduction="conv", pruning_init_layer=1)
-    model = load_pruned_hubert(hubert_tiny, **{**conv, **pruning_overrides(0.9, 1, None, "conv")})
+    model = swept(conv, 0.9, 1, None)
     assert model.encoder.length_reduction.name == "conv"
 
 

@@ -104,7 +104,8 @@ def test_header_only_manifest_is_named(tmp_path):
     ({"pruning_rate": True}, r"pruning_rate must be a number in \(0, 1\], got True"),
     ({"pruning_rate": 0.0}, r"pruning_rate must be a number in \(0, 1\], got 0.0"),
     ({"pruning_rate": 1.5}, r"pruning_rate must be a number in \(0, 1\], got 1.5"),
-    ({"pruning_init_layer": 2.5}, r"pruning_init_layer must be a whole number, got 2.5"),
+    ({"pruning_init_layer": 2.5}, r"pruning_init_layer must be a whole number in \[0, 3\] for a "
+                                r"3-layer encoder, got 2.5"),
 ])
 def test_load_pruned_hubert_checks_its_arguments(hubert_tiny, kwargs, message):
     from npy_tome_layer import load_pruned_hubert

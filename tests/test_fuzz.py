@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 
 from npy_tome_layer.errors import InputError
 from npy_tome_layer.io.audio import MIN_SAMPLES, SAMPLE_RATE
-from npy_tome_layer.io.flags import (cosine_flag, finite_number, finite_number_flag,
-                                     keep_rate_flag, positive_number_flag, share, share_flag,
-                                     whole_number, whole_number_flag)
+from npy_tome_layer.io.flags import (cosine_flag, finite_number_flag, keep_rate_flag,
+                                     positive_number_flag, share_flag, whole_number_flag)
 from npy_tome_layer.reduction.keep_rate import KeepRateSchedule
+from npy_tome_layer.values import finite_number, share, whole_number
 from npy_tome_layer.reduction.selection import (coverage_counts, keep_counts, select_by_windows,
                                                 select_frames, window_quotas)
 from npy_tome_layer.st.dataset import COLUMNS, breaks_a_field, parse_audio_ref, read_manifest

@@ -13,7 +13,7 @@ from torch.overrides import TorchFunctionMode
 
 from npy_tome_layer import load_pruned_hubert
 from npy_tome_layer.errors import InputError
-from npy_tome_layer.reduction import (AttentionEvidence, ReductionOptions, Tokens,
+from npy_tome_layer.reduction import (AttentionEvidence, Tokens,
                                       build_reduction)
 from npy_tome_layer.reduction import adjacent, runs
 
@@ -31,7 +31,7 @@ def _tokens(x=X, mask=None, sizes=None, spans=None):
 
 
 def _adjacent(rate=0.5, keys=KEYS, tokens=None, **options):
-    reduction = build_reduction("adjacent", 1, ReductionOptions(**options))
+    reduction = build_reduction("adjacent", 1, **options)
     return reduction.reduce(tokens or _tokens(), SimpleNamespace(keys=keys), rate, 0)
 
 
@@ -69,14 +69,14 @@ def test_adjacent_averages_by_the_sizes_carried_from_earlier_layers():
 
 def test_adjacent_threshold_merges_every_pair_above_it_with_a_floor():
     # above 0.9: edges 0 and 2 -> 4 tokens, whatever the rate would say
-    out = _adjacent(1.0, merge_threshold=0.9)
+    out = _adjacent(1.0, pruning_merge_threshold=0.9)
     assert out.spans.tolist() == [[[0, 1], [2, 3], [4, 4], [5, 5]]]
     assert _values(out.x) == [[0.5, 2.5, 4.0, 5.0]]
     # above 0.0: four edges, but the floor ceil(0.8 * 6) = 5 leaves one: the most similar
-    out = _adjacent(1.0, merge_threshold=0.0, min_keep_rate=0.8)
+    out = _adjacent(1.0, pruning_merge_threshold=0.0, pruning_min_keep_rate=0.8)
     assert out.spans.tolist() == [[[0, 1], [2, 2], [3, 3], [4, 4], [5, 5]]]
     # a threshold no pair exceeds merges nothing
-    assert _adjacent(1.0, merge_threshold=0.999).spans.size(1) == 6
+    assert _adjacent(1.0, pruning_merge_threshold=0.999).spans.size(1) == 6
 
 
 def test_adjacent_threshold_count_follows_the_content():
@@ -84,7 +84,7 @@ def test_adjacent_threshold_count_follows_the_content():
     varied = torch.eye(8)[:, :3].unsqueeze(0) + torch.eye(8)[:, 3:6].unsqueeze(0)
     keys = torch.cat([steady, varied])
     tokens = _tokens(torch.randn(2, 8, 1))
-    out = _adjacent(1.0, keys=keys, tokens=tokens, merge_threshold=0.5, min_keep_rate=0.25)
+    out = _adjacent(1.0, keys=keys, tokens=tokens, pruning_merge_threshold=0.5, pruning_min_keep_rate=0.25)
     assert (~out.padding_mask).sum(1).tolist() == [2, 8]  # the floor, and no merge at all
 
 
@@ -129,8 +129,8 @@ def _random_batch(lengths, dim=4, seed=0):
 
 
 SETTINGS = [("adjacent", 0.5, {}), ("adjacent", 0.9, {}), ("adjacent", 0.2, {}),
-            ("adjacent", 1.0, {"merge_threshold": 0.3}),
-            ("adjacent", 1.0, {"merge_threshold": -0.5, "min_keep_rate": 0.4}),
+            ("adjacent", 1.0, {"pruning_merge_threshold": 0.3}),
+            ("adjacent", 1.0, {"pruning_merge_threshold": -0.5, "pruning_min_keep_rate": 0.4}),
             ("fold", 0.5, {}), ("fold", 0.85, {}), ("fold", 0.1, {})]
 
 
@@ -138,11 +138,11 @@ SETTINGS = [("adjacent", 0.5, {}), ("adjacent", 0.9, {}), ("adjacent", 0.2, {}),
 def test_spans_partition_each_rows_frames_and_the_mean_is_kept(name, rate, options):
     lengths = [23, 1, 0, 17, 9]
     tokens, evidence = _random_batch(lengths)
-    out = build_reduction(name, 4, ReductionOptions(**options)).reduce(tokens, evidence, rate, 2)
+    out = build_reduction(name, 4, **options).reduce(tokens, evidence, rate, 2)
     kept = (~out.padding_mask).sum(1).tolist()
     for b, n in enumerate(lengths):
         k = kept[b]
-        if "merge_threshold" not in options:
+        if "pruning_merge_threshold" not in options:
             assert k == (max(1, math.ceil(rate * n)) if n else 0)  # prune's count
         spans = out.spans[b, :k].tolist()
         if n:  # contiguous runs in time order covering exactly frames 0 .. n-1
@@ -161,7 +161,7 @@ def test_spans_partition_each_rows_frames_and_the_mean_is_kept(name, rate, optio
 def test_a_row_alone_equals_itself_in_a_padded_batch(name, rate, options):
     lengths = [23, 1, 0, 17, 9]
     tokens, evidence = _random_batch(lengths)
-    reduction = build_reduction(name, 4, ReductionOptions(**options))
+    reduction = build_reduction(name, 4, **options)
     together = reduction.reduce(tokens, evidence, rate, 2)
     for b, n in enumerate(lengths):
         if n == 0:
@@ -196,7 +196,7 @@ class _HostSyncs(TorchFunctionMode):
 @pytest.mark.parametrize("name,rate,options", SETTINGS)
 def test_one_host_sync_per_step_and_no_per_row_loop(name, rate, options):
     tokens, evidence = _random_batch([23, 1, 0, 17, 9])
-    reduction = build_reduction(name, 4, ReductionOptions(**options))
+    reduction = build_reduction(name, 4, **options)
     with _HostSyncs() as syncs:
         reduction.reduce(tokens, evidence, rate, 2)
     assert syncs.seen == ["__int__"]  # the new width
@@ -332,7 +332,7 @@ def test_the_threshold_setting_is_named_by_its_threshold(hubert_tiny):
     (dict(token_reduction="adjacent", pruning_merge_threshold="high"),
      "pruning_merge_threshold must be a cosine similarity"),
     (dict(token_reduction="adjacent", pruning_merge_threshold=0.5, pruning_min_keep_rate=2.0),
-     "pruning_min_keep_rate must be in [0, 1], got 2.0"),
+     "pruning_min_keep_rate must be a number in [0, 1], got 2.0"),
     (dict(token_reduction="adjacent", pruning_rate=0.8, pruning_min_keep_rate=0.3),
      "pruning_min_keep_rate 0.3 is the floor of pruning_merge_threshold"),
     (dict(token_reduction="adjacent", pruning_merge_threshold=0.5, pruning_rate=0.8),
@@ -366,7 +366,7 @@ def test_the_threshold_flag_is_checked_by_fairseqs_parser(value, capsys):
             "--task", "speech_and_text_translation", "--arch", "hubert_transformer_pruning_layer",
             "--token-reduction", "adjacent", "--pruning-merge-threshold", value])
     assert exit_info.value.code == 2
-    assert (f"error: argument --pruning-merge-threshold: must be a number in [-1, 1], "
+    assert (f"error: argument --pruning-merge-threshold: must be a cosine similarity in [-1, 1], "
             f"got '{value}'") in capsys.readouterr().err
 
 
@@ -410,15 +410,18 @@ def test_sweep_overrides_of_another_reduction_clear_the_trained_ones_options(hub
     threshold = dict(token_reduction="adjacent", pruning_merge_threshold=0.3,
                      pruning_min_keep_rate=0.2)
     local = dict(token_reduction="local", pruning_rate=0.9, pruning_window=5)
+    def reduction_of(settings):
+        return load_pruned_hubert(hubert_tiny, **settings).encoder.length_reduction
+
     for trained, reduction, expected in [(threshold, None, "adjacent"),
                                          (threshold, "fold", "fold"),
                                          (local, "adjacent", "adjacent"),
                                          (local, "local", "local")]:
         model = load_pruned_hubert(hubert_tiny, **{**trained, **pruning_overrides(
-            0.8, 1, None, trained["token_reduction"], reduction)})
+            0.8, 1, reduction_of(trained), None, reduction)})
         assert model.encoder.final_setting == (expected, 0.8, 1)
     model = load_pruned_hubert(hubert_tiny, **{**local, **pruning_overrides(
-        0.8, 0, None, "local", "local")})
+        0.8, 0, reduction_of(local), None, "local")})
     assert model.encoder.length_reduction.window == 5  # the trained reduction keeps its own
 
 
@@ -442,7 +445,7 @@ def test_sweep_table_has_a_row_per_record_and_columns_in_one_place():
                for name, rate, bleu, kept, speedup in [("prune", 1.0, 30.0, 1.0, 1.0),
                                                        ("prune", 0.8, 20.0, 0.5, 1.2),
                                                        ("fold", 0.8, 25.0, 0.5, 1.2)]]
-    table = markdown(records, "ckpt.pt", "dev", ("prune", 0.8, 0))
+    table = markdown(records, "ckpt.pt", "dev", "keep rate 0.8 from layer 0")
     lines = table.splitlines()
     assert lines[2] == "| " + " | ".join(h for h, _ in TABLE_COLUMNS) + " |"
     assert lines[4:] == [
@@ -451,7 +454,7 @@ def test_sweep_table_has_a_row_per_record_and_columns_in_one_place():
         "| rate 0.8 | fold | 0 | 25.00 | 95 % | 9.94 | yes | 50.0 % | 0.833 | 1.20x | 1.50x |"]
     assert "most frequent target for every utterance scores 6.46" in lines[0]
     extra = TABLE_COLUMNS + (("distinct", lambda r: "-"),)
-    assert markdown(records, "ckpt.pt", "dev", ("prune", 0.8, 0), extra).splitlines()[4] \
+    assert markdown(records, "ckpt.pt", "dev", "keep rate 0.8 from layer 0", extra).splitlines()[4] \
         .endswith("| n/a | - |")
     assert pareto_front([(1.0, 30.0), (1.2, 20.0), (1.2, 25.0), (1.1, 10.0), (1.5, 5.0)]) == \
         [(1.0, 30.0), (1.2, 25.0), (1.5, 5.0)]

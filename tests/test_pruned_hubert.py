@@ -35,7 +35,7 @@ def reduction_arguments(mode, rate):
     attention it keeps."""
     from npy_tome_layer.reduction import REDUCTIONS
 
-    if "coverage" in REDUCTIONS[mode].options_read:
+    if any(setting.name == "pruning_coverage" for setting in REDUCTIONS[mode].settings):
         return {"token_reduction": mode, "pruning_coverage": rate}
     return {"token_reduction": mode, "pruning_rate": rate}
 

@@ -60,7 +60,7 @@ def test_merge_refuses_rates_below_one_half():
 def test_conv_reduction_halves_with_a_correct_mask_and_starts_as_average_pooling():
     lengths = [9, 4, 1]
     x, _, mask = _batch(lengths)
-    conv = StridedConvReduction(8, stride=2)
+    conv = StridedConvReduction(8, conv_reduction_stride=2)
     y, new_mask = conv(x, mask)
     assert (~new_mask).sum(1).tolist() == [5, 2, 1] and y.size(1) == 5
     torch.testing.assert_close(y[1, :2], (x[1, 0:4:2] + x[1, 1:4:2]) / 2)
@@ -162,14 +162,16 @@ def test_blind_reductions_choose_within_each_rows_valid_frames():
     """The reduction itself on a padded batch: row b keeps keep_counts(n_b)
     frames, at the ranks the rule names, in time order, padding never kept."""
     from npy_tome_layer.reduction.selection import keep_counts
-    from npy_tome_layer.reduction import ReductionOptions, Tokens, build_reduction
+    from npy_tome_layer.reduction import Tokens, build_reduction
 
     lengths = [37, 20, 9, 1, 0]
     x, _, mask = _batch(lengths)
     positions = torch.arange(x.size(1)).expand(len(lengths), -1)
-    for name, rule in (("uniform", lambda n, k: uniform_ranks(n, k)),
-                       ("random", lambda n, k: random_ranks(n, k, 5, 3))):
-        out = build_reduction(name, 8, ReductionOptions(seed=5)).reduce(Tokens(x, mask, positions), None, 0.7, 3)
+    for name, settings, rule in (("uniform", {}, lambda n, k: uniform_ranks(n, k)),
+                                 ("random", {"token_reduction_seed": 5},
+                                  lambda n, k: random_ranks(n, k, 5, 3))):
+        out = build_reduction(name, 8, **settings).reduce(Tokens(x, mask, positions), None,
+                                                          0.7, 3)
         for b, n in enumerate(lengths):
             k = int(keep_counts(torch.tensor([n]), 0.7)[0])
             assert int((~out.padding_mask[b]).sum()) == k
@@ -227,7 +229,7 @@ def test_random_reduction_seed_changes_the_kept_frames(hubert_tiny):
     kept = []
     for seed in (0, 0, 1):
         model = load_pruned_hubert(hubert_tiny, pruning_rate=0.7, token_reduction="random",
-                                   reduction_seed=seed)
+                                   token_reduction_seed=seed)
         with torch.no_grad():
             kept.append(model(audio, mask=False, features_only=True)["kept_indices"][-1].tolist())
     assert kept[0] == kept[1] != kept[2]

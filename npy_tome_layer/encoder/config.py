@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import InputError, shorten
-from ..io.flags import finite_number, share, whole_number
+from ..values import finite_number, share, whole_number
 
 # HubertConfig's float fields that are probabilities: dropouts, layerdrop, the
 # masking probabilities (fairseq's own flags take any float for them)

@@ -10,7 +10,7 @@ glue around the method in ``reduction/``.
   ``forward(features_only=True)``, ``extract_features`` and the ST encoder all
   return masks aligned with their features, and makes the conv front end
   batch-invariant (``front_end.py``) unless asked for fairseq's padding.
-  Parameter names are fairseq's (the conv reduction's are ``REDUCTION_PREFIX``),
+  Parameter names are fairseq's (a reduction's own are under ``REDUCTION_PREFIX``),
   so official state dicts and older ST checkpoints load as-is.
 """
 import contextlib
@@ -32,16 +32,19 @@ from torch.profiler import record_function
 from ..errors import InputError
 from ..io.audio import SAMPLE_RATE
 from ..io.checkpoints import check_shapes, checkpoint_task, load_checkpoint
-from ..reduction import (REDUCE_LABEL, KeepRateSchedule, ReductionOptions, Tokens,
-                         TokenReduction, build_reduction)
+from ..reduction import (ENCODER_SETTINGS, REDUCE_LABEL, REDUCTION_SETTINGS, KeepRateSchedule,
+                         Tokens, TokenReduction, build_reduction)
+from ..reduction.interface import ENCODER_SETTING_NAMES
+from ..reduction.keep_rate import SCHEDULE_SETTINGS
+from ..reduction.settings import settings_help
 from .attention import ReducibleAttention, attention_padding_mask, collecting
-from ..io.flags import is_whole_number, whole_number
+from ..values import is_whole_number
 from .config import hubert_config, with_overrides
 from .front_end import conv_output_lengths, make_front_end_batch_invariant, reading_valid_samples
 
 logger = logging.getLogger(__name__)
 
-# state-dict names of the conv reduction's weights (the one reduction with any):
+# state-dict names of a reduction's own weights (the conv's, a learned head's):
 # not in HuBERT files, so they may be missing when one is loaded
 REDUCTION_PREFIX = "encoder.length_reduction."
 
@@ -55,40 +58,31 @@ class EncoderResult(NamedTuple):
     # per entry of kept_indices, B x T' x 2: first and last original frame each
     # position stands for (a run for adjacent / fold; first == last == position else)
     spans: List[torch.Tensor]
+    # what the reduction kept for its loss (``TokenReduction.loss``); empty for most
+    reduction_outputs: Dict[str, torch.Tensor]
 
 
 class PrunedTransformerEncoder(TransformerEncoder):
     """wav2vec2/HuBERT transformer that shortens the sequence from layer
-    ``pruning_init_layer`` on with a registered ``TokenReduction`` (kept as
-    ``length_reduction``, the conv reduction's state-dict prefix)."""
+    ``pruning_init_layer`` on with a ``TokenReduction`` (kept as
+    ``length_reduction``: a reduction's parameters are under that prefix).
+    Made from the encoder fairseq built (``shorten_with``), as the attention
+    is: the layers and their weights are fairseq's own."""
 
-    def __init__(self, args, schedule: KeepRateSchedule, pruning_init_layer: int = 0,
-                 token_reduction: str = "prune",
-                 options: ReductionOptions = ReductionOptions()):
-        super().__init__(args)
-        num_layers = len(self.layers)
-        if not is_whole_number(pruning_init_layer):
-            raise InputError(f"pruning_init_layer must be a whole number, got "
-                             f"{pruning_init_layer!r}")
-        if not 0 <= pruning_init_layer <= num_layers:
-            raise InputError(
-                f"pruning_init_layer must be in [0, {num_layers}] for a "
-                f"{num_layers}-layer encoder, got {pruning_init_layer}"
-            )
-        if args.layer_type != "transformer" or args.checkpoint_activations:
-            raise InputError(
-                "frame pruning supports layer_type='transformer' without "
-                f"checkpoint_activations, got layer_type={args.layer_type!r}, "
-                f"checkpoint_activations={args.checkpoint_activations}"
-            )
-        self.schedule = schedule
-        self.pruning_init_layer = pruning_init_layer
-        self.length_reduction: TokenReduction = build_reduction(
-            token_reduction, self.embedding_dim, options)
-        self.length_reduction.check(schedule.min_rate, pruning_init_layer, num_layers)
-        self.num_updates = 0
-        for layer in self.layers:
+    @classmethod
+    def shorten_with(cls, encoder: TransformerEncoder, schedule: KeepRateSchedule,
+                     pruning_init_layer: int, reduction: TokenReduction
+                     ) -> "PrunedTransformerEncoder":
+        """``encoder`` itself, from now on shortening with ``reduction``
+        (settings checked against the model by ``check_settings``)."""
+        encoder.__class__ = cls  # adds behaviour; the state below is all it adds
+        encoder.schedule = schedule
+        encoder.pruning_init_layer = pruning_init_layer
+        encoder.length_reduction = reduction
+        encoder.num_updates = 0
+        for layer in encoder.layers:
             layer.self_attn.__class__ = ReducibleAttention  # adds behaviour, no state
+        return encoder
 
     @property
     def token_reduction(self) -> str:
@@ -105,10 +99,10 @@ class PrunedTransformerEncoder(TransformerEncoder):
     @property
     def final_setting(self) -> tuple:
         """(reduction, keep rate, init layer) once any schedule has ended: the
-        setting a trained model evaluates at. A reduction that ignores the
-        keep rate gives its own number instead (coverage: the share)."""
-        own = self.length_reduction.setting_value
-        return (self.length_reduction.name, self.schedule.min_rate if own is None else own,
+        setting a trained model evaluates at. A reduction whose own setting
+        sets its counts gives that number instead (coverage: the share)."""
+        own = self.length_reduction.own_setting
+        return (self.length_reduction.name, self.schedule.min_rate if own is None else own[1],
                 self.pruning_init_layer)
 
     def shortens(self) -> bool:
@@ -121,8 +115,9 @@ class PrunedTransformerEncoder(TransformerEncoder):
         """fairseq's layer loop plus the reduction -> (x, EncoderResult)."""
         x, padding_mask, pad_length = self._layer_input(x, padding_mask)
         positions = torch.arange(x.size(0), device=x.device).unsqueeze(0).expand(x.size(1), -1)
-        # the states as the reduction sees them: batch first, original frame index per position
-        tokens = Tokens(x.transpose(0, 1), padding_mask, positions)
+        # the states as the reduction sees them: batch first, original frame index per
+        # position, and this forward's own outputs of the reduction (for its loss)
+        tokens = Tokens(x.transpose(0, 1), padding_mask, positions, outputs={})
         kept_indices, spans, layer_results, shortened = [], [], [], False
         for i, layer in enumerate(self.layers):
             # draw like fairseq does, so RNG streams match the dense encoder
@@ -145,7 +140,8 @@ class PrunedTransformerEncoder(TransformerEncoder):
             # a reduction already dropped the filler frames; otherwise undo as fairseq does
             x = x[:, :-pad_length]
             padding_mask = padding_mask[:, :-pad_length]
-        return x, EncoderResult(padding_mask, kept_indices, layer_results, spans)
+        return x, EncoderResult(padding_mask, kept_indices, layer_results, spans,
+                                tokens.outputs)
 
     def _layer_input(self, x, padding_mask):
         """fairseq's steps before the first layer: zeroed padding, positional
@@ -191,6 +187,22 @@ class PrunedTransformerEncoder(TransformerEncoder):
         return x, tokens, layer_result, True
 
 
+def check_settings(cfg: HubertConfig, schedule: KeepRateSchedule, pruning_init_layer,
+                   reduction: TokenReduction) -> int:
+    """The init layer, or InputError for settings the model cannot run, before
+    anything is built."""
+    num_layers = cfg.encoder_layers
+    if not is_whole_number(pruning_init_layer) or not 0 <= pruning_init_layer <= num_layers:
+        raise InputError(f"pruning_init_layer must be a whole number in [0, {num_layers}] for "
+                         f"a {num_layers}-layer encoder, got {pruning_init_layer!r}")
+    if cfg.layer_type != "transformer" or cfg.checkpoint_activations:
+        raise InputError("frame pruning supports layer_type='transformer' without "
+                         f"checkpoint_activations, got layer_type={cfg.layer_type!r}, "
+                         f"checkpoint_activations={cfg.checkpoint_activations}")
+    reduction.check(schedule.min_rate, pruning_init_layer, num_layers)
+    return int(pruning_init_layer)
+
+
 class PrunedHubertModel(HubertModel):
     """HubertModel with ``PrunedTransformerEncoder``.
 
@@ -199,17 +211,18 @@ class PrunedHubertModel(HubertModel):
     ``features_padding_mask``, and ``kept_indices``: the original frame index
     of each kept frame, one B x T' tensor per layer from the init layer on
     (padded positions hold filler indices), and ``spans`` beside it, B x T' x 2:
-    the first and last original frame each position stands for.
+    the first and last original frame each position stands for;
+    ``reduction_outputs``: what the reduction keeps for its loss.
     """
 
     def __init__(self, cfg: HubertConfig, task_cfg, dictionaries: List[Optional[Dictionary]],
-                 schedule: KeepRateSchedule, pruning_init_layer: int = 0,
-                 fairseq_padding: bool = False, padding_mask_from_conv_lengths: bool = False,
-                 token_reduction: str = "prune",
-                 options: ReductionOptions = ReductionOptions()):
+                 schedule: KeepRateSchedule, pruning_init_layer: int,
+                 reduction: TokenReduction, fairseq_padding: bool = False,
+                 padding_mask_from_conv_lengths: bool = False):
+        pruning_init_layer = check_settings(cfg, schedule, pruning_init_layer, reduction)
         super().__init__(cfg, task_cfg, dictionaries)
-        self.encoder = PrunedTransformerEncoder(cfg, schedule, pruning_init_layer,
-                                                token_reduction, options)
+        PrunedTransformerEncoder.shorten_with(self.encoder, schedule, pruning_init_layer,
+                                              reduction)
         self.conv_layers = eval(cfg.conv_feature_layers)  # noqa: S307 (fairseq's format)
         # batch-invariant unless fairseq_padding: front-end statistics and the
         # frame mask come from each row's own length
@@ -331,7 +344,7 @@ class PrunedHubertModel(HubertModel):
             x_mask = None  # as fairseq: no mask in, no padding -> no mask out
         return {"x": x, "padding_mask": x_mask, "features": features,
                 "features_padding_mask": padding_mask, "kept_indices": result.kept_indices,
-                "spans": result.spans}
+                "spans": result.spans, "reduction_outputs": result.reduction_outputs}
 
     def extract_features(self, source, padding_mask=None, mask=False, ret_conv=False,
                          output_layer=None):
@@ -351,51 +364,41 @@ class PrunedHubertModel(HubertModel):
 
 
 def build_pruned_hubert(model_cfg, task_cfg=None, dictionaries=None,
-                        pruning_rate: float = 1.0, pruning_init_layer: int = 0,
-                        pruning_max_rate: Optional[float] = None,
-                        pruning_min_rate: Optional[float] = None,
-                        pruning_schedule_updates: int = 0,
                         fairseq_padding: bool = False,
                         padding_mask_from_conv_lengths: bool = False,
-                        token_reduction: str = "prune", conv_stride: int = 2,
-                        reduction_seed: int = 0, pruning_coverage: Optional[float] = None,
-                        pruning_min_keep_rate: float = 0.0,
-                        pruning_window: Optional[int] = None,
-                        pruning_merge_threshold: Optional[float] = None,
-                        **model_overrides) -> PrunedHubertModel:
-    """Build (random weights) from a HuBERT ``cfg.model``. The keep rate comes
-    from ``KeepRateSchedule.from_arguments``; ``model_overrides``
-    replace config fields (dropout, encoder_layerdrop, ...) as fine-tuning does.
+                        **settings) -> PrunedHubertModel:
+    """Build (random weights) from a HuBERT ``cfg.model``. ``settings``: the
+    reduction's (listed below: the keep rate, its schedule, the reduction and
+    its own settings, each checked as its flag is) and HuBERT config fields to
+    replace (dropout, encoder_layerdrop, ...), as fine-tuning does.
 
     Batch-invariant by default: an utterance's features do not depend on the
     other rows of its batch. ``fairseq_padding=True`` reproduces fairseq's
     padded front end exactly (GroupNorm statistics over the padding, a frame
     valid if any of its samples is; ``padding_mask_from_conv_lengths`` then
-    changes only the mask). ``token_reduction="coverage"`` reads
-    ``pruning_coverage`` and ``pruning_min_keep_rate``; ``"local"`` reads
-    ``pruning_window``; ``"adjacent"`` reads ``pruning_merge_threshold`` and
-    ``pruning_min_keep_rate``."""
-    # checked whatever the reduction and schedule, as their flags are (a fixed
-    # rate would otherwise ignore pruning_schedule_updates=-5)
-    if pruning_schedule_updates is not None:
-        whole_number("pruning_schedule_updates", pruning_schedule_updates, 0)
-    whole_number("conv_stride", conv_stride, 2)
-    whole_number("reduction_seed", reduction_seed, 0)
-    schedule = KeepRateSchedule.from_arguments(pruning_rate, pruning_max_rate, pruning_min_rate,
-                                               pruning_schedule_updates)
-    cfg = with_overrides(hubert_config(model_cfg), model_overrides)
+    changes only the mask).
+    """
+    reduction_settings = {k: settings.pop(k) for k in list(settings)
+                          if k in ENCODER_SETTING_NAMES or k in REDUCTION_SETTINGS}
+    encoder_values = {s.name: reduction_settings.pop(s.name, s.default)
+                      for s in ENCODER_SETTINGS}
+    schedule = KeepRateSchedule.from_arguments(
+        *(encoder_values[s.name] for s in SCHEDULE_SETTINGS))
+    cfg = with_overrides(hubert_config(model_cfg), settings)
+    reduction = build_reduction(encoder_values["token_reduction"], cfg.encoder_embed_dim,
+                                **reduction_settings)
     if task_cfg is None:
         task_cfg = OmegaConf.create({"sample_rate": SAMPLE_RATE})
-    return PrunedHubertModel(
-        cfg, task_cfg, dictionaries or [None], schedule, pruning_init_layer,
-        fairseq_padding, padding_mask_from_conv_lengths, token_reduction,
-        ReductionOptions(conv_stride, reduction_seed, pruning_coverage, pruning_min_keep_rate,
-                         pruning_window, pruning_merge_threshold),
-    )
+    return PrunedHubertModel(cfg, task_cfg, dictionaries or [None], schedule,
+                             encoder_values["pruning_init_layer"], reduction,
+                             fairseq_padding, padding_mask_from_conv_lengths)
+
+
+build_pruned_hubert.__doc__ += settings_help(ENCODER_SETTINGS + tuple(REDUCTION_SETTINGS.values()))
 
 
 def load_hubert_weights(model: PrunedHubertModel, weights: dict, path: str) -> None:
-    """Strict load of official weights; only the conv reduction (new, not in
+    """Strict load of official weights; only a reduction's own (new, not in
     any HuBERT file) may be missing."""
     check_shapes(model.state_dict(), weights, path)
     missing, unexpected = model.load_state_dict(weights, strict=False)
@@ -405,13 +408,12 @@ def load_hubert_weights(model: PrunedHubertModel, weights: dict, path: str) -> N
                          f"{missing[:5]}, unexpected {unexpected[:5]}")
 
 
-def load_pruned_hubert(path: str, pruning_rate: float = 1.0, pruning_init_layer: int = 0,
-                       **kwargs) -> PrunedHubertModel:
+def load_pruned_hubert(path, **kwargs) -> PrunedHubertModel:
     """Load an official-format HuBERT checkpoint (``cfg``, ``model``,
     ``task_state``) as a pruned model in eval mode. The task's label files
     are not needed: dictionaries come from ``task_state`` when present.
-    Other keyword arguments go to ``build_pruned_hubert`` (schedule, config
-    overrides such as ``encoder_layerdrop``)."""
+    Keyword arguments go to ``build_pruned_hubert`` (the reduction's settings,
+    e.g. ``pruning_rate=0.9``, and config overrides such as ``encoder_layerdrop``)."""
     state = load_checkpoint(path)
     if "cfg" not in state or state["cfg"] is None or "model" not in state:
         raise InputError(f"{path}: not a fairseq HuBERT checkpoint (needs 'cfg' and 'model')")
@@ -423,9 +425,7 @@ def load_pruned_hubert(path: str, pruning_rate: float = 1.0, pruning_init_layer:
     weights = dict(state["model"])
     if not dictionaries:
         weights.pop("label_embs_concat", None)
-    model = build_pruned_hubert(
-        state["cfg"]["model"], state["cfg"].get("task"), dictionaries,
-        pruning_rate=pruning_rate, pruning_init_layer=pruning_init_layer, **kwargs,
-    )
+    model = build_pruned_hubert(state["cfg"]["model"], state["cfg"].get("task"), dictionaries,
+                                **kwargs)
     load_hubert_weights(model, weights, path)
     return model.eval()

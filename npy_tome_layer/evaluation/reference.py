@@ -7,7 +7,7 @@ from typing import Dict, List, Optional
 import torch
 
 from ..encoder.pruned_hubert import REDUCTION_PREFIX, PrunedHubertModel, build_pruned_hubert
-from ..reduction import REDUCTIONS, TokenReduction
+from ..reduction import TokenReduction, default_reduction
 from ..reduction.interface import ReceivedAttentionSum
 from ..reduction.selection import select_counts
 from ..encoder.config import hubert_model_config
@@ -77,6 +77,13 @@ def replaying_model(reference, cfg, init_layer: int):
     return model
 
 
+def counts_need_data(name: str) -> bool:
+    """Whether reduction ``name``, as a setting names it (its own settings at
+    their defaults), keeps counts that depend on the data."""
+    reduction = default_reduction(name)
+    return reduction is None or reduction.data_dependent_counts
+
+
 def reference_speedups(settings, audios: List[torch.Tensor], size: str = "base",
                        warmup: int = 1, repeats: int = 3,
                        kept_counts: Optional[Dict[tuple, List[List[int]]]] = None
@@ -91,8 +98,7 @@ def reference_speedups(settings, audios: List[torch.Tensor], size: str = "base",
     after each layer, replayed (``ReplayedCounts``)."""
     settings = list(dict.fromkeys(tuple(s) for s in settings))
     kept_counts = kept_counts or {}
-    unmeasured = [s for s in settings
-                  if REDUCTIONS[s[0]].data_dependent_counts and s not in kept_counts]
+    unmeasured = [s for s in settings if s not in kept_counts and counts_need_data(s[0])]
     if unmeasured:
         raise ValueError(f"settings {unmeasured} keep counts that depend on the data: "
                          "pass the counts a model kept (kept_counts)")

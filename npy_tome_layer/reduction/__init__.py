@@ -1,9 +1,12 @@
 """The method: how the HuBERT sequence is shortened between transformer layers.
-Pure torch; of this package it imports only ``errors.py``.
+Pure torch; of this package it imports only ``errors.py`` and ``values.py``.
 
-  interface.py   ``TokenReduction`` (what a reduction needs from the attention,
-                 after which layers it acts, how it reduces), the evidence the
-                 attention fills, the registry ``REDUCTIONS``
+  interface.py   ``TokenReduction`` (its settings, what it needs from the
+                 attention, after which layers it acts, how it reduces, its
+                 loss if any), the evidence the attention fills, the registry
+                 ``REDUCTIONS`` and ``build_reduction``
+  settings.py    ``Setting``: one value a user gives, declared once (name, rule,
+                 default, help); flags, defaults and API keywords follow
   reductions.py  the registered ones: prune (the method), merge, conv, uniform, random,
                  and the content-adaptive coverage and the windowed local
   adjacent.py    the registered ones whose tokens stand for runs of frames (spans):
@@ -13,21 +16,26 @@ Pure torch; of this package it imports only ``errors.py``.
   selection.py   the pruning rule as pure tensor functions (keep counts, received
                  attention, top-k in time order, gathering; the blind choices)
   merging.py     ToMe-style bipartite merging
-  keep_rate.py   fixed keep rate or a linear schedule over updates
+  keep_rate.py   fixed keep rate or a linear schedule over updates, and its settings
   cost.py        frames per layer and FLOPs as arithmetic (the benchmark's ideal)
 """
 from . import reductions  # noqa: F401  (registers every reduction)
 from . import adjacent  # noqa: F401  (registers adjacent and fold, after those)
 from .interface import (  # noqa: F401
+    ENCODER_SETTINGS,
     EVIDENCE_LABEL,
     PROFILE_LABELS,
     REDUCE_LABEL,
+    REDUCTION_SETTINGS,
     REDUCTIONS,
     AttentionEvidence,
-    ReductionOptions,
     Tokens,
     TokenReduction,
     build_reduction,
+    default_reduction,
+    follows_rate,
+    reduction_defaults,
     register_reduction,
 )
-from .keep_rate import KeepRateSchedule, check_rate  # noqa: F401
+from .keep_rate import KeepRateSchedule  # noqa: F401
+from .settings import Setting  # noqa: F401

@@ -24,7 +24,9 @@ from .interface import (
     full_precision,
     register_reduction,
 )
-from .reductions import _number  # a finite real number, not a bool
+from .settings import Setting
+from ..values import COSINE
+from .reductions import PRUNING_MIN_KEEP_RATE
 from .runs import Runs, merge_runs, runs_from_starts
 from .selection import keep_counts, select_frames, valid_lengths
 
@@ -93,29 +95,28 @@ class AdjacentMerging(TokenReduction):
     later attention as log(size); spans say which frames each token covers."""
 
     evidence_type = KeyMean
-    options_read = ("merge_threshold", "min_keep_rate")
+    settings = (Setting("pruning_merge_threshold", COSINE, None,
+                        "--token-reduction adjacent: merge every pair of neighbouring frames "
+                        "whose key cosine similarity exceeds this, instead of prune's count "
+                        "(the keep rate then does not apply)"),
+                PRUNING_MIN_KEEP_RATE)
 
-    def __init__(self, threshold: Optional[float] = None, min_keep_rate: float = 0.0):
+    def __init__(self, pruning_merge_threshold: Optional[float] = None,
+                 pruning_min_keep_rate: float = 0.0):
         super().__init__()
-        self.threshold, self.min_keep_rate = threshold, min_keep_rate
-        if threshold is not None:
-            # per instance: the class's default (no threshold) keeps prune's counts
-            self.uses_rate, self.data_dependent_counts = False, True
-            self.setting_value = threshold
-
-    @classmethod
-    def build(cls, embed_dim, options):
-        threshold, floor = options.merge_threshold, options.min_keep_rate
-        if threshold is not None and (not _number(threshold) or not -1.0 <= threshold <= 1.0):
-            raise InputError(f"pruning_merge_threshold must be a cosine similarity in [-1, 1], "
-                             f"got {threshold!r}")
-        if not _number(floor) or not 0.0 <= floor <= 1.0:
-            raise InputError(f"pruning_min_keep_rate must be in [0, 1], got {floor!r}")
-        if threshold is None and floor != 0.0:
-            raise InputError(f"pruning_min_keep_rate {floor!r} is the floor of "
+        self.threshold = self.settings[0].check(pruning_merge_threshold)
+        self.min_keep_rate = PRUNING_MIN_KEEP_RATE.check(pruning_min_keep_rate)
+        if self.threshold is None and self.min_keep_rate != 0.0:
+            raise InputError(f"pruning_min_keep_rate {pruning_min_keep_rate!r} is the floor of "
                              "pruning_merge_threshold for token_reduction 'adjacent': give "
                              "the threshold too, or leave the floor out")
-        return cls(None if threshold is None else float(threshold), float(floor))
+        if self.threshold is not None:
+            # per instance: without a threshold it keeps prune's counts
+            self.uses_rate, self.data_dependent_counts = False, True
+
+    @property
+    def own_setting(self):
+        return None if self.threshold is None else ("pruning_merge_threshold", self.threshold)
 
     def acts_after(self, layer, init_layer, rate):
         if self.threshold is None:

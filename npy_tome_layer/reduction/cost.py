@@ -1,8 +1,8 @@
 """The cost model: frames each layer runs on and the encoder's multiply-add
 FLOPs under a reduction setting, as arithmetic (the FLOP ideal of the benchmark)."""
-from typing import Dict
+from typing import Dict, Union
 
-from .interface import ReductionOptions, TokenReduction, build_reduction
+from .interface import TokenReduction, build_reduction
 
 
 def reduced_lengths(frames: int, num_layers: int, rate: float, init_layer: int,
@@ -21,11 +21,13 @@ def reduced_lengths(frames: int, num_layers: int, rate: float, init_layer: int,
 
 
 def encoder_flops_formula(model_cfg: Dict, num_samples: int, batch: int = 1, rate: float = 1.0,
-                          init_layer: int = 0, reduction: str = "prune",
-                          stride: int = 2) -> Dict[str, int]:
+                          init_layer: int = 0, reduction: Union[str, TokenReduction] = "prune",
+                          **settings) -> Dict[str, int]:
     """Multiply-add FLOPs (2 per MAC, as FlopCounterMode counts) of
     ``extract_features``: conv front end, projection, positional conv, layers.
-    A layer on n frames: 8nC^2 (q, k, v, out) + 4n^2C (QK^T, AV) + 4nCF (FFN)."""
+    A layer on n frames: 8nC^2 (q, k, v, out) + 4n^2C (QK^T, AV) + 4nCF (FFN).
+    ``reduction``: a built one (a model's: its settings as they are), or a
+    registered name built with ``settings`` (its own)."""
     conv_layers = eval(model_cfg["conv_feature_layers"])  # noqa: S307 (fairseq's format)
     c, f = model_cfg["encoder_embed_dim"], model_cfg["encoder_ffn_embed_dim"]
     front, n_in, c_in = 0, num_samples, 1
@@ -38,8 +40,9 @@ def encoder_flops_formula(model_cfg: Dict, num_samples: int, batch: int = 1, rat
         front += 2 * c_in * c * frames  # post_extract_proj (absent when the dims agree)
     k, groups = model_cfg["conv_pos"], model_cfg["conv_pos_groups"]
     front += 2 * (c // groups) * c * k * (frames + 2 * (k // 2) - k + 1)  # pos_conv before SamePad
-    # arithmetic only, its weights unused
-    step = build_reduction(reduction, 1, ReductionOptions(conv_stride=stride))
+    # arithmetic only: a name's weights are never used
+    step = reduction if isinstance(reduction, TokenReduction) else \
+        build_reduction(reduction, 1, **settings)
     lengths, frames_out, steps = reduced_lengths(
         frames, model_cfg["encoder_layers"], rate, init_layer, step,
         model_cfg.get("required_seq_len_multiple", 1))

@@ -17,8 +17,8 @@ A new reduction is one class with ``@register_reduction("name")``;
 ``--token-reduction``, the benchmark and the visualiser list ``REDUCTIONS``.
 Timing goes through ``torch.profiler.record_function`` labels (``PROFILE_LABELS``).
 """
-from dataclasses import dataclass
-from typing import Dict, Optional, Tuple, Type
+from dataclasses import dataclass, field, replace
+from typing import Dict, List, Optional, Tuple, Type
 
 import torch
 import torch.nn as nn
@@ -26,7 +26,9 @@ from torch import Tensor
 from torch.profiler import record_function
 
 from ..errors import InputError
+from .keep_rate import SCHEDULE_SETTINGS
 from .selection import gather_frames, keep_counts, received_attention
+from .settings import PRUNING_INIT_LAYER, TOKEN_REDUCTION, Setting
 
 EVIDENCE_LABEL = "token_reduction.evidence"  # scoring inside the attention blocks
 REDUCE_LABEL = "token_reduction.reduce"  # top-k / matching / conv + gathering
@@ -47,7 +49,9 @@ class Tokens:
     B x T original frame index of each token; sizes: B x T frames each token
     stands for (merging) or None (one each); spans: B x T x 2 first and last
     original frame of the run a token stands for (``adjacent``, ``fold``) or
-    None (each token its own frame: first == last == position).
+    None (each token its own frame: first == last == position). outputs:
+    one forward's named tensors a reduction keeps for its loss (the same dict
+    from layer to layer; ``TokenReduction.loss``).
     """
 
     x: Tensor
@@ -55,13 +59,14 @@ class Tokens:
     positions: Tensor
     sizes: Optional[Tensor] = None
     spans: Optional[Tensor] = None
+    outputs: Dict[str, Tensor] = field(default_factory=dict)
 
     def take(self, indices: Tensor, padding_mask: Tensor) -> "Tokens":
         """The tokens at ``indices`` (B x W), one gather for every field."""
-        return Tokens(gather_frames(self.x, indices), padding_mask,
-                      self.positions.gather(1, indices),
-                      None if self.sizes is None else self.sizes.gather(1, indices),
-                      None if self.spans is None else gather_frames(self.spans, indices))
+        return replace(self, x=gather_frames(self.x, indices), padding_mask=padding_mask,
+                       positions=self.positions.gather(1, indices),
+                       sizes=None if self.sizes is None else self.sizes.gather(1, indices),
+                       spans=None if self.spans is None else gather_frames(self.spans, indices))
 
     def span_bounds(self) -> Tensor:
         """B x T x 2: first and last original frame each token stands for."""
@@ -147,27 +152,43 @@ class KeyMean(AttentionEvidence):
 # --- the reductions -----------------------------------------------------------
 
 class TokenReduction(nn.Module):
-    """Base: override ``reduce`` (and the other hooks where they differ)."""
+    """Base: override ``reduce`` (and the other hooks where they differ).
+
+    ``settings``: the reduction's own ``Setting``s; ``build`` gets each as a
+    keyword argument of that name, checked and defaulted. What a reduction
+    does may depend on them, so the tools ask a built one (the instance):
+    ``uses_rate``, ``data_dependent_counts`` and ``own_setting``.
+    A reduction with parameters keeps them as submodules (state-dict prefix
+    ``encoder.length_reduction.``); one with a loss of its own puts what the
+    loss needs in ``tokens.outputs`` during ``reduce`` and computes it in ``loss``.
+    """
 
     name = None
+    settings: Tuple[Setting, ...] = ()
     evidence_type: Optional[Type[AttentionEvidence]] = None
     uses_rate = True  # the keep rate sets how much it removes
     acts_after_dropped_layer = False
     data_dependent_counts = False  # its frame counts depend on the attention, not only n
-    # the ReductionOptions of its own (OWN_OPTIONS) that it reads; any other given is refused
-    options_read: Tuple[str, ...] = ()
-    setting_value = None  # its own number that the setting names instead of the keep rate
+    loss_names: Tuple[str, ...] = ()  # the terms ``loss`` returns, logged as NAME_loss
 
     @classmethod
-    def build(cls, embed_dim: int, options: "ReductionOptions") -> "TokenReduction":
-        return cls()
+    def build(cls, embed_dim: int, **settings) -> "TokenReduction":
+        """From its own settings (checked, defaulted); ``embed_dim`` for one
+        with parameters."""
+        return cls(**settings)
+
+    @property
+    def own_setting(self) -> Optional[Tuple[str, float]]:
+        """(setting name, value) that sets its counts instead of the keep rate
+        (coverage: its share), or None where the keep rate does."""
+        return None
 
     def acts_after(self, layer: int, init_layer: int, rate: float) -> bool:
         """Default: after every layer from ``init_layer`` on, while rate < 1."""
         return layer >= init_layer and rate < 1.0
 
     def check(self, min_rate: float, init_layer: int, num_layers: int) -> None:
-        """Raise ValueError at build time for settings this reduction cannot run."""
+        """Raise InputError at build time for settings this reduction cannot run."""
 
     def evidence(self, tokens: Tokens, acting: bool) -> Optional[AttentionEvidence]:
         return self.evidence_type() if acting and self.evidence_type else None
@@ -185,51 +206,87 @@ class TokenReduction(nn.Module):
         """Multiply-add FLOPs of one step on ``run`` frames (besides scoring)."""
         return 0
 
+    def loss(self, outputs: Dict[str, Tensor], sample: dict) -> Dict[str, Tensor]:
+        """Loss terms named in ``loss_names``, weighted and summed over the
+        batch as the translation loss is, that the criterion adds to it and
+        logs; ``outputs``: what ``reduce`` kept in ``tokens.outputs`` during
+        this forward (called only when it kept something), ``sample``: the
+        fairseq batch (targets, and ``transcript`` where the task gives it)."""
+        return {}
 
+
+# settings of the encoder whatever its reduction
+ENCODER_SETTINGS = (TOKEN_REDUCTION, PRUNING_INIT_LAYER) + SCHEDULE_SETTINGS
+ENCODER_SETTING_NAMES = frozenset(s.name for s in ENCODER_SETTINGS)
 REDUCTIONS: Dict[str, Type[TokenReduction]] = {}
+# every reduction's own settings by name (a shared one is one object)
+REDUCTION_SETTINGS: Dict[str, Setting] = {}
 
 
 def register_reduction(name: str):
     def register(cls):
         if name in REDUCTIONS:
             raise ValueError(f"token reduction {name!r} is already registered")
+        for setting in cls.settings:
+            known = REDUCTION_SETTINGS.get(setting.name, setting)
+            if known is not setting or setting.name in ENCODER_SETTING_NAMES:
+                raise ValueError(f"setting {setting.name!r} of token reduction {name!r} is "
+                                 "declared elsewhere too: list that declaration instead")
         cls.name = name
         REDUCTIONS[name] = cls
+        REDUCTION_SETTINGS.update((s.name, s) for s in cls.settings)
         return cls
     return register
 
 
-@dataclass(frozen=True)
-class ReductionOptions:
-    """Settings a reduction may read besides the keep rate (each reads its own
-    in ``build``; ``--conv-reduction-stride``, ``--token-reduction-seed``,
-    ``--pruning-coverage``, ``--pruning-min-keep-rate``, ``--pruning-window``,
-    ``--pruning-merge-threshold``)."""
-
-    conv_stride: int = 2
-    seed: int = 0
-    coverage: Optional[float] = None
-    min_keep_rate: float = 0.0
-    window: Optional[int] = None
-    merge_threshold: Optional[float] = None  # --pruning-merge-threshold (adjacent)
+def readers_of(setting_name: str) -> List[str]:
+    return [n for n, c in REDUCTIONS.items() if any(s.name == setting_name for s in c.settings)]
 
 
-# options that belong to one reduction, with the API / flag name a user gave them
-# by (conv_stride and seed keep fairseq's defaults in every run's args)
-OWN_OPTIONS = {"coverage": "pruning_coverage", "min_keep_rate": "pruning_min_keep_rate",
-               "window": "pruning_window", "merge_threshold": "pruning_merge_threshold"}
-
-
-def build_reduction(name: str, embed_dim: int,
-                    options: ReductionOptions = ReductionOptions()) -> TokenReduction:
-    if name not in REDUCTIONS:
-        raise InputError(f"token_reduction must be one of {tuple(REDUCTIONS)}, got {name!r}")
+def build_reduction(name: str, embed_dim: int, **given) -> TokenReduction:
+    """The registered reduction ``name`` with its own settings from ``given``
+    (missing ones at their defaults). Every value is checked; a setting of
+    another reduction given a value other than its default is refused, naming
+    who reads it: a typo in --token-reduction would otherwise train another
+    method."""
+    TOKEN_REDUCTION.check(name)
     cls = REDUCTIONS[name]
-    for field, given_as in OWN_OPTIONS.items():
-        value = getattr(options, field)
-        if value != getattr(ReductionOptions, field) and field not in cls.options_read:
-            readers = [n for n, c in REDUCTIONS.items() if field in c.options_read]
-            # a typo in --token-reduction would otherwise train another method
-            raise InputError(f"{given_as} {value!r} is read by token_reduction "
-                             f"{' or '.join(readers)}, not by {name!r}")
-    return cls.build(embed_dim, options)
+    own = {s.name: s for s in cls.settings}
+    for key, value in given.items():
+        if key in own:
+            continue
+        if key not in REDUCTION_SETTINGS:
+            raise InputError(f"{key!r} is not a setting of any token reduction (known: "
+                             f"{sorted(REDUCTION_SETTINGS)})")
+        # checked whoever reads it, as its flag is
+        value = REDUCTION_SETTINGS[key].check(value)
+        if value is not None and value != REDUCTION_SETTINGS[key].default:
+            raise InputError(f"{key} {value!r} is read by token_reduction "
+                             f"{' or '.join(readers_of(key))}, not by {name!r}")
+    return cls.build(embed_dim, **{key: setting.check(given.get(key, setting.default))
+                                   for key, setting in own.items()})
+
+
+def reduction_defaults(name: str, **own) -> Dict[str, object]:
+    """Every reduction's settings at their defaults, ``token_reduction`` set to
+    ``name`` and ``own`` (its own settings) given: the overrides that switch a
+    trained model to another reduction, whatever the checkpoint's held."""
+    values = {key: setting.default for key, setting in REDUCTION_SETTINGS.items()}
+    values.update(own, token_reduction=name)
+    return values
+
+
+def default_reduction(name: str) -> Optional[TokenReduction]:
+    """Reduction ``name`` built at its default settings (arithmetic only: tiny
+    weights), or None where it needs a setting of its own (coverage's share):
+    what a tool that varies the keep rate can ask of a reduction it has no
+    model of."""
+    try:
+        return build_reduction(name, 1)
+    except InputError:
+        return None
+
+
+def follows_rate(reduction: Optional[TokenReduction]) -> bool:
+    """Whether ``reduction``'s frame counts follow the keep rate alone."""
+    return reduction is not None and reduction.uses_rate and not reduction.data_dependent_counts

@@ -1,15 +1,23 @@
-"""Keep-rate of the pruned encoder: fixed, or a linear schedule over updates."""
-import numbers
+"""Keep-rate of the pruned encoder: fixed, or a linear schedule over updates,
+and its settings (declared once: flags, defaults and API keywords follow)."""
 from dataclasses import dataclass
 from typing import Optional
 
 from ..errors import InputError
+from ..values import KEEP_RATE, check_rate, whole_number_rule
+from .settings import Setting
 
-
-def check_rate(name: str, value: float) -> None:
-    # bool is a number to Python, and float("0.9") would hide a string
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value <= 1.0:
-        raise InputError(f"{name} must be a number in (0, 1], got {value!r}")
+PRUNING_RATE = Setting(
+    "pruning_rate", KEEP_RATE, 1.0,
+    "keep rate: each shortening keeps ceil(rate x n) of a row's n frames; 1.0 = dense "
+    "(the fixed architecture's default: 0.9 for a reduction that follows it)")
+PRUNING_MAX_RATE = Setting("pruning_max_rate", KEEP_RATE, None,
+                           "schedule: the keep rate at update 0")
+PRUNING_MIN_RATE = Setting("pruning_min_rate", KEEP_RATE, None,
+                           "schedule: the final keep rate")
+PRUNING_SCHEDULE_UPDATES = Setting("pruning_schedule_updates", whole_number_rule(0), None,
+                                   "schedule: updates to go from the max to the min rate")
+SCHEDULE_SETTINGS = (PRUNING_RATE, PRUNING_MAX_RATE, PRUNING_MIN_RATE, PRUNING_SCHEDULE_UPDATES)
 
 
 @dataclass(frozen=True)
@@ -23,7 +31,7 @@ class KeepRateSchedule:
 
     @classmethod
     def fixed(cls, rate: float) -> "KeepRateSchedule":
-        check_rate("pruning_rate", rate)
+        check_rate(PRUNING_RATE.name, rate)
         return cls(rate, rate, 0)
 
     @classmethod
@@ -34,6 +42,8 @@ class KeepRateSchedule:
         max or min rate is given (the ``..._schedule`` arch gives both by
         default), else ``pruning_rate`` fixed. A missing max is 1.0, a missing
         min is ``pruning_rate``."""
+        if pruning_schedule_updates is not None:  # checked whatever the schedule, as its flag is
+            PRUNING_SCHEDULE_UPDATES.check(pruning_schedule_updates)
         if pruning_max_rate is None and pruning_min_rate is None:
             return cls.fixed(pruning_rate)
         return cls(1.0 if pruning_max_rate is None else pruning_max_rate,
@@ -41,20 +51,14 @@ class KeepRateSchedule:
                    pruning_schedule_updates or 0)
 
     def __post_init__(self):
-        check_rate("pruning_max_rate", self.max_rate)
-        check_rate("pruning_min_rate", self.min_rate)
+        check_rate(PRUNING_MAX_RATE.name, self.max_rate)
+        check_rate(PRUNING_MIN_RATE.name, self.min_rate)
         if self.min_rate > self.max_rate:
             raise InputError(
                 f"pruning_min_rate ({self.min_rate}) must be <= pruning_max_rate "
                 f"({self.max_rate}); allowed: 0 < min_rate <= max_rate <= 1"
             )
-        if isinstance(self.updates, bool) or not isinstance(self.updates, numbers.Integral):
-            raise InputError(f"pruning_schedule_updates must be a whole number, got "
-                             f"{self.updates!r}")
-        if self.updates < 0:
-            raise InputError(
-                f"pruning_schedule_updates must be >= 0, got {self.updates}"
-            )
+        PRUNING_SCHEDULE_UPDATES.check(self.updates)
 
     def rate_at(self, num_updates: int) -> float:
         if self.updates <= 0 or num_updates >= self.updates:

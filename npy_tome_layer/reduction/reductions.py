@@ -4,7 +4,6 @@ baselines that keep prune's frame counts without looking at the attention),
 ``coverage`` (as many frames as cover a share of the received attention, per
 utterance) and ``local`` (prune's count, spread over windows of the utterance)."""
 import math
-import numbers
 from dataclasses import replace
 from typing import Optional, Tuple
 
@@ -16,11 +15,11 @@ from ..errors import InputError
 from .interface import (
     KeyMean,
     ReceivedAttentionSum,
-    Tokens,
     TokenReduction,
     full_precision,
     register_reduction,
 )
+from ..values import KEEP_RATE, SHARE, whole_number_rule
 from .runs import run_spans, stride_runs
 from .merging import merge_tokens
 from .selection import (
@@ -34,6 +33,13 @@ from .selection import (
     uniform_choice,
     valid_lengths,
 )
+from .settings import Setting
+
+# read by coverage and by adjacent with a merge threshold: one declaration, listed by both
+PRUNING_MIN_KEEP_RATE = Setting(
+    "pruning_min_keep_rate", SHARE, 0.0,
+    "--token-reduction coverage, or adjacent with --pruning-merge-threshold: keep at least "
+    "ceil(R x n) frames (default 0: no floor)")
 
 
 @register_reduction("prune")
@@ -71,7 +77,9 @@ class TokenMerging(TokenReduction):
         with full_precision(tokens.x):
             x, sizes, positions, padding_mask = merge_tokens(
                 tokens.x, evidence.keys, sizes, tokens.positions, tokens.padding_mask, rate)
-        return Tokens(x, padding_mask, positions, sizes)
+        # bipartite matching merges tokens far apart: no run of frames to name
+        return replace(tokens, x=x, padding_mask=padding_mask, positions=positions, sizes=sizes,
+                       spans=None)
 
 
 @register_reduction("conv")
@@ -83,11 +91,12 @@ class StridedConvReduction(TokenReduction):
 
     uses_rate = False
     acts_after_dropped_layer = True
+    settings = (Setting("conv_reduction_stride", whole_number_rule(2), 2,
+                        "--token-reduction conv: its kernel and stride"),)
 
-    def __init__(self, dim: int, stride: int = 2):
+    def __init__(self, dim: int, conv_reduction_stride: int = 2):
         super().__init__()
-        if stride < 2:
-            raise InputError(f"conv length reduction needs stride >= 2, got {stride}")
+        stride = self.settings[0].check(conv_reduction_stride)
         self.stride = stride
         self.conv = nn.Conv1d(dim, dim, kernel_size=stride, stride=stride)
         with torch.no_grad():
@@ -97,8 +106,8 @@ class StridedConvReduction(TokenReduction):
             self.conv.bias.zero_()
 
     @classmethod
-    def build(cls, embed_dim, options):
-        return cls(embed_dim, options.conv_stride)
+    def build(cls, embed_dim, **settings):
+        return cls(embed_dim, **settings)
 
     def acts_after(self, layer, init_layer, rate):
         return layer == init_layer
@@ -169,13 +178,13 @@ class RandomSelection(BlindSelection):
     (``--token-reduction-seed``, layer, n, frame rank) only, so it is the same
     in any batch and on any device."""
 
-    def __init__(self, seed: int = 0):
-        super().__init__()
-        self.seed = seed
+    settings = (Setting("token_reduction_seed", whole_number_rule(0), 0,
+                        "--token-reduction random: the seed (with the layer and the row's "
+                        "length it fixes the subset)"),)
 
-    @classmethod
-    def build(cls, embed_dim, options):
-        return cls(options.seed)
+    def __init__(self, token_reduction_seed: int = 0):
+        super().__init__()
+        self.seed = token_reduction_seed
 
     def chosen(self, num_valid, counts, length, layer):
         return random_choice(num_valid, counts, length, self.seed, layer)
@@ -193,22 +202,22 @@ class CoverageReduction(TokenReduction):
     evidence_type = ReceivedAttentionSum
     uses_rate = False
     data_dependent_counts = True
-    options_read = ("coverage", "min_keep_rate")
+    settings = (Setting("pruning_coverage", KEEP_RATE, None,
+                        "--token-reduction coverage: each row keeps the fewest frames whose "
+                        "received attention reaches this share of its total"),
+                PRUNING_MIN_KEEP_RATE)
 
-    def __init__(self, coverage: float, min_keep_rate: float = 0.0):
+    def __init__(self, pruning_coverage: float, pruning_min_keep_rate: float = 0.0):
         super().__init__()
-        self.coverage, self.min_keep_rate = coverage, min_keep_rate
-        self.setting_value = coverage
+        if pruning_coverage is None:
+            raise InputError("token_reduction coverage needs pruning_coverage, a number in "
+                             "(0, 1]")
+        self.coverage = self.settings[0].check(pruning_coverage)
+        self.min_keep_rate = PRUNING_MIN_KEEP_RATE.check(pruning_min_keep_rate)
 
-    @classmethod
-    def build(cls, embed_dim, options):
-        coverage, floor = options.coverage, options.min_keep_rate
-        if not _number(coverage) or not 0.0 < coverage <= 1.0:
-            raise InputError(f"the coverage reduction needs pruning_coverage in (0, 1], got "
-                             f"{coverage!r}")
-        if not _number(floor) or not 0.0 <= floor <= 1.0:
-            raise InputError(f"pruning_min_keep_rate must be in [0, 1], got {floor!r}")
-        return cls(float(coverage), float(floor))
+    @property
+    def own_setting(self):
+        return ("pruning_coverage", self.coverage)
 
     def acts_after(self, layer, init_layer, rate):
         return layer >= init_layer and self.coverage < 1.0
@@ -241,21 +250,13 @@ class LocalPruning(TokenReduction):
     of an utterance loses all of them (the last, shorter window may)."""
 
     evidence_type = ReceivedAttentionSum
-    options_read = ("window",)
+    # 10 frames: 0.2 s of HuBERT's 50 frames per second, about a syllable
+    settings = (Setting("pruning_window", whole_number_rule(1), 10,
+                        "--token-reduction local: frames per window"),)
 
-    def __init__(self, window: int):
+    def __init__(self, pruning_window: int = 10):
         super().__init__()
-        self.window = window
-
-    default_window = 10  # frames: 0.2 s of HuBERT's 50 frames per second, about a syllable
-
-    @classmethod
-    def build(cls, embed_dim, options):
-        window = cls.default_window if options.window is None else options.window
-        if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1:
-            raise InputError(f"the local reduction needs pruning_window, a whole number >= 1, "
-                             f"got {window!r}")
-        return cls(int(window))
+        self.window = self.settings[0].check(pruning_window)
 
     def check(self, min_rate, init_layer, num_layers):
         if min_rate < 1.0 and min_rate * self.window < 1.0:
@@ -270,8 +271,3 @@ class LocalPruning(TokenReduction):
             indices, padding_mask = select_by_windows(
                 evidence.scores, tokens.padding_mask, keep_counts(num_valid, rate), self.window)
         return tokens.take(indices, padding_mask)
-
-
-def _number(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, numbers.Real) and \
-        math.isfinite(value)

@@ -10,6 +10,7 @@ token 0 and every padding token open a run, so padding never joins speech and
 each row's first ``count`` runs are its speech. Used by ``adjacent`` and
 ``fold`` (``adjacent.py``) and for the spans of ``conv``.
 """
+from dataclasses import replace
 from typing import NamedTuple, Optional
 
 import torch
@@ -91,8 +92,9 @@ def merge_runs(tokens: Tokens, runs: Runs, anchor: Tensor) -> Tokens:
         sizes = tokens.x.new_ones(tokens.x.shape[:2], dtype=torch.float32)
     with full_precision(tokens.x):
         states, sizes = pool_runs(runs, tokens.x, sizes)
-    return Tokens(states, runs.padding_mask, tokens.positions.gather(1, anchor), sizes,
-                  run_spans(tokens, runs))
+    return replace(tokens, x=states, padding_mask=runs.padding_mask,
+                   positions=tokens.positions.gather(1, anchor), sizes=sizes,
+                   spans=run_spans(tokens, runs))
 
 
 def stride_runs(padding_mask: Optional[Tensor], bsz: int, tsz: int, stride: int,

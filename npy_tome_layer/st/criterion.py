@@ -12,10 +12,14 @@ text batch along with each speech batch (``sample[EXTRA_TEXT]``) and its loss
 is added here, the sample size (and every logged count) being those of both.
 ``nll_loss``/``ppl``/``accuracy`` are those of the first loss of the batch (ST
 for speech), summed with the extra text batch's where there is one.
+A token reduction with a loss of its own (``TokenReduction.loss``) adds its
+terms to the ST loss of a speech batch; each is logged as ``reduction_NAME_loss``
+per ST target token.
 """
 import math
 from dataclasses import dataclass, field
 
+import torch
 from fairseq import metrics
 from fairseq.criterions import register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import (
@@ -26,6 +30,8 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 from ..errors import InputError
 
 
+# prefix of a token reduction's loss terms in the logs
+REDUCTION_LOG = "reduction_"
 # key of the text batch that joins a speech batch in training (--st-training --ext-mt-training)
 EXTRA_TEXT = "extra_text"
 
@@ -40,9 +46,19 @@ class SpeechAndTextTranslationCriterionConfig(LabelSmoothedCrossEntropyCriterion
 class SpeechAndTextTranslationCriterion(LabelSmoothedCrossEntropyCriterion):
     LOSSES = ("st", "mt", "ext_mt")
 
+    def compute_loss(self, model, net_output, sample, reduce=True):
+        """fairseq's, plus the reduction's terms of this forward: fairseq's
+        ``forward`` keeps the net output to itself, so the terms are handed
+        to ``forward`` (for its logs) through ``self.reduction_terms``."""
+        loss, nll_loss = super().compute_loss(model, net_output, sample, reduce)
+        losses = getattr(model, "reduction_losses", None)  # the MT model has none
+        self.reduction_terms = losses(net_output, sample) if losses else {}
+        return loss + sum(self.reduction_terms.values()), nll_loss
+
     def forward(self, model, sample, reduce=True):
         speech = sample["net_input"]["src_tokens"].is_floating_point()
         loss, sample_size, logs = super().forward(model, sample, reduce)
+        reduction_terms = self.reduction_terms
         first = "st" if speech else "ext_mt"
         parts = {first: loss}
         if speech and self.training and getattr(self.task, "mt_on_transcripts", False):
@@ -58,6 +74,8 @@ class SpeechAndTextTranslationCriterion(LabelSmoothedCrossEntropyCriterion):
             # one key set for every batch, so logs of mixed batches sum cleanly
             logs[f"{name}_loss"] = parts[name].data if name in parts else 0
             logs[f"{name}_sample_size"] = sample_size if name in parts else 0
+        for name, term in reduction_terms.items():  # the same names for every batch
+            logs[f"{REDUCTION_LOG}{name}_loss"] = term.data if torch.is_tensor(term) else term
         if EXTRA_TEXT in sample:
             text_loss, text_size, text_logs = self.forward(model, sample[EXTRA_TEXT], reduce)
             loss, sample_size = loss + text_loss, sample_size + text_size
@@ -72,3 +90,8 @@ class SpeechAndTextTranslationCriterion(LabelSmoothedCrossEntropyCriterion):
             if size > 0:
                 total = sum(log.get(f"{name}_loss", 0) for log in logging_outputs)
                 metrics.log_scalar(f"{name}_loss", total / size / math.log(2), size, round=3)
+        size = sum(log.get("st_sample_size", 0) for log in logging_outputs)
+        names = {key for log in logging_outputs for key in log if key.startswith(REDUCTION_LOG)}
+        for key in sorted(names) if size > 0 else ():
+            total = sum(log.get(key, 0) for log in logging_outputs)
+            metrics.log_scalar(key, total / size / math.log(2), size, round=3)

@@ -29,8 +29,8 @@ from .deltalm import (
     deltalm_base,
     load_released_deltalm,
 )
-from ..io.flags import cosine_flag, keep_rate_flag, share_flag, whole_number_flag
-from ..reduction import REDUCTIONS
+from ..reduction import ENCODER_SETTINGS, REDUCTION_SETTINGS, REDUCTIONS, build_reduction
+from ..reduction.settings import TOKEN_REDUCTION
 from ..encoder.pruned_hubert import build_pruned_hubert, load_hubert_weights
 
 logger = logging.getLogger(__name__)
@@ -62,8 +62,9 @@ class SpeechAndTextEncoder(FairseqEncoder):
             audio = _normalize_valid(audio, padding_mask)
         context = torch.no_grad() if self.freeze_hubert else contextlib.nullcontext()
         with context:
-            x, frame_mask = self.hubert.extract_features(
-                audio, padding_mask=padding_mask if padding_mask.any() else None)
+            hubert_out = self.hubert(audio, padding_mask=padding_mask if padding_mask.any() else None,
+                                     mask=False, features_only=True)
+        x, frame_mask = hubert_out["x"], hubert_out["padding_mask"]
         if frame_mask is None:
             frame_lengths = torch.full((x.size(0),), x.size(1), device=x.device, dtype=torch.long)
         else:
@@ -73,13 +74,21 @@ class SpeechAndTextEncoder(FairseqEncoder):
             frame_lengths = (~frame_mask).sum(dim=1)
         x, lengths = self.subsampler(x, frame_lengths)  # T x B x C
         lengths = lengths.clamp(min=1, max=x.size(0))
-        return self.text_encoder.forward_features(x.transpose(0, 1), lengths_to_padding_mask(lengths))
+        encoder_out = self.text_encoder.forward_features(x.transpose(0, 1),
+                                                         lengths_to_padding_mask(lengths))
+        encoder_out[REDUCTION_OUTPUTS] = [hubert_out["reduction_outputs"]]
+        return encoder_out
 
     def reorder_encoder_out(self, encoder_out, new_order):
         return self.text_encoder.reorder_encoder_out(encoder_out, new_order)
 
     def max_positions(self):
         return None  # speech lengths are limited by the task (in samples)
+
+
+# key of the reduction's outputs (what its loss reads) in the encoder's output
+# and in the decoder's extra output
+REDUCTION_OUTPUTS = "reduction_outputs"
 
 
 class LengthMaskedSubsampler(Conv1dSubsampler):
@@ -119,15 +128,6 @@ class HubertTransformerPruningModel(FairseqEncoderDecoderModel):
         parser.add_argument("--hubert-model-path", type=str, metavar="FILE",
                             help="official-format HuBERT checkpoint (hubert_base_ls960.pt)")
         parser.add_argument("--freeze-hubert", action="store_true")
-        parser.add_argument("--pruning-rate", type=keep_rate_flag,
-                            help="keep rate per pruning layer; 1.0 = dense baseline")
-        parser.add_argument("--pruning-init-layer", type=whole_number_flag(0),
-                            help="first HuBERT layer after which frames are pruned")
-        parser.add_argument("--pruning-max-rate", type=keep_rate_flag,
-                            help="schedule: rate at update 0")
-        parser.add_argument("--pruning-min-rate", type=keep_rate_flag, help="schedule: final rate")
-        parser.add_argument("--pruning-schedule-updates", type=whole_number_flag(0),
-                            help="schedule: updates to go from max to min rate")
         parser.add_argument("--fairseq-padding", action="store_true",
                             help="reproduce fairseq's padded speech path: HuBERT's GroupNorm "
                                  "statistics over the padding, a frame valid if any of its "
@@ -139,28 +139,8 @@ class HubertTransformerPruningModel(FairseqEncoderDecoderModel):
         parser.add_argument("--hubert-padding-mask-from-conv-lengths", action="store_true",
                             help="with --fairseq-padding: HuBERT's frame mask from conv "
                                  "output lengths (always so without --fairseq-padding)")
-        parser.add_argument("--token-reduction", choices=list(REDUCTIONS),
-                            help="prune (the method), merge (ToMe matching, same frame "
-                                 "counts), conv (one strided conv after the init layer), "
-                                 "or any other registered reduction")
-        parser.add_argument("--token-reduction-seed", type=whole_number_flag(0),
-                            help="seed of --token-reduction random (with the layer and the "
-                                 "row's length it fixes the subset)")
-        parser.add_argument("--conv-reduction-stride", type=whole_number_flag(2),
-                            help="stride of --token-reduction conv")
-        parser.add_argument("--pruning-coverage", type=keep_rate_flag,
-                            help="--token-reduction coverage: each row keeps the fewest frames "
-                                 "whose received attention reaches this share of its total")
-        parser.add_argument("--pruning-min-keep-rate", type=share_flag,
-                            help="--token-reduction coverage, or adjacent with "
-                                 "--pruning-merge-threshold: keep at least ceil(R * n) frames "
-                                 "(default 0: no floor)")
-        parser.add_argument("--pruning-merge-threshold", type=cosine_flag,
-                            help="--token-reduction adjacent: merge every pair of neighbouring "
-                                 "frames whose key cosine similarity exceeds this, instead of "
-                                 "prune's count (the keep rate then does not apply)")
-        parser.add_argument("--pruning-window", type=whole_number_flag(1),
-                            help="--token-reduction local: frames per window (default 10)")
+        for setting in reduction_settings():  # the reduction's, each declared once
+            setting.add_flag(parser)
         parser.add_argument("--conv-kernel-sizes", type=str, help="subsampler kernels, e.g. 5,5")
         parser.add_argument("--conv-channels", type=int, help="subsampler channels")
         parser.add_argument("--load-pretrained-mt-encoder-decoder-from", type=str, metavar="FILE",
@@ -214,6 +194,25 @@ class HubertTransformerPruningModel(FairseqEncoderDecoderModel):
                                     args.load_pretrained_mt_encoder_decoder_from)
         return cls(encoder, decoder)
 
+    def forward(self, src_tokens, src_lengths, prev_output_tokens, **kwargs):
+        """fairseq's, with the reduction's outputs of a speech batch (what its
+        loss reads) in the decoder's extra output, where the criterion finds them."""
+        encoder_out = self.encoder(src_tokens, src_lengths=src_lengths, **kwargs)
+        x, extra = self.decoder(prev_output_tokens, encoder_out=encoder_out, **kwargs)
+        extra[REDUCTION_OUTPUTS] = encoder_out.get(REDUCTION_OUTPUTS, [{}])[0]
+        return x, extra
+
+    @property
+    def length_reduction(self):
+        return self.encoder.hubert.encoder.length_reduction
+
+    def reduction_losses(self, net_output, sample) -> dict:
+        """The reduction's loss terms of this forward, one per name in its
+        ``loss_names`` (0 for a batch without its outputs: a text batch)."""
+        outputs = net_output[1].get(REDUCTION_OUTPUTS)
+        terms = self.length_reduction.loss(outputs, sample) if outputs else {}
+        return {name: terms.get(name, 0.0) for name in self.length_reduction.loss_names}
+
 
 def load_mt_encoder_decoder(text_encoder, decoder, path):
     """Encoder/decoder weights of a fairseq MT checkpoint trained with ``deltalm``."""
@@ -232,24 +231,22 @@ HUBERT_PREFIX = "encoder.hubert."
 PRETRAINING_HEADS = ("final_proj.", "label_embs_concat", "target_glu.")
 
 
+def reduction_settings():
+    """Every setting of the pruned encoder: which reduction, from which layer,
+    the keep rate and its schedule, and each registered reduction's own."""
+    return ENCODER_SETTINGS + tuple(REDUCTION_SETTINGS.values())
+
+
 def hubert_arguments(args) -> dict:
     """``build_pruned_hubert``'s keyword arguments from an ST model's args, the
-    one place they are read. Fields missing from older checkpoints take the
-    values those were trained with (the keep-rate schedule's three: fixed arch
-    saved before those defaults; ``fairseq_padding`` None: decided by the caller)."""
+    one place they are read. A setting missing from an older checkpoint takes
+    its declared default, what that checkpoint was trained with
+    (``fairseq_padding`` None: decided by the caller)."""
     return dict(
-        pruning_init_layer=getattr(args, "pruning_init_layer", 0),
         fairseq_padding=getattr(args, "fairseq_padding", None),
         padding_mask_from_conv_lengths=getattr(args, "hubert_padding_mask_from_conv_lengths",
                                                False),
-        token_reduction=getattr(args, "token_reduction", None) or "prune",
-        conv_stride=getattr(args, "conv_reduction_stride", 2),
-        reduction_seed=getattr(args, "token_reduction_seed", 0),
-        pruning_coverage=getattr(args, "pruning_coverage", None),
-        pruning_min_keep_rate=getattr(args, "pruning_min_keep_rate", None) or 0.0,
-        pruning_window=getattr(args, "pruning_window", None),
-        pruning_merge_threshold=getattr(args, "pruning_merge_threshold", None),
-        **rate_arguments(args))
+        **{s.name: s.value_in(args) for s in reduction_settings()})
 
 
 def rate_arguments(args) -> dict:
@@ -314,19 +311,18 @@ def st_hubert_weights(weights: dict) -> dict:
     return {k[len(HUBERT_PREFIX):]: v for k, v in weights.items() if k.startswith(HUBERT_PREFIX)}
 
 
-def _pruning_defaults(args):
-    args.token_reduction = getattr(args, "token_reduction", "prune")
-    args.pruning_merge_threshold = getattr(args, "pruning_merge_threshold", None)
-    # coverage and a merge threshold set their own counts: no keep rate unless one is given
-    own_counts = args.token_reduction == "coverage" or args.pruning_merge_threshold is not None
-    args.pruning_rate = getattr(args, "pruning_rate", 1.0 if own_counts else 0.9)
-    args.pruning_init_layer = getattr(args, "pruning_init_layer", 0)
+def _pruning_defaults(args, **arch_defaults):
+    """Every setting not given takes ``arch_defaults``' value, else its
+    declared default; the fixed architecture's keep rate, 0.9, only for a
+    reduction that follows the keep rate (coverage and a merge threshold set
+    their own counts: dense unless a rate is given)."""
+    rate_given = getattr(args, "pruning_rate", None) is not None
+    for setting in reduction_settings():
+        if getattr(args, setting.name, None) is None:
+            setattr(args, setting.name, arch_defaults.get(setting.name, setting.default))
+    if not rate_given:
+        args.pruning_rate = 1.0 if sets_own_counts(args) else FIXED_ARCH_RATE
     args.freeze_hubert = getattr(args, "freeze_hubert", False)
-    args.pruning_coverage = getattr(args, "pruning_coverage", None)
-    args.pruning_min_keep_rate = getattr(args, "pruning_min_keep_rate", 0.0)
-    args.pruning_window = getattr(args, "pruning_window", None)
-    args.conv_reduction_stride = getattr(args, "conv_reduction_stride", 2)
-    args.token_reduction_seed = getattr(args, "token_reduction_seed", 0)
     # None: decided when HuBERT is built (new model or older checkpoint)
     args.fairseq_padding = getattr(args, "fairseq_padding", None)
     args.hubert_padding_mask_from_conv_lengths = getattr(
@@ -337,12 +333,21 @@ def _pruning_defaults(args):
     deltalm_base(args)
 
 
+# the paper's keep rate: the architectures' default for a reduction that follows the rate
+FIXED_ARCH_RATE = 0.9
+
+
+def sets_own_counts(args) -> bool:
+    """Whether the reduction the args choose sets its own counts (the instance
+    says: adjacent does with a merge threshold only)."""
+    cls = REDUCTIONS[TOKEN_REDUCTION.check(args.token_reduction)]
+    own = {s.name: s.value_in(args) for s in cls.settings}
+    return build_reduction(args.token_reduction, 1, **own).own_setting is not None
+
+
 @register_model_architecture("hubert_transformer_pruning", "hubert_transformer_pruning_layer")
 def hubert_transformer_pruning_layer(args):
     # no max/min rate: KeepRateSchedule.from_arguments keeps --pruning-rate fixed
-    args.pruning_max_rate = getattr(args, "pruning_max_rate", None)
-    args.pruning_min_rate = getattr(args, "pruning_min_rate", None)
-    args.pruning_schedule_updates = getattr(args, "pruning_schedule_updates", None)
     _pruning_defaults(args)
 
 
@@ -350,7 +355,5 @@ def hubert_transformer_pruning_layer(args):
                              "hubert_transformer_pruning_layer_schedule")
 def hubert_transformer_pruning_layer_schedule(args):
     # a max and a min rate: KeepRateSchedule.from_arguments builds the schedule
-    args.pruning_max_rate = getattr(args, "pruning_max_rate", 1.0)
-    args.pruning_min_rate = getattr(args, "pruning_min_rate", 0.9)
-    args.pruning_schedule_updates = getattr(args, "pruning_schedule_updates", 10000)
-    _pruning_defaults(args)
+    _pruning_defaults(args, pruning_max_rate=1.0, pruning_min_rate=0.9,
+                      pruning_schedule_updates=10000)

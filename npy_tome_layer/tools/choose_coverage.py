@@ -16,6 +16,7 @@ from ..errors import InputError, exit_on_input_error
 from ..evaluation.decoding import load_st_model
 from ..evaluation.timing import hubert_frames
 from ..io.flags import keep_rate_flag, whole_number_flag
+from ..reduction import reduction_defaults
 from ..st.model import check_st_checkpoint
 
 
@@ -26,9 +27,10 @@ def frames_share(checkpoint, data, subset, overrides=None) -> float:
 
 
 def coverage_overrides(coverage: float, init_layer: int) -> dict:
-    return {"token_reduction": "coverage", "pruning_coverage": coverage, "pruning_rate": 1.0,
-            "pruning_max_rate": 1.0, "pruning_min_rate": 1.0, "pruning_init_layer": init_layer,
-            "pruning_window": None}
+    """The checkpoint's model at coverage C: every other reduction's settings at
+    their defaults, the keep rate (and any schedule) held at 1."""
+    return dict(reduction_defaults("coverage", pruning_coverage=coverage), pruning_rate=1.0,
+                pruning_max_rate=1.0, pruning_min_rate=1.0, pruning_init_layer=init_layer)
 
 
 def choose(checkpoint, data, subset, target, init_layer=0, steps=14, log=print):

@@ -100,7 +100,7 @@ def run(args):
     settings = [model.encoder.hubert.encoder.final_setting for model, _ in pairs]
     for row, (model, _), (reduction, value, init_layer) in zip(rows, pairs, settings):
         # a rate-driven model is shown at the rate it ran (a schedule may not have ended)
-        by_rate = model.encoder.hubert.encoder.length_reduction.setting_value is None
+        by_rate = model.encoder.hubert.encoder.length_reduction.own_setting is None
         row["setting"] = (reduction, row["keep_rate"] if by_rate else value, init_layer)
     # a data-dependent reduction's counts at base size: those this model kept, replayed
     kept = {setting: kept_counts(kept_frames(model, dataset))

@@ -32,7 +32,8 @@ import sys
 from typing import Dict, List, Optional
 
 from ..io.flags import finite_number_flag, keep_rate_flag, whole_number_flag
-from ..reduction import REDUCTIONS
+from ..reduction import (REDUCTIONS, TokenReduction, default_reduction, follows_rate,
+                         reduction_defaults)
 from ..errors import InputError, exit_on_input_error
 from ..evaluation.decoding import decode, load_st_model
 from ..evaluation.listening import (LISTENING_P, MIN_DISTINCT_SHARE, assess, listening_mark,
@@ -43,57 +44,53 @@ from ..io.atomic import check_output_folder, write_text_atomically
 from ..st.model import check_st_checkpoint, hubert_from_st_checkpoint
 
 
-def pruning_overrides(rate: float, init_layer: int, coverage=None,
-                      trained_reduction: str = "prune", reduction: Optional[str] = None) -> Dict:
-    """Model overrides of one setting: a keep rate (``reduction``, by default
-    the checkpoint's own; ``prune`` for a checkpoint of a reduction that sets
-    its own counts, so rate 1.0 is the dense encoder), or a coverage (the
-    coverage reduction, keep rate 1). The other reductions' own options are
-    cleared (a merge threshold too: a swept rate sets the counts): each
-    reduction refuses options it does not read."""
-    sets_own_counts = REDUCTIONS[trained_reduction].data_dependent_counts
+def pruning_overrides(rate: float, init_layer: int, trained: TokenReduction, coverage=None,
+                      reduction: Optional[str] = None) -> Dict:
+    """Model overrides of one setting: a keep rate for ``reduction`` (by
+    default the checkpoint's own), or a coverage (the coverage reduction,
+    keep rate 1). The checkpoint's reduction keeps its own settings unless
+    one of them set its counts (a merge threshold, a coverage): a swept rate
+    sets them, so that one is cleared, and a reduction that cannot run
+    without it (coverage) gives way to ``prune`` (rate 1.0 is then the dense
+    encoder). Another reduction comes with every other's settings at their
+    defaults: each reduction refuses settings it does not read."""
     if coverage is not None:
-        rate = 1.0
+        rate, swept, own = 1.0, "coverage", {"pruning_coverage": coverage}
+    else:
+        swept, own = reduction or trained.name, {}
+        if swept == trained.name and trained.own_setting is not None \
+                and default_reduction(swept) is None:
+            swept = "prune"
+    keeps_own = swept == trained.name and (coverage is not None or trained.own_setting is None)
+    overrides = dict(own, token_reduction=swept) if keeps_own else reduction_defaults(swept, **own)
     # the schedule arch reads max/min rate; holding both at the rate pins it
-    overrides = {"pruning_rate": rate, "pruning_max_rate": rate, "pruning_min_rate": rate,
-                 "pruning_init_layer": init_layer, "pruning_merge_threshold": None}
-    if coverage is not None:
-        overrides.update(token_reduction="coverage", pruning_coverage=coverage,
-                         pruning_window=None)
-        if trained_reduction != "coverage":
-            overrides["pruning_min_keep_rate"] = 0.0
-        return overrides
-    overrides["pruning_min_keep_rate"] = 0.0
-    if reduction is not None and reduction != trained_reduction:
-        # another reduction than the trained one: its own options at their defaults
-        overrides.update(token_reduction=reduction, pruning_coverage=None,
-                         pruning_window=None)
-    elif sets_own_counts:
-        overrides.update(token_reduction="prune", pruning_coverage=None)
+    overrides.update(pruning_rate=rate, pruning_max_rate=rate, pruning_min_rate=rate,
+                     pruning_init_layer=init_layer)
     return overrides
 
 
 def check_rate_reductions(reductions) -> None:
     """``--reductions`` are swept over keep rates: each must read the rate and
-    keep counts that follow from it."""
+    keep counts that follow from it at its default settings."""
     for name in reductions:
-        cls = REDUCTIONS[name]
-        if cls.data_dependent_counts or not cls.uses_rate:
+        if not follows_rate(default_reduction(name)):
             instead = " (sweep it with --coverages)" if name == "coverage" else ""
             raise InputError(f"--reductions {name}: the sweep varies the keep rate, which "
                              f"{name} does not follow{instead}")
 
 
-def trained_setting(checkpoint: str):
-    """(reduction, keep rate or its own number, init layer) the checkpoint was
-    trained to end at."""
-    return hubert_from_st_checkpoint(checkpoint).encoder.final_setting
+def trained_encoder(checkpoint: str):
+    """The checkpoint's HuBERT encoder as it ends its training: its reduction
+    (``length_reduction``) and ``final_setting``."""
+    return hubert_from_st_checkpoint(checkpoint).encoder
 
 
-def trained_description(trained) -> str:
-    reduction, value, init_layer = trained
-    if REDUCTIONS[reduction].data_dependent_counts:  # value is its own number, not a rate
-        what = f"{reduction} {value}"
+def trained_description(encoder) -> str:
+    """What the encoder's training ended at, in words its own settings choose."""
+    reduction, value, init_layer = encoder.final_setting
+    own = encoder.length_reduction.own_setting
+    if own is not None:  # its own number sets the counts, not the rate
+        what = f"{reduction} with {own[0]} {value}"
     else:
         what = f"keep rate {value}" + ("" if reduction == "prune" else f" ({reduction})")
     return f"{what} from layer {init_layer}"
@@ -101,16 +98,18 @@ def trained_description(trained) -> str:
 
 def sweep(checkpoint, data, subset, rates, init_layers, beam=8, lenpen=1.0,
           max_tokens=4000000, cpu=False, repeats=3, log=print, coverages=(),
-          trained_reduction="prune", reductions=(None,),
+          trained: Optional[TokenReduction] = None, reductions=(None,),
           reference_size: Optional[str] = None) -> List[Dict]:
     """One record per (reduction, rate, init layer) and (coverage, init layer);
-    ``reductions``: names, None = the checkpoint's own."""
+    ``reductions``: names, None = the checkpoint's own; ``trained``: the
+    checkpoint's reduction (read from it when not given)."""
+    trained = trained or trained_encoder(checkpoint).length_reduction
     settings = [(red, r, None, i) for red in reductions for i in init_layers for r in rates] + [
         (None, None, c, i) for i in init_layers for c in coverages]
 
     def overrides(setting):
         reduction, rate, coverage, init = setting
-        return pruning_overrides(rate, init, coverage, trained_reduction, reduction)
+        return pruning_overrides(rate, init, trained, coverage, reduction)
 
     pairs = [load_st_model(checkpoint, data, subset, overrides=overrides(s))[:2]
              for s in settings]
@@ -196,10 +195,11 @@ TABLE_COLUMNS = (
 )
 
 
-def markdown(records, checkpoint, subset, trained, columns=TABLE_COLUMNS) -> str:
-    """The sweep's table: a caption, then one row per record, one cell per column."""
+def markdown(records, checkpoint, subset, trained: str, columns=TABLE_COLUMNS) -> str:
+    """The sweep's table: a caption (``trained``: what the checkpoint's training
+    ended at, ``trained_description``), then one row per record, one cell per column."""
     constant = f"{records[0]['constant_bleu']:.2f}" if records else "n/a"
-    lines = [f"{checkpoint} on {subset} (trained at {trained_description(trained)}); speech "
+    lines = [f"{checkpoint} on {subset} (trained at {trained}); speech "
              "encoder batch 1, median of interleaved passes; no-audio BLEU: the same setting "
              "decoding silence of each utterance's length; the training split's most frequent "
              f"target for every utterance scores {constant}; listens: at least "
@@ -224,7 +224,8 @@ def pareto_front(points):
 def plot(records, trained, path) -> None:
     """BLEU against the speedup at base size (the checkpoint's own speedup where
     that was not measured): one line per reduction (coverage: per share) and
-    init layer, the Pareto front of every setting, the trained setting ringed."""
+    init layer, the Pareto front of every setting, the trained setting (a
+    final setting, or None) ringed."""
     from ..evaluation.plotting import pyplot, save_labelled
 
     x_key = "base_speedup" if all(r["base_speedup"] is not None for r in records) \
@@ -247,7 +248,7 @@ def plot(records, trained, path) -> None:
             value = r["coverage"] if by_coverage else r["rate"]
             ax.annotate(f"{value:g}", (r[x_key], r["bleu"]), fontsize=7,
                         textcoords="offset points", xytext=(3, 3))
-            if (r["reduction"], value, r["init_layer"]) == tuple(trained):
+            if trained is not None and (r["reduction"], value, r["init_layer"]) == tuple(trained):
                 ax.scatter([r[x_key]], [r["bleu"]], s=160, facecolors="none",
                            edgecolors="red", zorder=5, label="trained setting")
     front = pareto_front([(r[x_key], r["bleu"]) for r in shown])
@@ -292,18 +293,22 @@ def run(args):
     check_output_folder(args.out, "--out")
     check_rate_reductions(args.reductions or ())
     check_st_checkpoint(args.checkpoint)
-    trained = trained_setting(args.checkpoint)
+    encoder = trained_encoder(args.checkpoint)
+    trained = encoder.final_setting
     records = sweep(args.checkpoint, args.data, args.subset, args.rates, args.init_layers,
                     args.beam, args.lenpen, args.max_tokens, args.cpu, args.repeats,
                     log=lambda m: print(m, file=sys.stderr, flush=True),
-                    coverages=args.coverages, trained_reduction=trained[0],
+                    coverages=args.coverages, trained=encoder.length_reduction,
                     reductions=args.reductions or (None,),
                     reference_size=args.reference_size)
     os.makedirs(args.out, exist_ok=True)
     write_text_atomically(os.path.join(args.out, "sweep.json"), json.dumps(records, indent=1))
-    table = markdown(records, args.checkpoint, args.subset, trained)
+    table = markdown(records, args.checkpoint, args.subset, trained_description(encoder))
     write_text_atomically(os.path.join(args.out, "sweep.md"), table)
-    plot(records, trained, os.path.join(args.out, "sweep.png"))
+    # the trained setting is ringed where the sweep has it: a rate, or a coverage
+    own = encoder.length_reduction.own_setting
+    ringed = trained if own is None or own[0] == "pruning_coverage" else None
+    plot(records, ringed, os.path.join(args.out, "sweep.png"))
     print(table)
 
 

@@ -30,7 +30,7 @@ from ...evaluation.plotting import pyplot, save_png
 from ...evaluation.reference import reference_model, setting_model
 from ...evaluation.timing import sync
 from ...io.audio import SAMPLE_RATE
-from ...reduction import REDUCTIONS
+from ...reduction import REDUCTIONS, default_reduction, follows_rate
 from ...reduction.cost import encoder_flops_formula
 from .measuring import PeakMemory, _mib, autocast, fairseq_dense, random_audio
 
@@ -50,8 +50,7 @@ def size_of_width(width: int) -> str:
 
 def rate_driven_reductions() -> List[str]:
     """Registered reductions whose keep rate sets their frame counts."""
-    return [mode for mode, cls in REDUCTIONS.items()
-            if cls.uses_rate and not cls.data_dependent_counts]
+    return [mode for mode in REDUCTIONS if follows_rate(default_reduction(mode))]
 
 
 # --- timing one point -----------------------------------------------------------

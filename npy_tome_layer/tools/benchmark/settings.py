@@ -11,7 +11,7 @@ from ...evaluation.plotting import pyplot
 from ...evaluation.reference import reference_model, setting_model
 from ...evaluation.timing import interleaved_times, timed_pass
 from ...io.audio import SAMPLE_RATE
-from ...reduction import REDUCTIONS
+from ...reduction import REDUCTIONS, default_reduction, follows_rate
 from ...reduction.cost import encoder_flops_formula
 from .measuring import DTYPES, PeakMemory, _mib, count_flops, random_audio, reduction_share
 from .training import (paths_markdown, plot_attention_paths, run_attention_paths,
@@ -67,7 +67,7 @@ def run_group(reference, cfg, settings: List[Dict], duration: float, batch: int,
         # a data-dependent reduction has no formula: its FLOPs are the counted ones
         row["flops_formula"] = None if model.encoder.length_reduction.data_dependent_counts \
             else encoder_flops_formula(cfg, num_samples, batch, s["rate"], s["init_layer"],
-                                       s["mode"])["total"]
+                                       model.encoder.length_reduction)["total"]
         row["throughput"] = batch * duration / row["latency_s"]
         rows.append(row)
         print(f"  {row['mode']:5s} rate {row['rate']:.3f} init {row['init_layer']:2d} "
@@ -104,12 +104,14 @@ def run_grid(args) -> List[Dict]:
             # the rate that leaves about half the frames, as one stride-2 conv does
             half = round(0.5 ** (1 / (layers - init)), 4)
             # a data-dependent reduction (coverage) sets its own counts: the grid's --coverages
-            settings += [{"mode": mode, "rate": half if cls.uses_rate else 1.0, "init_layer": init}
-                         for mode, cls in REDUCTIONS.items() if not cls.data_dependent_counts]
+            defaults = {mode: default_reduction(mode) for mode in REDUCTIONS}
+            fixed_counts = {mode: r for mode, r in defaults.items()
+                            if r is not None and not r.data_dependent_counts}
+            settings += [{"mode": mode, "rate": half if r.uses_rate else 1.0, "init_layer": init}
+                         for mode, r in fixed_counts.items()]
             if 0.9 in args.rates:
                 settings += [{"mode": mode, "rate": 0.9, "init_layer": init}
-                             for mode, cls in REDUCTIONS.items()
-                             if cls.uses_rate and not cls.data_dependent_counts]
+                             for mode, r in fixed_counts.items() if follows_rate(r)]
         group("alternatives", args.alternatives_duration, args.alternatives_batch, settings)
     if args.attention_paths:
         print(f"[benchmark] attention paths: {args.paths_duration:g} s x {args.paths_batch} "
