@@ -80,6 +80,7 @@ SHARE = Rule("must be a number in [0, 1]", _in(0.0, 1.0))  # a dropout, a floor 
 COSINE = Rule("must be a cosine similarity in [-1, 1]", _in(-1.0, 1.0))  # a cosine similarity
 FINITE = Rule("must be a finite number", is_number)
 POSITIVE = Rule("must be a number > 0", lambda v: is_number(v) and v > 0)  # seconds
+NON_NEGATIVE = Rule("must be a number >= 0", lambda v: is_number(v) and v >= 0)  # a loss weight
 
 
 @lru_cache(maxsize=None)

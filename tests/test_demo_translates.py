@@ -118,7 +118,9 @@ def test_sweep_of_a_trained_checkpoint(fixed_checkpoint, st_corpus, tmp_path):
     for r in records:
         assert set(r) == {"reduction", "rate", "coverage", "init_layer", "bleu", "distinct",
                           "no_audio_bleu", "listens", "constant_bleu", "frames_kept",
-                          "encoder_seconds", "speedup", "base_speedup"}
+                          "deltalm_frames_per_subword", "encoder_seconds", "speedup",
+                          "base_speedup"}
+        assert r["deltalm_frames_per_subword"] > 0
         # each setting beside its floor; two updates from tiny stand-ins do not listen
         assert 0 < r["distinct"] <= 1 and 0 <= r["no_audio_bleu"] <= 100 and not r["listens"]
         assert r["reduction"] == ("prune" if r["coverage"] is None else "coverage")

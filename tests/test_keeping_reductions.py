@@ -439,7 +439,8 @@ def test_sweep_table_has_a_row_per_record_and_columns_in_one_place():
     from npy_tome_layer.tools.sweep import TABLE_COLUMNS, markdown, pareto_front
 
     records = [dict(reduction=name, rate=rate, coverage=None, init_layer=0, bleu=bleu,
-                    frames_kept=kept, encoder_seconds=1.0 / speedup, speedup=speedup,
+                    frames_kept=kept, deltalm_frames_per_subword=2.5 * kept,
+                    encoder_seconds=1.0 / speedup, speedup=speedup,
                     base_speedup=None if name == "prune" else 1.5, distinct=0.95,
                     no_audio_bleu=9.94, listens=bleu > 20.0, constant_bleu=6.46)
                for name, rate, bleu, kept, speedup in [("prune", 1.0, 30.0, 1.0, 1.0),
@@ -449,9 +450,10 @@ def test_sweep_table_has_a_row_per_record_and_columns_in_one_place():
     lines = table.splitlines()
     assert lines[2] == "| " + " | ".join(h for h, _ in TABLE_COLUMNS) + " |"
     assert lines[4:] == [
-        "| rate 1 | prune | 0 | 30.00 | 95 % | 9.94 | yes | 100.0 % | 1.000 | 1.00x | n/a |",
-        "| rate 0.8 | prune | 0 | 20.00 | 95 % | 9.94 | NO | 50.0 % | 0.833 | 1.20x | n/a |",
-        "| rate 0.8 | fold | 0 | 25.00 | 95 % | 9.94 | yes | 50.0 % | 0.833 | 1.20x | 1.50x |"]
+        "| rate 1 | prune | 0 | 30.00 | 95 % | 9.94 | yes | 100.0 % | 2.50 | 1.000 | 1.00x | n/a |",
+        "| rate 0.8 | prune | 0 | 20.00 | 95 % | 9.94 | NO | 50.0 % | 1.25 | 0.833 | 1.20x | n/a |",
+        "| rate 0.8 | fold | 0 | 25.00 | 95 % | 9.94 | yes | 50.0 % | 1.25 | 0.833 | 1.20x | "
+        "1.50x |"]
     assert "most frequent target for every utterance scores 6.46" in lines[0]
     extra = TABLE_COLUMNS + (("distinct", lambda r: "-"),)
     assert markdown(records, "ckpt.pt", "dev", "keep rate 0.8 from layer 0", extra).splitlines()[4] \

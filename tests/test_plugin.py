@@ -108,3 +108,37 @@ def test_unknown_pickled_class_is_still_refused(tmp_path):
     torch.save({"model": {}, "payload": OSError("not allow-listed")}, path)
     with pytest.raises(CheckpointError, match="evil.pt"):
         checkpoint_utils.load_checkpoint_to_cpu(str(path))
+
+
+def mode_configs():
+    folder = os.path.join(REPO, "configs", "mustc")
+    return sorted(name for name in os.listdir(folder)
+                  if name.startswith("st_") and name.endswith(".args"))
+
+
+@pytest.mark.parametrize("name", mode_configs())
+def test_every_mode_config_parses_with_fairseqs_parser_and_builds_its_reduction(name):
+    """Each mode's flags, after the shared st.args as the scripts pass them,
+    are known to fairseq's parser with the plugin, their values pass their
+    checks, and its reduction builds from them (a CTC head's size is the
+    data's: given here)."""
+    from fairseq import options
+
+    from npy_tome_layer.reduction import REDUCTIONS, build_reduction
+    from npy_tome_layer.st.model import hubert_arguments
+
+    words = []
+    for config in ("st.args", name):
+        with open(os.path.join(REPO, "configs", "mustc", config)) as f:
+            words += [w for line in f if not line.lstrip().startswith("#") for w in line.split()]
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        "data", "--user-dir", os.path.join(REPO, "npy_tome_layer"),
+        "--task", "speech_and_text_translation"] + words)
+    settings = hubert_arguments(args)
+    reduction = settings["token_reduction"]
+    own = {s.name: settings[s.name] for s in REDUCTIONS[reduction].settings}
+    if "ctc_vocab_size" in own:
+        own["ctc_vocab_size"] = 30
+    if "pruning_coverage" in own and own["pruning_coverage"] is None:
+        own["pruning_coverage"] = 0.9  # chosen on dev by the study (choose_coverage)
+    assert build_reduction(reduction, 8, **own).name == reduction

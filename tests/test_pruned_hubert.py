@@ -32,11 +32,15 @@ def waveforms(lengths, total=None, seed=0):
 def reduction_arguments(mode, rate):
     """load_pruned_hubert's / build_pruned_hubert's arguments for ``mode`` at
     about ``rate``: coverage takes no keep rate, only the share of received
-    attention it keeps."""
+    attention it keeps; ctc no rate either, the size of its head's vocabulary
+    (its random head's labels then decide)."""
     from npy_tome_layer.reduction import REDUCTIONS
 
-    if any(setting.name == "pruning_coverage" for setting in REDUCTIONS[mode].settings):
+    own = {setting.name for setting in REDUCTIONS[mode].settings}
+    if "pruning_coverage" in own:
         return {"token_reduction": mode, "pruning_coverage": rate}
+    if "ctc_vocab_size" in own:
+        return {"token_reduction": mode, "ctc_vocab_size": 6}
     return {"token_reduction": mode, "pruning_rate": rate}
 
 
@@ -322,3 +326,19 @@ def test_batch_invariant_front_end_in_half_precision(hubert_tiny, dtype):
     assert conv.dtype == dtype and torch.isfinite(conv).all() and n == alone.size(1)
     eps = torch.finfo(dtype).eps
     torch.testing.assert_close(conv[1, :n], alone[0], rtol=2 * eps, atol=4 * eps)
+
+
+def test_the_encoder_is_built_once_and_is_fairseqs_own(monkeypatch):
+    """fairseq's HubertModel builds its transformer; the pruned model makes that
+    one shorten (no second encoder, no second draw of initial weights)."""
+    from fairseq.models.wav2vec import wav2vec2
+
+    from npy_tome_layer.encoder.config import hubert_model_config
+    from npy_tome_layer.encoder.pruned_hubert import PrunedTransformerEncoder
+
+    built = []
+    original = wav2vec2.TransformerEncoder.__init__
+    monkeypatch.setattr(wav2vec2.TransformerEncoder, "__init__",
+                        lambda self, *a, **k: built.append(self) or original(self, *a, **k))
+    model = build_pruned_hubert(hubert_model_config("tiny"), pruning_rate=0.7)
+    assert built == [model.encoder] and isinstance(model.encoder, PrunedTransformerEncoder)

@@ -87,25 +87,33 @@ def frames_by_length(frames) -> List[Tuple[int, int]]:
     return [(n, layers[-1].numel() if layers else n) for n, layers in frames]
 
 
+def target_subwords(dataset) -> int:
+    """Subwords of the subset's translations (each target less its end of sentence)."""
+    return int(sum(int(size) - 1 for size in dataset.tgt_sizes))
+
+
 @torch.inference_mode()
 def measure_speech_encoder(model, dataset) -> Dict[str, float]:
-    """One pass over the subset, batch 1: HuBERT frames in/out and the seconds
-    of HuBERT and of the whole speech encoder (HuBERT, subsampler, text encoder)."""
+    """One pass over the subset, batch 1: HuBERT frames in/out, the frames the
+    subsampler hands DeltaLM per target subword, and the seconds of HuBERT and
+    of the whole speech encoder (HuBERT, subsampler, text encoder)."""
     hubert = model.encoder.hubert
     audios = utterances(dataset)
     frames_in = sum(int(hubert.frame_lengths(torch.tensor(a.size(1)))) for a in audios)
-    frames_out, hubert_s, encoder_s = 0, 0.0, 0.0
+    frames_out, deltalm_frames, hubert_s, encoder_s = 0, 0, 0.0, 0.0
     for a in audios:
         start = time.perf_counter()
         features, mask = hubert.extract_features(a, padding_mask=None, mask=False)
         hubert_s += time.perf_counter() - start
         start = time.perf_counter()
-        model.encoder.forward_speech(a, torch.tensor([a.size(1)]))
+        encoded = model.encoder.forward_speech(a, torch.tensor([a.size(1)]))
         encoder_s += time.perf_counter() - start
         frames_out += frames_left(features, mask)
+        deltalm_frames += encoded["encoder_out"][0].size(0)  # T x 1 x C
     return {"keep_rate": hubert.encoder.keep_rate,
             "init_layer": hubert.encoder.pruning_init_layer,
             "frames_in": frames_in, "frames_out": frames_out,
+            "deltalm_frames_per_subword": deltalm_frames / max(1, target_subwords(dataset)),
             "hubert_s": hubert_s, "encoder_s": encoder_s, "utterances": len(audios),
             "audio_s": sum(a.size(1) for a in audios) / SAMPLE_RATE}
 

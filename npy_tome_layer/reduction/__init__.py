@@ -12,6 +12,8 @@ Pure torch; of this package it imports only ``errors.py`` and ``values.py``.
   adjacent.py    the registered ones whose tokens stand for runs of frames (spans):
                  adjacent (A-ToMe neighbour merging) and fold (prune, dropped
                  frames averaged into the nearest kept one)
+  ctc.py         the registered one the transcript trains: ctc (a CTC head's
+                 labels decide which frames are one token; its loss)
   runs.py        contiguous runs of tokens pooled into one (states, sizes, spans)
   selection.py   the pruning rule as pure tensor functions (keep counts, received
                  attention, top-k in time order, gathering; the blind choices)
@@ -21,6 +23,7 @@ Pure torch; of this package it imports only ``errors.py`` and ``values.py``.
 """
 from . import reductions  # noqa: F401  (registers every reduction)
 from . import adjacent  # noqa: F401  (registers adjacent and fold, after those)
+from . import ctc  # noqa: F401  (registers ctc)
 from .interface import (  # noqa: F401
     ENCODER_SETTINGS,
     EVIDENCE_LABEL,

@@ -22,6 +22,7 @@ from .interface import (
     Tokens,
     TokenReduction,
     full_precision,
+    refuse_keep_rate,
     register_reduction,
 )
 from .settings import Setting
@@ -124,10 +125,9 @@ class AdjacentMerging(TokenReduction):
         return layer >= init_layer and self.threshold < 1.0  # cosine never exceeds 1
 
     def check(self, min_rate, init_layer, num_layers):
-        if self.threshold is not None and min_rate < 1.0:
-            raise InputError(f"pruning_merge_threshold sets the adjacent reduction's counts: "
-                             f"the keep rate does not apply to it, got a rate of {min_rate} "
-                             "(leave --pruning-rate unset or 1)")
+        if self.threshold is not None:
+            refuse_keep_rate(min_rate, "pruning_merge_threshold sets the adjacent reduction's "
+                                       "counts")
 
     def evidence(self, tokens, acting):
         return size_evidence(self.evidence_type, tokens, acting)

@@ -170,6 +170,7 @@ class TokenReduction(nn.Module):
     acts_after_dropped_layer = False
     data_dependent_counts = False  # its frame counts depend on the attention, not only n
     loss_names: Tuple[str, ...] = ()  # the terms ``loss`` returns, logged as NAME_loss
+    statistic_names: Tuple[str, ...] = ()  # the counts ``statistics`` returns, logged summed
 
     @classmethod
     def build(cls, embed_dim: int, **settings) -> "TokenReduction":
@@ -214,11 +215,45 @@ class TokenReduction(nn.Module):
         fairseq batch (targets, and ``transcript`` where the task gives it)."""
         return {}
 
+    def statistics(self, outputs: Dict[str, Tensor], sample: dict) -> Dict[str, int]:
+        """Counts named in ``statistic_names`` that the training log sums (as
+        ``reduction_NAME``), from the same ``outputs`` and ``sample`` as ``loss``."""
+        return {}
+
 
 # settings of the encoder whatever its reduction
 ENCODER_SETTINGS = (TOKEN_REDUCTION, PRUNING_INIT_LAYER) + SCHEDULE_SETTINGS
 ENCODER_SETTING_NAMES = frozenset(s.name for s in ENCODER_SETTINGS)
 REDUCTIONS: Dict[str, Type[TokenReduction]] = {}
+
+
+def refuse_keep_rate(min_rate: float, counts_from: str) -> None:
+    """``check`` of a reduction whose counts come from elsewhere (``counts_from``
+    says where): a keep rate below 1 would be silently ignored."""
+    if min_rate < 1.0:
+        raise InputError(f"{counts_from}: the keep rate does not apply to it, got a rate of "
+                         f"{min_rate} (leave --pruning-rate unset or 1)")
+
+
+class ActingOnceWithWeights(TokenReduction):
+    """Base of a reduction with weights of the encoder's width that acts once,
+    after layer ``pruning_init_layer`` (conv, ctc), layerdrop or not, so
+    training sees the lengths inference does."""
+
+    acts_after_dropped_layer = True
+
+    @classmethod
+    def build(cls, embed_dim, **settings):
+        return cls(embed_dim, **settings)
+
+    def acts_after(self, layer, init_layer, rate):
+        return layer == init_layer
+
+    def check(self, min_rate, init_layer, num_layers):
+        if init_layer >= num_layers:
+            raise InputError(f"the {self.name} reduction acts after layer pruning_init_layer, "
+                             f"which must be < {num_layers} for a {num_layers}-layer encoder, "
+                             f"got {init_layer}")
 # every reduction's own settings by name (a shared one is one object)
 REDUCTION_SETTINGS: Dict[str, Setting] = {}
 

@@ -13,10 +13,12 @@ from torch import Tensor
 
 from ..errors import InputError
 from .interface import (
+    ActingOnceWithWeights,
     KeyMean,
     ReceivedAttentionSum,
     TokenReduction,
     full_precision,
+    refuse_keep_rate,
     register_reduction,
 )
 from ..values import KEEP_RATE, SHARE, whole_number_rule
@@ -83,14 +85,13 @@ class TokenMerging(TokenReduction):
 
 
 @register_reduction("conv")
-class StridedConvReduction(TokenReduction):
+class StridedConvReduction(ActingOnceWithWeights):
     """Conv1d over time with kernel = stride = s after ``init_layer`` only:
     n frames -> ceil(n / s). Padded input frames are zeroed first so they never
     leak into a valid output frame; odd tails are zero-padded. Initialised to
     average pooling, so a pretrained encoder starts from sensible features."""
 
     uses_rate = False
-    acts_after_dropped_layer = True
     settings = (Setting("conv_reduction_stride", whole_number_rule(2), 2,
                         "--token-reduction conv: its kernel and stride"),)
 
@@ -104,18 +105,6 @@ class StridedConvReduction(TokenReduction):
             for j in range(stride):
                 self.conv.weight[:, :, j] = torch.eye(dim) / stride
             self.conv.bias.zero_()
-
-    @classmethod
-    def build(cls, embed_dim, **settings):
-        return cls(embed_dim, **settings)
-
-    def acts_after(self, layer, init_layer, rate):
-        return layer == init_layer
-
-    def check(self, min_rate, init_layer, num_layers):
-        if init_layer >= num_layers:
-            raise InputError(f"the conv reduction acts after layer pruning_init_layer, which must "
-                             f"be < {num_layers} for a {num_layers}-layer encoder, got {init_layer}")
 
     def forward(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
         """x: B x T x C -> (B x ceil(T/s) x C, new padding mask or None)."""
@@ -223,10 +212,7 @@ class CoverageReduction(TokenReduction):
         return layer >= init_layer and self.coverage < 1.0
 
     def check(self, min_rate, init_layer, num_layers):
-        if min_rate < 1.0:
-            raise InputError(f"the coverage reduction chooses its own counts: the keep rate "
-                             f"does not apply to it, got a rate of {min_rate} (leave "
-                             "--pruning-rate unset or 1)")
+        refuse_keep_rate(min_rate, "the coverage reduction chooses its own counts")
 
     def reduce(self, tokens, evidence, rate, layer):
         with full_precision(tokens.x):

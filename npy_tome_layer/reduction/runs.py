@@ -57,19 +57,21 @@ def runs_from_starts(starts: Tensor, counts: Tensor, width: int) -> Runs:
     return Runs(run, member(starts), member(ends), padding_mask)
 
 
-def pool_runs(runs: Runs, x: Tensor, sizes: Tensor):
-    """(B x W x C states, B x W sizes): each run's size-weighted mean state
-    (fp32 sums, cast back to ``x``'s dtype) and its total size. Slots past a
-    row's speech count as one frame each, so log-size attention stays finite
-    on a row of padding."""
+def pool_runs(runs: Runs, x: Tensor, sizes: Tensor, weights: Optional[Tensor] = None):
+    """(B x W x C states, B x W sizes): each run's mean state weighted by
+    ``weights`` (B x T; by default the sizes), in fp32 sums cast back to
+    ``x``'s dtype, and its total size. Slots past a row's speech count as one
+    frame each, so log-size attention stays finite on a row of padding."""
     bsz, _, dim = x.shape
     width = runs.width
     size = sizes.float()
+    weight = size if weights is None else weights.float()
     index = runs.run.unsqueeze(-1).expand(-1, -1, dim)
     sums = x.new_zeros(bsz, width + 1, dim, dtype=torch.float32).scatter_add_(
-        1, index, x.float() * size.unsqueeze(-1))[:, :width]
+        1, index, x.float() * weight.unsqueeze(-1))[:, :width]
+    weight_sums = weight.new_zeros(bsz, width + 1).scatter_add_(1, runs.run, weight)[:, :width]
     totals = size.new_zeros(bsz, width + 1).scatter_add_(1, runs.run, size)[:, :width]
-    states = (sums / totals.clamp(min=1e-6).unsqueeze(-1)).to(x.dtype)
+    states = (sums / weight_sums.clamp(min=1e-6).unsqueeze(-1)).to(x.dtype)
     totals = totals.masked_fill(runs.padding_mask, 1.0)
     return states, totals.to(sizes.dtype)
 
@@ -82,16 +84,18 @@ def run_spans(tokens: Tokens, runs: Runs) -> Tensor:
                         bounds[..., 1].gather(1, runs.last)], dim=-1)
 
 
-def merge_runs(tokens: Tokens, runs: Runs, anchor: Tensor) -> Tokens:
-    """``tokens`` with each run pooled into one token: size-weighted mean
-    state, summed size, its span (``run_spans``), and the position of its
-    ``anchor`` token (B x W input index: the frame that names it in
-    ``kept_indices``)."""
+def merge_runs(tokens: Tokens, runs: Runs, anchor: Tensor,
+               weights: Optional[Tensor] = None) -> Tokens:
+    """``tokens`` with each run pooled into one token: mean state weighted by
+    size (times ``weights``, B x T, where given), summed size, its span
+    (``run_spans``), and the position of its ``anchor`` token (B x W input
+    index: the frame that names it in ``kept_indices``)."""
     sizes = tokens.sizes
     if sizes is None:
         sizes = tokens.x.new_ones(tokens.x.shape[:2], dtype=torch.float32)
     with full_precision(tokens.x):
-        states, sizes = pool_runs(runs, tokens.x, sizes)
+        states, sizes = pool_runs(runs, tokens.x, sizes,
+                                  None if weights is None else sizes.float() * weights.float())
     return replace(tokens, x=states, padding_mask=runs.padding_mask,
                    positions=tokens.positions.gather(1, anchor), sizes=sizes,
                    spans=run_spans(tokens, runs))

@@ -14,7 +14,8 @@ is added here, the sample size (and every logged count) being those of both.
 for speech), summed with the extra text batch's where there is one.
 A token reduction with a loss of its own (``TokenReduction.loss``) adds its
 terms to the ST loss of a speech batch; each is logged as ``reduction_NAME_loss``
-per ST target token.
+per ST target token, and its counts (``TokenReduction.statistics``) summed as
+``reduction_NAME``.
 """
 import math
 from dataclasses import dataclass, field
@@ -47,18 +48,19 @@ class SpeechAndTextTranslationCriterion(LabelSmoothedCrossEntropyCriterion):
     LOSSES = ("st", "mt", "ext_mt")
 
     def compute_loss(self, model, net_output, sample, reduce=True):
-        """fairseq's, plus the reduction's terms of this forward: fairseq's
-        ``forward`` keeps the net output to itself, so the terms are handed
-        to ``forward`` (for its logs) through ``self.reduction_terms``."""
-        loss, nll_loss = super().compute_loss(model, net_output, sample, reduce)
+        """fairseq's; also the reduction's terms of this forward, computed here
+        where the net output is at hand (fairseq's ``forward`` keeps it to
+        itself) and handed to ``forward``, which adds and logs them, through
+        ``self.reduction_terms``."""
         losses = getattr(model, "reduction_losses", None)  # the MT model has none
-        self.reduction_terms = losses(net_output, sample) if losses else {}
-        return loss + sum(self.reduction_terms.values()), nll_loss
+        self.reduction_terms, self.reduction_counts = \
+            losses(net_output, sample) if losses else ({}, {})
+        return super().compute_loss(model, net_output, sample, reduce)
 
     def forward(self, model, sample, reduce=True):
         speech = sample["net_input"]["src_tokens"].is_floating_point()
         loss, sample_size, logs = super().forward(model, sample, reduce)
-        reduction_terms = self.reduction_terms
+        reduction_terms, reduction_counts = self.reduction_terms, self.reduction_counts
         first = "st" if speech else "ext_mt"
         parts = {first: loss}
         if speech and self.training and getattr(self.task, "mt_on_transcripts", False):
@@ -69,6 +71,7 @@ class SpeechAndTextTranslationCriterion(LabelSmoothedCrossEntropyCriterion):
                 sample["transcript"], prev_output_tokens=sample["net_input"]["prev_output_tokens"]))
             parts["mt"], _, _ = super().forward(model, mt_sample, reduce)
             loss = loss + parts["mt"]
+        loss = loss + sum(reduction_terms.values())
         logs["loss"] = loss.data
         for name in self.LOSSES:
             # one key set for every batch, so logs of mixed batches sum cleanly
@@ -76,6 +79,8 @@ class SpeechAndTextTranslationCriterion(LabelSmoothedCrossEntropyCriterion):
             logs[f"{name}_sample_size"] = sample_size if name in parts else 0
         for name, term in reduction_terms.items():  # the same names for every batch
             logs[f"{REDUCTION_LOG}{name}_loss"] = term.data if torch.is_tensor(term) else term
+        for name, count in reduction_counts.items():
+            logs[f"{REDUCTION_LOG}{name}"] = count
         if EXTRA_TEXT in sample:
             text_loss, text_size, text_logs = self.forward(model, sample[EXTRA_TEXT], reduce)
             loss, sample_size = loss + text_loss, sample_size + text_size
@@ -92,6 +97,9 @@ class SpeechAndTextTranslationCriterion(LabelSmoothedCrossEntropyCriterion):
                 metrics.log_scalar(f"{name}_loss", total / size / math.log(2), size, round=3)
         size = sum(log.get("st_sample_size", 0) for log in logging_outputs)
         names = {key for log in logging_outputs for key in log if key.startswith(REDUCTION_LOG)}
-        for key in sorted(names) if size > 0 else ():
+        for key in sorted(names):
             total = sum(log.get(key, 0) for log in logging_outputs)
-            metrics.log_scalar(key, total / size / math.log(2), size, round=3)
+            if not key.endswith("_loss"):
+                metrics.log_scalar_sum(key, total)  # a count (rows CTC could not align)
+            elif size > 0:
+                metrics.log_scalar(key, total / size / math.log(2), size, round=3)

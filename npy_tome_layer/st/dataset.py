@@ -15,6 +15,7 @@ import soundfile as sf
 import torch
 from fairseq.data import FairseqDataset, data_utils
 
+from ..reduction.ctc import BLANK
 from ..errors import InputError, shorten
 from ..io.audio import MIN_SAMPLES, AudioError, audio_info, first_non_finite, non_finite_problem
 
@@ -135,7 +136,7 @@ class SpeechTranslationDataset(FairseqDataset):
 
     def __init__(self, tsv_path, rows, targets: List[torch.Tensor], dictionary,
                  shuffle=True, transcripts: Optional[List[torch.Tensor]] = None,
-                 silent: bool = False):
+                 silent: bool = False, ctc_targets: Optional[List[torch.Tensor]] = None):
         self.tsv_path = tsv_path
         # silence of each utterance's length instead of its audio: the length
         # (and so the frame counts) stays, the words go
@@ -143,6 +144,7 @@ class SpeechTranslationDataset(FairseqDataset):
         self.rows = rows
         self.targets = targets
         self.transcripts = transcripts
+        self.ctc_targets = ctc_targets  # the transcripts as CTC labels (ctc_vocabulary.py)
         self.dictionary = dictionary
         self.shuffle = shuffle
         base = os.path.dirname(os.path.abspath(tsv_path))
@@ -156,7 +158,11 @@ class SpeechTranslationDataset(FairseqDataset):
         self.tgt_sizes = np.array([len(t) for t in targets], dtype=np.int64)
 
     @classmethod
-    def from_tsv(cls, tsv_path, dictionary, encode_text, shuffle=True, silent=False):
+    def from_tsv(cls, tsv_path, dictionary, encode_text, shuffle=True, silent=False,
+                 ctc_vocabulary=None, transcripts_required=False):
+        """``ctc_vocabulary``: also the transcripts as CTC labels; with
+        ``transcripts_required`` (a model trained on them) a row without a
+        transcript is refused, naming it."""
         rows = read_manifest(tsv_path)
         def encode(text):
             return dictionary.encode_line(encode_text(text), add_if_not_exist=False,
@@ -164,7 +170,16 @@ class SpeechTranslationDataset(FairseqDataset):
 
         targets = [encode(r["tgt_text"]) for r in rows]
         transcripts = [encode(r["src_text"]) for r in rows]
-        return cls(tsv_path, rows, targets, dictionary, shuffle, transcripts, silent)
+        ctc_targets = None
+        if ctc_vocabulary is not None:
+            ctc_targets = [ctc_vocabulary.encode(r["src_text"]) for r in rows]
+            empty = [r for r, labels in zip(rows, ctc_targets) if not len(labels)]
+            if transcripts_required and empty:
+                raise ManifestError(f"{tsv_path}:{empty[0]['_line']} (id {empty[0]['id']}): "
+                                    f"no transcript (src_text), which the CTC loss is trained "
+                                    f"on ({len(empty)} row(s) without one)")
+        return cls(tsv_path, rows, targets, dictionary, shuffle, transcripts, silent,
+                   ctc_targets)
 
     def where(self, row) -> str:
         return f"{self.tsv_path}:{row['_line']} (id {row['id']})"
@@ -181,6 +196,8 @@ class SpeechTranslationDataset(FairseqDataset):
         item = {"id": index, "source": torch.from_numpy(wav), "target": self.targets[index]}
         if self.transcripts is not None:
             item["transcript"] = self.transcripts[index]
+        if self.ctc_targets is not None:
+            item["ctc_target"] = self.ctc_targets[index]
         return item
 
     def collater(self, samples):
@@ -213,6 +230,12 @@ class SpeechTranslationDataset(FairseqDataset):
                 "src_tokens": data_utils.collate_tokens(transcripts, pad, eos, left_pad=False),
                 "src_lengths": torch.tensor([len(t) for t in transcripts], dtype=torch.long),
             }
+        if self.ctc_targets is not None:
+            labels = [s["ctc_target"] for s in samples]
+            # padded with the blank: CTC reads each row up to its length only
+            batch["ctc_target"] = data_utils.collate_tokens(labels, BLANK, left_pad=False)
+            batch["ctc_target_lengths"] = torch.tensor([len(t) for t in labels],
+                                                       dtype=torch.long)
         return batch
 
     def num_tokens(self, index):

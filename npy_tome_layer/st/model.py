@@ -29,9 +29,11 @@ from .deltalm import (
     deltalm_base,
     load_released_deltalm,
 )
-from ..reduction import ENCODER_SETTINGS, REDUCTION_SETTINGS, REDUCTIONS, build_reduction
+from ..reduction import (ENCODER_SETTINGS, REDUCTION_SETTINGS, REDUCTIONS, build_reduction,
+                         follows_rate)
+from ..reduction.keep_rate import PRUNING_RATE, SCHEDULE_SETTINGS
 from ..reduction.settings import TOKEN_REDUCTION
-from ..encoder.pruned_hubert import build_pruned_hubert, load_hubert_weights
+from ..encoder.pruned_hubert import REDUCTION_PREFIX, build_pruned_hubert, load_hubert_weights
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +177,7 @@ class HubertTransformerPruningModel(FairseqEncoderDecoderModel):
     @classmethod
     def build_model(cls, args, task):
         dictionary = task.target_dictionary
+        take_reduction_inputs(args, task)
         hubert = cls.build_hubert(args)
         cfg = TransformerConfig.from_namespace(args)
         embed_tokens = DeltaLMModel.build_embedding(args, dictionary, args.encoder_embed_dim)
@@ -206,12 +209,57 @@ class HubertTransformerPruningModel(FairseqEncoderDecoderModel):
     def length_reduction(self):
         return self.encoder.hubert.encoder.length_reduction
 
-    def reduction_losses(self, net_output, sample) -> dict:
-        """The reduction's loss terms of this forward, one per name in its
-        ``loss_names`` (0 for a batch without its outputs: a text batch)."""
+    # set by the task: True when fairseq rebuilds the model to load a checkpoint
+    # into it (decoding, a sweep), False when a training starts from one
+    from_checkpoint = False
+
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        """fairseq's, with the reduction's own weights matched to the reduction
+        this model runs: another reduction's (a checkpoint swept or overridden
+        to it) are left out. Where the checkpoint lacks this one's, a training
+        that starts from it (--finetune-from-model) starts them fresh; a model
+        rebuilt to decode the checkpoint is refused in one line (they would be
+        random)."""
+        prefix = HUBERT_PREFIX + REDUCTION_PREFIX
+        own = {k: v for k, v in self.state_dict().items() if k.startswith(prefix)}
+        missing = sorted(set(own) - set(state_dict))
+        if strict and missing and self.from_checkpoint:
+            raise InputError(f"the checkpoint has no weights for token_reduction "
+                             f"{self.length_reduction.name!r} ({', '.join(missing[:3])}): it was "
+                             "trained with another reduction, and this one's weights are "
+                             "learned")
+        if missing:
+            logger.info("token_reduction %s starts its own weights fresh: %s",
+                        self.length_reduction.name, ", ".join(missing))
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(prefix) or k in own}
+        state_dict.update((k, own[k]) for k in missing)
+        return super().load_state_dict(state_dict, strict, model_cfg, args)
+
+    def reduction_losses(self, net_output, sample) -> tuple:
+        """(loss terms, statistics) of the reduction in this forward, one per
+        name in its ``loss_names`` and ``statistic_names`` (0 for a batch
+        without its outputs: a text batch)."""
         outputs = net_output[1].get(REDUCTION_OUTPUTS)
-        terms = self.length_reduction.loss(outputs, sample) if outputs else {}
-        return {name: terms.get(name, 0.0) for name in self.length_reduction.loss_names}
+        reduction = self.length_reduction
+        terms = reduction.loss(outputs, sample) if outputs else {}
+        counts = reduction.statistics(outputs, sample) if outputs else {}
+        return ({name: terms.get(name, 0.0) for name in reduction.loss_names},
+                {name: counts.get(name, 0) for name in reduction.statistic_names})
+
+
+def take_reduction_inputs(args, task) -> None:
+    """Settings of the model's reduction that the data sets (the CTC head's
+    size): taken where the arguments have none, checked where a checkpoint has one."""
+    own = {s.name for s in REDUCTIONS[TOKEN_REDUCTION.value_in(args)].settings}
+    for name, (value, source) in getattr(task, "reduction_inputs", dict)().items():
+        if name not in own:
+            continue
+        held = getattr(args, name, None)
+        if held is None:
+            setattr(args, name, value)
+        elif held != value:
+            raise InputError(f"{source}: gives {name} {value}, but the model was built with "
+                             f"{held}: not the vocabulary it was trained with")
 
 
 def load_mt_encoder_decoder(text_encoder, decoder, path):
@@ -252,8 +300,7 @@ def hubert_arguments(args) -> dict:
 def rate_arguments(args) -> dict:
     """The keep-rate arguments of an ST model's args, for
     ``KeepRateSchedule.from_arguments`` (None where absent)."""
-    return {name: getattr(args, name, None) for name in (
-        "pruning_rate", "pruning_max_rate", "pruning_min_rate", "pruning_schedule_updates")}
+    return {s.name: getattr(args, s.name, None) for s in SCHEDULE_SETTINGS}
 
 
 ST_TASK = "speech_and_text_translation"
@@ -313,15 +360,15 @@ def st_hubert_weights(weights: dict) -> dict:
 
 def _pruning_defaults(args, **arch_defaults):
     """Every setting not given takes ``arch_defaults``' value, else its
-    declared default; the fixed architecture's keep rate, 0.9, only for a
-    reduction that follows the keep rate (coverage and a merge threshold set
-    their own counts: dense unless a rate is given)."""
-    rate_given = getattr(args, "pruning_rate", None) is not None
+    declared default; the architectures' keep rate, 0.9, only for a reduction
+    whose counts follow it (others, e.g. coverage, a merge threshold, conv,
+    ctc: 1, the rate then not applying)."""
+    rate_given = getattr(args, PRUNING_RATE.name, None) is not None
     for setting in reduction_settings():
         if getattr(args, setting.name, None) is None:
             setattr(args, setting.name, arch_defaults.get(setting.name, setting.default))
     if not rate_given:
-        args.pruning_rate = 1.0 if sets_own_counts(args) else FIXED_ARCH_RATE
+        args.pruning_rate = FIXED_ARCH_RATE if follows_the_rate(args) else 1.0
     args.freeze_hubert = getattr(args, "freeze_hubert", False)
     # None: decided when HuBERT is built (new model or older checkpoint)
     args.fairseq_padding = getattr(args, "fairseq_padding", None)
@@ -337,12 +384,17 @@ def _pruning_defaults(args, **arch_defaults):
 FIXED_ARCH_RATE = 0.9
 
 
-def sets_own_counts(args) -> bool:
-    """Whether the reduction the args choose sets its own counts (the instance
-    says: adjacent does with a merge threshold only)."""
+def follows_the_rate(args) -> bool:
+    """Whether the reduction the args choose keeps counts the keep rate sets
+    (the instance says: adjacent does without a merge threshold only). One
+    that cannot be built yet (coverage without its share, ctc before the data
+    gives its head's size) does not: its build says why later."""
     cls = REDUCTIONS[TOKEN_REDUCTION.check(args.token_reduction)]
     own = {s.name: s.value_in(args) for s in cls.settings}
-    return build_reduction(args.token_reduction, 1, **own).own_setting is not None
+    try:
+        return follows_rate(build_reduction(args.token_reduction, 1, **own))
+    except InputError:
+        return False
 
 
 @register_model_architecture("hubert_transformer_pruning", "hubert_transformer_pruning_layer")

@@ -16,7 +16,9 @@ from fairseq.tasks.translation import load_langpair_dataset
 
 from ..errors import InputError
 from ..io.dictionary import load_dictionary
+from ..reduction import REDUCTIONS
 from .criterion import EXTRA_TEXT
+from .ctc_vocabulary import FILE_NAME as CTC_VOCABULARY_FILE, CTCVocabulary
 from .dataset import AUDIO_REPLACEMENTS, SpeechTranslationDataset
 
 logger = logging.getLogger(__name__)
@@ -112,6 +114,11 @@ class SpeechAndTextTranslationTask(FairseqTask):
         parser.add_argument("--eval-bleu-bpe-path", type=str, default=None, metavar="FILE",
                             help="model file of --eval-bleu-bpe")
 
+        parser.add_argument("--ctc-vocab", default=None, metavar="FILE",
+                            help="the transcripts' CTC labels (characters, one a line), for a "
+                                 "token reduction trained on them (ctc); default: the data "
+                                 "folder's ctc_vocab.txt where prepare_mustc wrote one")
+
     def __init__(self, args, dictionary, data_cfg):
         super().__init__(args)
         self.args = args  # legacy argparse task: cfg is this Namespace
@@ -122,6 +129,7 @@ class SpeechAndTextTranslationTask(FairseqTask):
         self._mt_batches = None
         self._mt_epoch = 0
         self._bleu = None  # (generator, bpe, detokenizer) when --eval-bleu
+        self._ctc_vocabulary = None
 
     @classmethod
     def setup_task(cls, args, **kwargs):
@@ -143,6 +151,31 @@ class SpeechAndTextTranslationTask(FairseqTask):
     def speech_input(self) -> bool:
         """Speech batches unless this is the text-only MT stage."""
         return self.args.st_training or not (self.args.mt_finetune or self.args.ext_mt_training)
+
+    @property
+    def ctc_vocabulary(self):
+        """The CTC vocabulary: ``--ctc-vocab``, else the data folder's
+        ``ctc_vocab.txt`` if there is one, else None."""
+        if self._ctc_vocabulary is None:
+            path = getattr(self.args, "ctc_vocab", None)
+            default = os.path.join(self.args.data, CTC_VOCABULARY_FILE)
+            if path is None and os.path.exists(default):
+                path = default
+            if path is not None:
+                self._ctc_vocabulary = CTCVocabulary.from_file(path)
+        return self._ctc_vocabulary
+
+    def reduction_inputs(self) -> dict:
+        """Settings of a token reduction that the data sets, by name, with the
+        file each comes from: the CTC head's size from the CTC vocabulary."""
+        vocabulary = self.ctc_vocabulary
+        return {} if vocabulary is None else {"ctc_vocab_size": (vocabulary.size, vocabulary.path)}
+
+    @property
+    def transcripts_required(self) -> bool:
+        """The model's reduction trains on the transcripts (it has a loss of its own)."""
+        name = getattr(self.args, "token_reduction", None)
+        return name in REDUCTIONS and bool(REDUCTIONS[name].loss_names)
 
     @property
     def mt_on_transcripts(self) -> bool:
@@ -178,6 +211,7 @@ class SpeechAndTextTranslationTask(FairseqTask):
             for name in self.PRETRAINED_PATH_ARGS:
                 setattr(args, name, None)
         model = super().build_model(args, from_checkpoint)
+        model.from_checkpoint = from_checkpoint  # a reduction's missing weights: refused
         if self.args.eval_bleu:
             gen_args = Namespace(**_json_arg(self.args.eval_bleu_args, "--eval-bleu-args"))
             if self.args.eval_bleu_bpe:
@@ -207,7 +241,9 @@ class SpeechAndTextTranslationTask(FairseqTask):
             tsv = os.path.join(self.args.data, f"{split}.tsv")
             self.datasets[split] = SpeechTranslationDataset.from_tsv(
                 tsv, self.dictionary, self.encode_text, shuffle=split.startswith("train"),
-                silent=getattr(self.args, "replace_audio", None) == "silence")
+                silent=getattr(self.args, "replace_audio", None) == "silence",
+                ctc_vocabulary=self.ctc_vocabulary,
+                transcripts_required=self.transcripts_required)
         else:
             self.datasets[split] = self.load_text_dataset(split)
 

@@ -4,12 +4,15 @@ of this project (for a language pair) before a long job reads it:
     python -m npy_tome_layer.tools.inspect_checkpoint CKPT [--expect-st] [--tgt-lang de]
 
 Prints one line: the task, the stage (ST / MT / HuBERT), the language pair,
-the architecture and the updates. With ``--expect-st`` anything else is one
+the architecture, the updates and, for an ST checkpoint, its encoder's reduction
+settings as it stores them (older checkpoints: the defaults they were trained with). With ``--expect-st`` anything else is one
 error line and exit status 1 (``scripts/evaluate.sh`` runs this first).
 """
 import argparse
 
 from ..errors import exit_on_input_error
+from ..reduction import ENCODER_SETTINGS, REDUCTIONS
+from ..reduction.settings import TOKEN_REDUCTION
 from ..io.checkpoints import checkpoint_model_args, checkpoint_task, load_checkpoint
 from ..st.model import check_st_checkpoint, checkpoint_language
 
@@ -24,8 +27,21 @@ def describe(path: str, state: dict) -> str:
              "ST" if getattr(args, "hubert_cfg", None) is not None else "MT")
     language = checkpoint_language(state)
     pair = f", en-{language}" if language else ""
-    return (f"{path}: task {task}, {stage} stage{pair}, arch {getattr(args, 'arch', '?')}, "
+    line = (f"{path}: task {task}, {stage} stage{pair}, arch {getattr(args, 'arch', '?')}, "
             f"{history[-1].get('num_updates', 0)} updates")
+    if stage == "ST":
+        line += f"; {reduction_description(args)}"
+    return line
+
+
+def reduction_description(args) -> str:
+    """The encoder's settings that apply: every reduction's that are set and
+    the chosen reduction's own (the declarations say which)."""
+    name = TOKEN_REDUCTION.value_in(args)
+    settings = [s for s in ENCODER_SETTINGS if s is not TOKEN_REDUCTION]
+    settings += list(REDUCTIONS[name].settings) if name in REDUCTIONS else []
+    values = [f"{s.name} {s.value_in(args)}" for s in settings if s.value_in(args) is not None]
+    return f"token_reduction {name} ({', '.join(values)})"
 
 
 def main(argv=None):

@@ -4,6 +4,7 @@ Reads ROOT/en-XX/data/{split}/{wav/*.wav, txt/SPLIT.yaml, txt/SPLIT.en, txt/SPLI
 and writes to OUT:
   SPLIT.tsv     id, audio (wav:offset:num_samples, no copies), n_frames, tgt_text, src_text, speaker
   config.yaml   the sentencepiece model and dictionary (DeltaLM's spm.model / dict.txt)
+  ctc_vocab.txt the train transcripts' characters: the CTC labels of --token-reduction ctc
   mt/           fairseq-preprocess binaries of the text pairs, for --text-data
 Every input is checked before anything is written: the flags' files, the
 splits present (train and dev are required, none may be empty), every segment
@@ -40,6 +41,7 @@ from ..io.audio import (MIN_SAMPLES, SAMPLE_RATE, AudioError, audio_info,
                         first_non_finite_sample, non_finite_problem)
 from ..io.dictionary import load_dictionary
 from ..st.dataset import COLUMNS, FIELD_BREAKS, breaks_a_field
+from ..st.ctc_vocabulary import FILE_NAME as CTC_VOCABULARY_FILE, vocabulary_text
 
 SPLITS = ("train", "dev", "tst-COMMON", "tst-HE")
 REQUIRED_SPLITS = ("train", "dev")  # training and validation; tests are optional
@@ -302,6 +304,11 @@ def _prepare(pair_dir, tgt_lang, out, spm_model, dictionary, present, log):
     config = os.path.join(out, "config.yaml")
     if not os.path.exists(config):
         write_text_atomically(config, config_text(spm_model, dictionary))
+    ctc_vocab = os.path.join(out, CTC_VOCABULARY_FILE)
+    if "train" in rows_by_split and not os.path.exists(ctc_vocab):
+        write_text_atomically(ctc_vocab, vocabulary_text(r["src_text"]
+                                                         for r in rows_by_split["train"]))
+        log(f"[prepare] {ctc_vocab}: the train transcripts' characters")
     if errors:  # mt/ holds every split or none: a kept mt/ must not lack one
         log(f"[prepare] {os.path.join(out, 'mt')} not written until every split prepares")
     else:

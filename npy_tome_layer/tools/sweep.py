@@ -18,7 +18,7 @@ machine's speed drifts); with ``--reference-size`` also what the same settings
 save in a random-weight HuBERT of that size on the same audio (the speedup at
 base size of compare_runs and the study). Writes OUT/sweep.json (one record
 per setting: reduction, rate, coverage (one of them null), init_layer, bleu,
-frames_kept, encoder_seconds, speedup, base_speedup (null without
+frames_kept, deltalm_frames_per_subword, encoder_seconds, speedup, base_speedup (null without
 --reference-size)), OUT/sweep.md and OUT/sweep.png (BLEU against the speedup at
 base size where measured, else the checkpoint's own, one line per reduction and
 init layer, the Pareto front of all settings, the checkpoint's own training
@@ -116,6 +116,7 @@ def sweep(checkpoint, data, subset, rates, init_layers, beam=8, lenpen=1.0,
     encoders = [model.encoder.hubert.encoder for model, _ in pairs]
     records = [{"reduction": encoder.token_reduction, "rate": rate, "coverage": coverage,
                 "init_layer": init, "frames_kept": m["frames_out"] / m["frames_in"],
+                "deltalm_frames_per_subword": round(m["deltalm_frames_per_subword"], 3),
                 "encoder_seconds": m["encoder_s"]}
                for (_, rate, coverage, init), encoder, m in zip(
                    settings, encoders, measure_interleaved(pairs, repeats))]
@@ -150,8 +151,8 @@ def sweep(checkpoint, data, subset, rates, init_layers, beam=8, lenpen=1.0,
     for record in records:
         record["speedup"] = round(dense_s / record["encoder_seconds"], 3) if dense_s else None
     keys = ("reduction", "rate", "coverage", "init_layer", "bleu", "distinct", "no_audio_bleu",
-            "listens", "constant_bleu", "frames_kept", "encoder_seconds", "speedup",
-            "base_speedup")
+            "listens", "constant_bleu", "frames_kept", "deltalm_frames_per_subword",
+            "encoder_seconds", "speedup", "base_speedup")
     return [{k: r[k] for k in keys} for r in records]
 
 
@@ -189,6 +190,7 @@ TABLE_COLUMNS = (
     ("no-audio BLEU", lambda r: f"{r['no_audio_bleu']:.2f}"),
     ("listens", lambda r: "yes" if r["listens"] else "NO"),
     ("HuBERT frames kept", lambda r: f"{100 * r['frames_kept']:.1f} %"),
+    ("frames into DeltaLM per target subword", lambda r: f"{r['deltalm_frames_per_subword']:.2f}"),
     ("encoder s", lambda r: f"{r['encoder_seconds']:.3f}"),
     ("speedup", lambda r: _times(r["speedup"])),
     ("speedup at base size", lambda r: _times(r["base_speedup"])),
