@@ -221,12 +221,6 @@ class TokenReduction(nn.Module):
         return {}
 
 
-# settings of the encoder whatever its reduction
-ENCODER_SETTINGS = (TOKEN_REDUCTION, PRUNING_INIT_LAYER) + SCHEDULE_SETTINGS
-ENCODER_SETTING_NAMES = frozenset(s.name for s in ENCODER_SETTINGS)
-REDUCTIONS: Dict[str, Type[TokenReduction]] = {}
-
-
 def refuse_keep_rate(min_rate: float, counts_from: str) -> None:
     """``check`` of a reduction whose counts come from elsewhere (``counts_from``
     says where): a keep rate below 1 would be silently ignored."""
@@ -254,6 +248,14 @@ class ActingOnceWithWeights(TokenReduction):
             raise InputError(f"the {self.name} reduction acts after layer pruning_init_layer, "
                              f"which must be < {num_layers} for a {num_layers}-layer encoder, "
                              f"got {init_layer}")
+
+
+# --- the registry -------------------------------------------------------------
+
+# settings of the encoder whatever its reduction
+ENCODER_SETTINGS = (TOKEN_REDUCTION, PRUNING_INIT_LAYER) + SCHEDULE_SETTINGS
+ENCODER_SETTING_NAMES = frozenset(s.name for s in ENCODER_SETTINGS)
+REDUCTIONS: Dict[str, Type[TokenReduction]] = {}
 # every reduction's own settings by name (a shared one is one object)
 REDUCTION_SETTINGS: Dict[str, Setting] = {}
 
