@@ -104,6 +104,7 @@ def test_compare_runs_shows_the_floor_next_to_each_bleu(st_corpus, fixed_checkpo
           "--run", f"unscored={fixed_checkpoint}"])
     out = capsys.readouterr().out
     assert "| distinct hypotheses | no-audio BLEU | listens |" in out
+    assert "| HuBERT frames kept | frames into DeltaLM per target subword |" in out
     row = re.search(r"^\| fixed \| prune 0\.9 \(from 0\) \| ([0-9.]+) \| (\d+) % \| ([0-9.]+) "
                     r"\| (yes|NO \([a-z ]+\)) \|", out, flags=re.M)
     assert row, out

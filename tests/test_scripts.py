@@ -312,14 +312,14 @@ def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
         ("coverage", 2)]
     for r in report["runs"]:
         assert set(r) == {"mode", "seed", "bleu", "distinct", "no_audio_bleu", "listens",
-                          "frames_kept", "checkpoint"}
+                          "frames_kept", "deltalm_frames_per_subword", "checkpoint"}
         assert os.path.isfile(r["checkpoint"]) and 0 <= r["bleu"] <= 100
         assert 0 < r["distinct"] <= 1 and 0 <= r["no_audio_bleu"] <= 100
     modes = {m["mode"]: m for m in report["modes"]}
     for m in modes.values():
         assert set(m) == {"mode", "seeds", "bleu_mean", "bleu_sd", "distinct_mean",
-                          "no_audio_bleu_mean", "seeds_listening", "frames_kept", "p_values",
-                          "base_speedup"}
+                          "no_audio_bleu_mean", "seeds_listening", "frames_kept",
+                          "deltalm_frames_per_subword", "p_values", "base_speedup"}
         assert m["seeds"] == [1, 2] and m["base_speedup"] > 0 and 0 <= m["seeds_listening"] <= 2
     # every reduced run of a seed started from that seed's dense run
     for seed in (1, 2):
@@ -335,6 +335,8 @@ def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
     assert 0 <= modes["coverage"]["p_values"]["fixed"] <= 1
     assert "| p vs baseline | p vs fixed |" in (study / "study.md").read_text()
     assert modes["baseline"]["frames_kept"] == 1.0 > modes["fixed"]["frames_kept"]
+    assert modes["baseline"]["deltalm_frames_per_subword"] > \
+        modes["fixed"]["deltalm_frames_per_subword"] > 0
     assert modes["baseline"]["base_speedup"] == 1.0
     # the share was chosen once, on dev, and every coverage run trained with it
     chosen = (study / "coverage.txt").read_text().split()

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional
 import torch
 
 from ..encoder.pruned_hubert import REDUCTION_PREFIX, PrunedHubertModel, build_pruned_hubert
-from ..reduction import TokenReduction, default_reduction
+from ..reduction import REDUCTIONS, TokenReduction, default_reduction
 from ..reduction.interface import ReceivedAttentionSum
 from ..reduction.selection import select_counts
 from ..encoder.config import hubert_model_config
@@ -75,6 +75,19 @@ def replaying_model(reference, cfg, init_layer: int):
     model = setting_model(reference, cfg, "prune", 1.0, init_layer)
     model.encoder.length_reduction = ReplayedCounts(init_layer)
     return model
+
+
+def setting_label(setting: tuple) -> str:
+    """A ``final_setting`` (reduction, keep rate or its own number, init layer)
+    as the tables show it: dense, or the reduction, its number and the layer
+    it starts after. A reduction the keep rate does not drive (conv, ctc) is
+    named without it; coverage by its share."""
+    reduction, value, init_layer = setting
+    if REDUCTIONS[reduction].uses_rate and value >= 1.0:
+        return "dense"
+    if not REDUCTIONS[reduction].uses_rate and value >= 1.0:
+        return f"{reduction} (from {init_layer})"
+    return f"{reduction} {value:g} (from {init_layer})"
 
 
 def counts_need_data(name: str) -> bool:

@@ -87,9 +87,23 @@ def frames_by_length(frames) -> List[Tuple[int, int]]:
     return [(n, layers[-1].numel() if layers else n) for n, layers in frames]
 
 
-def target_subwords(dataset) -> int:
-    """Subwords of the subset's translations (each target less its end of sentence)."""
-    return int(sum(int(size) - 1 for size in dataset.tgt_sizes))
+def per_target_subword(frames: int, dataset) -> float:
+    """``frames`` over the subwords of the subset's translations (each target
+    less its end of sentence)."""
+    return frames / max(1, int(sum(int(size) - 1 for size in dataset.tgt_sizes)))
+
+
+def deltalm_frames(encoded) -> int:
+    """Frames the subsampler handed DeltaLM in one utterance's speech encoder output."""
+    return encoded["encoder_out"][0].size(0)  # T x 1 x C
+
+
+@torch.inference_mode()
+def deltalm_frames_per_subword(model, dataset) -> float:
+    """Frames DeltaLM reads per target subword over the subset, each utterance alone."""
+    return per_target_subword(sum(
+        deltalm_frames(model.encoder.forward_speech(a, torch.tensor([a.size(1)])))
+        for a in utterances(dataset)), dataset)
 
 
 @torch.inference_mode()
@@ -100,7 +114,7 @@ def measure_speech_encoder(model, dataset) -> Dict[str, float]:
     hubert = model.encoder.hubert
     audios = utterances(dataset)
     frames_in = sum(int(hubert.frame_lengths(torch.tensor(a.size(1)))) for a in audios)
-    frames_out, deltalm_frames, hubert_s, encoder_s = 0, 0, 0.0, 0.0
+    frames_out, into_deltalm, hubert_s, encoder_s = 0, 0, 0.0, 0.0
     for a in audios:
         start = time.perf_counter()
         features, mask = hubert.extract_features(a, padding_mask=None, mask=False)
@@ -109,11 +123,11 @@ def measure_speech_encoder(model, dataset) -> Dict[str, float]:
         encoded = model.encoder.forward_speech(a, torch.tensor([a.size(1)]))
         encoder_s += time.perf_counter() - start
         frames_out += frames_left(features, mask)
-        deltalm_frames += encoded["encoder_out"][0].size(0)  # T x 1 x C
+        into_deltalm += deltalm_frames(encoded)
     return {"keep_rate": hubert.encoder.keep_rate,
             "init_layer": hubert.encoder.pruning_init_layer,
             "frames_in": frames_in, "frames_out": frames_out,
-            "deltalm_frames_per_subword": deltalm_frames / max(1, target_subwords(dataset)),
+            "deltalm_frames_per_subword": per_target_subword(into_deltalm, dataset),
             "hubert_s": hubert_s, "encoder_s": encoder_s, "utterances": len(audios),
             "audio_s": sum(a.size(1) for a in audios) / SAMPLE_RATE}
 

@@ -26,25 +26,17 @@ from ..errors import InputError, exit_on_input_error
 from ..evaluation.decoding import bleu_from_generate_output, load_st_model, translations
 from ..evaluation.listening import (LISTENING_P, MIN_DISTINCT_SHARE, add_floor_flags,
                                     assess_run, listening_mark)
-from ..evaluation.reference import reference_speedups
+from ..evaluation.reference import reference_speedups, setting_label
 from ..evaluation.timing import kept_counts, kept_frames, measure_interleaved, utterances
 from ..st.model import check_st_checkpoint
-
-
-def setting_label(setting) -> str:
-    """``final_setting`` as the table shows it: dense, or reduction, value and init layer."""
-    reduction, value, init_layer = setting
-    if value == 1.0:
-        return "dense"
-    return f"{reduction} {value:g} (from {init_layer})"
 
 
 def markdown_table(rows: List[Dict], baseline: Optional[str] = None) -> str:
     base = next((r for r in rows if r["name"] == baseline), rows[0])
     lines = ["| run | setting | BLEU | distinct hypotheses | no-audio BLEU | listens "
-             "| HuBERT frames kept | HuBERT time (s) "
+             "| HuBERT frames kept | frames into DeltaLM per target subword | HuBERT time (s) "
              "| speech encoder time (s) | encoder speedup | speedup at base size |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         bleu = "n/a" if r.get("bleu") is None else f"{r['bleu']:.2f}"
         heard = r.get("listening")
@@ -54,7 +46,7 @@ def markdown_table(rows: List[Dict], baseline: Optional[str] = None) -> str:
                f"| {100 * heard.distinct:.0f} % | {heard.no_audio_bleu:.2f} ")
             + f"| {listening_mark(heard)} "
             f"| {r['frames_out']}/{r['frames_in']} ({100 * r['frames_out'] / r['frames_in']:.1f} %) "
-            f"| {r['hubert_s']:.3f} | {r['encoder_s']:.3f} "
+            f"| {r['deltalm_frames_per_subword']:.2f} | {r['hubert_s']:.3f} | {r['encoder_s']:.3f} "
             f"| {base['encoder_s'] / r['encoder_s']:.2f}x | {r['base_speedup']:.2f}x |")
     return "\n".join(lines)
 

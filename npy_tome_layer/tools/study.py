@@ -34,15 +34,16 @@ from ..errors import InputError
 from ..evaluation.decoding import bleu_from_generate_output, load_st_model, translations
 from ..evaluation.listening import (LISTENING_P, MIN_DISTINCT_SHARE, add_floor_flags,
                                     assess_run, listening_mark, paired_p_values)
-from ..evaluation.reference import reference_speedups
-from ..evaluation.timing import (frames_by_length, hubert_frames, kept_counts, kept_frames,
-                                kept_positions, utterances)
+from ..evaluation.reference import reference_speedups, setting_label
+from ..evaluation.timing import (deltalm_frames_per_subword, frames_by_length, hubert_frames,
+                                kept_counts, kept_frames, kept_positions, utterances)
 from ..io.atomic import write_text_atomically
 
 RUN_KEYS = ("mode", "seed", "bleu", "distinct", "no_audio_bleu", "listens", "frames_kept",
-            "checkpoint")
+            "deltalm_frames_per_subword", "checkpoint")
 MODE_KEYS = ("mode", "seeds", "bleu_mean", "bleu_sd", "distinct_mean", "no_audio_bleu_mean",
-             "seeds_listening", "frames_kept", "p_values", "base_speedup")
+             "seeds_listening", "frames_kept", "deltalm_frames_per_subword", "p_values",
+             "base_speedup")
 
 
 def summarise(runs: List[Dict], translations_of: Dict[Tuple[str, int], Tuple[List, List]],
@@ -76,21 +77,19 @@ def summarise(runs: List[Dict], translations_of: Dict[Tuple[str, int], Tuple[Lis
             "no_audio_bleu_mean": round(statistics.mean(r["no_audio_bleu"] for r in mine), 2),
             "seeds_listening": sum(r["listens"] for r in mine),
             "frames_kept": round(statistics.mean(r["frames_kept"] for r in mine), 4),
+            "deltalm_frames_per_subword": round(statistics.mean(
+                r["deltalm_frames_per_subword"] for r in mine), 3),
             "p_values": {reference: values.get(mode) for reference, values in p_values.items()},
             "base_speedup": round(speedups[settings[mode]], 3),
         })
     return summary
 
 
-def setting_label(setting: tuple) -> str:
-    reduction, value, init = setting  # value: the keep rate, or the coverage
-    return "dense" if value >= 1.0 and reduction != "conv" else f"{reduction} {value:g} from {init}"
-
-
 def markdown(runs: List[Dict], modes: List[Dict], settings: Dict[str, tuple]) -> str:
     references = list(modes[0]["p_values"]) if modes else []
     header = ("| mode | setting | seeds | BLEU mean ± sd | BLEU per seed | distinct hypotheses "
-              "| no-audio BLEU | seeds listening | HuBERT frames kept | "
+              "| no-audio BLEU | seeds listening | HuBERT frames kept "
+              "| frames into DeltaLM per target subword | "
               + "".join(f"p vs {reference} | " for reference in references)
               + "speedup at base size |")
     lines = [header, "| --- " * (header.count("|") - 1) + "|"]
@@ -103,7 +102,8 @@ def markdown(runs: List[Dict], modes: List[Dict], settings: Dict[str, tuple]) ->
                      f"| {m['bleu_mean']:.2f} ± {m['bleu_sd']:.2f} | {per_seed} "
                      f"| {100 * m['distinct_mean']:.0f} % | {m['no_audio_bleu_mean']:.2f} "
                      f"| {m['seeds_listening']}/{len(m['seeds'])} "
-                     f"| {100 * m['frames_kept']:.1f} % | {p}{m['base_speedup']:.2f}x |")
+                     f"| {100 * m['frames_kept']:.1f} % | {m['deltalm_frames_per_subword']:.2f} "
+                     f"| {p}{m['base_speedup']:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
@@ -221,7 +221,10 @@ def measure_runs(args):
                      "distinct": round(heard.distinct, 4),
                      "no_audio_bleu": round(heard.no_audio_bleu, 2), "listens": heard.listens,
                      "constant_bleu": heard.constant_bleu,
-                     "frames_kept": round(frames_out / frames_in, 4), "checkpoint": checkpoint})
+                     "frames_kept": round(frames_out / frames_in, 4),
+                     "deltalm_frames_per_subword": round(
+                         deltalm_frames_per_subword(model, dataset), 3),
+                     "checkpoint": checkpoint})
         print(f"{mode} seed {seed}: BLEU {bleu:.2f} ({listening_mark(heard)}: "
               f"{100 * heard.distinct:.0f} % distinct, no-audio {heard.no_audio_bleu:.2f}), "
               f"{100 * frames_out / frames_in:.1f} % of HuBERT frames kept",
