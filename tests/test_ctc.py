@@ -199,3 +199,49 @@ def test_ctc_and_its_control_train_and_decode_with_fairseq(st_corpus, mt_checkpo
             "--path", str(save / "checkpoint_last.pt"), "--gen-subset", "dev", "--beam", "1",
             "--max-tokens", "100000", "--cpu", "--num-workers", "0", "--max-len-b", "5"])
         assert "BLEU" in out
+
+
+def ctc_task(data, **args):
+    from argparse import Namespace
+
+    from npy_tome_layer.st.task import SpeechAndTextTranslationTask
+
+    return SpeechAndTextTranslationTask.setup_task(Namespace(**{
+        "data": data, "config_yaml": "config.yaml", "ddp_backend": "legacy_ddp",
+        "distributed_world_size": 1, "st_training": True, "mt_finetune": False,
+        "ext_mt_training": False, "replace_audio": None, "ctc_vocab": None,
+        "token_reduction": "ctc", **args}))
+
+
+def test_a_row_without_a_transcript_is_named_when_ctc_trains_on_it(st_corpus):
+    from npy_tome_layer.st.dataset import read_manifest
+
+    data = st_corpus["data"]
+    with open(os.path.join(data, "dev.tsv"), encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    header = lines[0].split("\t")
+    fields = lines[2].split("\t")
+    fields[header.index("src_text")] = ""
+    with open(os.path.join(data, "dev_untranscribed.tsv"), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines[:2] + ["\t".join(fields)] + lines[3:]) + "\n")
+    row = read_manifest(os.path.join(data, "dev_untranscribed.tsv"))[1]
+    with pytest.raises(InputError, match=rf"dev_untranscribed.tsv:{row['_line']} \(id {row['id']}\)"
+                                         r": no transcript \(src_text\)"):
+        ctc_task(data).load_dataset("dev_untranscribed")
+    # a model that does not train on transcripts reads the same rows
+    ctc_task(data, token_reduction="prune").load_dataset("dev_untranscribed")
+
+
+def test_a_vocabulary_of_another_size_than_the_checkpoints_head_is_named(st_corpus):
+    from argparse import Namespace
+
+    from npy_tome_layer.st.model import take_reduction_inputs
+
+    task = ctc_task(st_corpus["data"])
+    size = task.ctc_vocabulary.size
+    args = Namespace(token_reduction="ctc", ctc_vocab_size=None)
+    take_reduction_inputs(args, task)
+    assert args.ctc_vocab_size == size
+    with pytest.raises(InputError, match=rf"ctc_vocab.txt: gives ctc_vocab_size {size}, but the "
+                                         rf"model was built with {size + 3}"):
+        take_reduction_inputs(Namespace(token_reduction="ctc", ctc_vocab_size=size + 3), task)
