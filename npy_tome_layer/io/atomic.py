@@ -32,6 +32,15 @@ def atomic_destination(path: str):
             os.remove(tmp)
 
 
+@contextlib.contextmanager
+def atomic_destinations(paths):
+    """Temporary names for several files that belong together (a table, its
+    data, its plot): none replaces its destination until every one is
+    written, so a failed run leaves the older set whole, not a mix."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(atomic_destination(path)) for path in paths]
+
+
 def save_atomically(obj, path: str) -> None:
     with atomic_destination(path) as tmp:
         try:
