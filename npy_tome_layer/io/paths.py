@@ -30,6 +30,25 @@ def file_problem(path) -> Optional[str]:
     return f"is {kind}, not a file"
 
 
+def is_utf8_path(path: str) -> bool:
+    """Whether ``path`` can be written into a UTF-8 file (a manifest, a
+    config.yaml): a name of bytes that are not UTF-8 reaches Python with
+    surrogates in it, which no UTF-8 writer (nor soundfile, nor sentencepiece)
+    takes."""
+    try:
+        path.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def check_utf8_path(path: str, who: str) -> None:
+    """InputError naming ``path`` by its bytes unless it is UTF-8."""
+    if not is_utf8_path(path):
+        raise InputError(f"{who} {os.fsencode(path)!r}: the path is not UTF-8 text, which "
+                         "the files naming it (manifests, config.yaml) must be; rename it")
+
+
 def check_existing_file(path, who: str) -> None:
     """InputError ``WHO PATH is a folder, not a file`` (or its problem) unless
     ``path`` is a regular file."""

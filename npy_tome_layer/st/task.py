@@ -1,5 +1,6 @@
 """Task ``speech_and_text_translation``: ST on S2T manifests, MT on fairseq-
 preprocess data, or both (CRESS's multitask); dev BLEU for checkpoint selection."""
+import ast
 import json
 import logging
 import os
@@ -14,9 +15,10 @@ from fairseq.distributed import utils as distributed_utils
 from fairseq.tasks import FairseqTask, register_task
 from fairseq.tasks.translation import load_langpair_dataset
 
-from ..errors import InputError
+from ..errors import InputError, shorten
 from ..io.dictionary import load_dictionary
 from .criterion import EXTRA_TEXT
+from .scoring import WRITTEN_REFERENCES
 from .dataset import AUDIO_REPLACEMENTS, SpeechTranslationDataset
 
 logger = logging.getLogger(__name__)
@@ -126,6 +128,8 @@ class SpeechAndTextTranslationTask(FairseqTask):
     @classmethod
     def setup_task(cls, args, **kwargs):
         check_ddp_backend(args)
+        check_half_precision(args)
+        check_model_overrides_text(args)
         cfg_path = os.path.join(args.data, args.config_yaml)
         data_cfg = read_data_config(cfg_path)
         dict_path = cls._resolve(args.data, data_cfg["vocab_filename"])
@@ -329,15 +333,25 @@ class SpeechAndTextTranslationTask(FairseqTask):
             text = bpe.decode(text)
         return detok.decode(text) if detok is not None else text
 
+    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        # fairseq-generate scores each sentence of this batch next, in this
+        # order: the scorer takes the references as written from here
+        WRITTEN_REFERENCES.add_batch(sample.get("target_text"))
+        return super().inference_step(generator, models, sample, prefix_tokens=prefix_tokens,
+                                      constraints=constraints)
+
     def _bleu_statistics(self, sample, model):
         import sacrebleu
 
         generator, bpe, detok = self._bleu
         hypos = self.inference_step(generator, [model], sample)
         hyps = [self.detokenize(h[0]["tokens"], bpe, detok) for h in hypos]
-        refs = [self.detokenize(utils.strip_pad(t, self.dictionary.pad()), bpe, detok,
-                                escape_unk=True)  # an <unk> in the reference never matches
-                for t in sample["target"]]
+        # the manifest's text where the batch has it (speech batches); a text
+        # batch keeps only tokens, whose unknown characters read as <unk>
+        refs = sample.get("target_text") or [
+            self.detokenize(utils.strip_pad(t, self.dictionary.pad()), bpe, detok,
+                            escape_unk=True)  # an <unk> in the reference never matches
+            for t in sample["target"]]
         if self.args.eval_bleu_print_samples and hyps:
             logger.info("example hypothesis: %s", hyps[0])
             logger.info("example reference: %s", refs[0])
@@ -396,6 +410,37 @@ def _json_arg(value, flag):
     if not isinstance(parsed, dict):
         raise InputError(f"{flag}: expected a JSON object such as '{{\"beam\": 8}}', got {value!r}")
     return parsed
+
+
+def check_half_precision(args):
+    """fairseq's --fp16 moves the model to CUDA ("Torch not compiled with CUDA
+    enabled" on a CPU-only torch) and its --bf16 without CUDA assumes a TPU
+    (an ``xla_device`` of None): one line before anything is built."""
+    for flag in ("fp16", "bf16"):
+        if not getattr(args, flag, False) or getattr(args, "tpu", False):
+            continue
+        if getattr(args, "cpu", False):
+            raise InputError(f"--{flag} with --cpu: fairseq's half precision runs on a CUDA "
+                             f"GPU; on the CPU train without --{flag}")
+        if not torch.cuda.is_available():
+            raise InputError(f"--{flag}: torch sees no CUDA GPU on this machine; fairseq's "
+                             f"half precision needs one (train without --{flag} on the CPU)")
+
+
+def check_model_overrides_text(args):
+    """fairseq-generate reads --model-overrides with ``ast.literal_eval`` after
+    the task is set up and ends in a SyntaxError traceback on anything that is
+    not a Python literal: checked here, before it."""
+    text = getattr(args, "model_overrides", None)
+    if not isinstance(text, str):
+        return
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        value = None
+    if not isinstance(value, dict):
+        raise InputError(f"--model-overrides {shorten(text)!r}: not a Python dict literal "
+                         "such as \"{'pruning_rate': 0.8}\"")
 
 
 def check_ddp_backend(args):
