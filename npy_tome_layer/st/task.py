@@ -414,17 +414,26 @@ def _json_arg(value, flag):
 
 def check_half_precision(args):
     """fairseq's --fp16 moves the model to CUDA ("Torch not compiled with CUDA
-    enabled" on a CPU-only torch) and its --bf16 without CUDA assumes a TPU
-    (an ``xla_device`` of None): one line before anything is built."""
-    for flag in ("fp16", "bf16"):
-        if not getattr(args, flag, False) or getattr(args, "tpu", False):
-            continue
-        if getattr(args, "cpu", False):
-            raise InputError(f"--{flag} with --cpu: fairseq's half precision runs on a CUDA "
-                             f"GPU; on the CPU train without --{flag}")
-        if not torch.cuda.is_available():
-            raise InputError(f"--{flag}: torch sees no CUDA GPU on this machine; fairseq's "
-                             f"half precision needs one (train without --{flag} on the CPU)")
+    enabled" on a CPU-only torch); its --bf16 sets --tpu, and a TPU run without
+    torch_xla ends in an ``xla_device`` of None: one line before anything is
+    built."""
+    if getattr(args, "tpu", False):
+        try:
+            import torch_xla  # noqa: F401
+        except ImportError:
+            flag = "--bf16" if getattr(args, "bf16", False) else "--tpu"
+            raise InputError(f"{flag}: fairseq runs it on a TPU (--bf16 sets --tpu) and "
+                             "torch_xla is not installed here; on a CUDA GPU use --fp16, on "
+                             "the CPU neither") from None
+        return
+    if not getattr(args, "fp16", False):
+        return
+    if getattr(args, "cpu", False):
+        raise InputError("--fp16 with --cpu: fairseq's half precision runs on a CUDA GPU; on "
+                         "the CPU train without --fp16")
+    if not torch.cuda.is_available():
+        raise InputError("--fp16: torch sees no CUDA GPU on this machine; fairseq's half "
+                         "precision needs one (train without --fp16 on the CPU)")
 
 
 def check_model_overrides_text(args):
