@@ -56,18 +56,18 @@ def audio_seconds_flag(text: str) -> float:
     return seconds
 
 
-def device_flag(text: str) -> str:
-    """A torch device this machine has: CUDA only where torch sees a GPU."""
+def device_problem(text: str):
+    """Why ``--device`` cannot run here (not a torch device, CUDA where torch
+    sees none), or None: said before any model is built."""
     try:
         device = torch.device(text)
     except RuntimeError:
-        raise argparse.ArgumentTypeError(f"not a torch device (cpu, cuda, cuda:1), "
-                                         f"got {text!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError(f"{text}: torch sees no CUDA device on this machine")
+        return f"not a torch device (cpu, cuda, cuda:1), got {text!r}"
     if device.type not in ("cpu", "cuda"):
-        raise argparse.ArgumentTypeError(f"the benchmark runs on cpu or cuda, got {text!r}")
-    return text
+        return f"the benchmark runs on cpu or cuda, got {text!r}"
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return f"{text}: torch sees no CUDA device on this machine"
+    return None
 
 
 def width_flag(text: str) -> int:
@@ -85,6 +85,9 @@ def mode_defaults(parser, args) -> None:
     cannot take (argparse's one-line error, naming the flag)."""
     if args.scaling and args.profile:
         parser.error("--grid and --profile are separate runs: give one")
+    problem = device_problem(args.device)
+    if problem is not None:
+        parser.error(f"argument --device: {problem}")
     defaults = GRID_DEFAULTS if args.scaling else PROFILE_DEFAULTS if args.profile \
         else SETTINGS_DEFAULTS
     for name, value in defaults.items():
@@ -153,8 +156,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--paths-rates", type=keep_rate_flag, nargs="+", default=[0.9, 0.8])
     parser.add_argument("--no-grid", dest="grid", action="store_false",
                         help="skip the default mode's keep rate x init layer table (not --grid)")
-    parser.add_argument("--device", type=device_flag,
-                        default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     parser.add_argument("--threads", type=whole_number_flag(1), help="torch.set_num_threads (CPU)")
     parser.add_argument("--decode-checkpoints", nargs="*", metavar="NAME=CKPT",
