@@ -435,6 +435,30 @@ def test_bleu_is_scored_against_the_manifests_references(tmp_path, st_corpus):  
     assert scorer.raw_ref == written
     assert scorer.score() == pytest.approx(100.0)
 
+    # validation's --eval-bleu: the same references, as written
+    from argparse import Namespace
+
+    import sacrebleu
+
+    class Pieces:  # fairseq's sentencepiece decoding
+        def decode(self, text):
+            return text.replace(" ", "").replace("\u2581", " ").strip()
+
+    class Echo:  # "translates" each utterance into its own target tokens
+        def generate(self, models, sample, **kwargs):
+            return [[{"tokens": t[t != dictionary.pad()]}] for t in sample["target"]]
+
+    task.dictionary = dictionary
+    task.args = Namespace(eval_bleu_remove_bpe=None, eval_bleu_print_samples=False,
+                          eval_tokenized_bleu=False)
+    task._bleu = (Echo(), Pieces(), None)
+    hypotheses = [task.detokenize(t[t != dictionary.pad()], Pieces(), None)
+                  for t in batch["target"]]
+    stats = task._bleu_statistics(batch, None)
+    expected = sacrebleu.corpus_bleu(hypotheses, [written])
+    assert (stats.counts, stats.totals, stats.ref_len) == (
+        expected.counts, expected.totals, expected.ref_len)
+
 
 # --- scripts -----------------------------------------------------------------
 
