@@ -21,8 +21,9 @@ def shorten(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
-# errors of writing an output (full disk, quota, read-only or forbidden folder)
-WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO)
+# errors of writing an output (full disk, quota, read-only or forbidden folder, a
+# file-size limit: Python ignores SIGXFSZ, so `ulimit -f` is an EFBIG write error)
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO, errno.EFBIG)
 
 
 @contextlib.contextmanager

@@ -11,15 +11,7 @@ TGT=${1:-}; check_lang "$TGT"
 MODE=${2:?usage: average_checkpoints.sh TGT_LANG MODE [N]}; N=${3:-10}
 whole_number N "$N" 1
 DIR=${ST_DIR:-$CKPT_ROOT/en-$TGT/st_$MODE}
-for tmp in "$DIR/avg_last_$N.pt.tmp-"*; do
-  pid=${tmp##*.tmp-}
-  case "$pid" in ''|*[!0-9]*) continue ;; esac  # (also the pattern itself: no match)
-  # (find's output only: where it fails the file is kept, the safe side)
-  if [ -f "$tmp" ] && ! kill -0 "$pid" 2>/dev/null && [ -n "$(find "$tmp" -mmin +1)" ]; then
-    echo "[average] removing $tmp, left by a killed run" >&2
-    rm -f "$tmp"
-  fi
-done
+remove_killed_temporaries average "$DIR/avg_last_$N.pt"
 if [ -f "$DIR/avg_last_$N.pt" ]; then echo "[average] $DIR/avg_last_$N.pt exists, kept" >&2; exit 0; fi
 run "$PY" -m npy_tome_layer.tools.average_checkpoints --checkpoint-dir "$DIR" \
   --num-epoch-checkpoints "$N" --output "$DIR/avg_last_$N.pt"

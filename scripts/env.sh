@@ -42,7 +42,12 @@ whole_number MASTER_PORT "$MASTER_PORT" 1 65535
 # as decimal numbers from here on: $((08 * 2)) would be an octal error
 NPROC=$((10#$NPROC)) NNODES=$((10#$NNODES)) NODE_RANK=$((10#$NODE_RANK)) MASTER_PORT=$((10#$MASTER_PORT))
 WORLD=$((NNODES * NPROC))                         # workers over all machines
-DEVICE=${DEVICE:-$("$PY" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')}
+# PY is the project's environment: a python without torch (PY=/usr/bin/python3)
+# is one line here, not an ImportError traceback from the first tool
+if [ -z "${DEVICE:-}" ]; then
+  DEVICE=$("$PY" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")' 2>/dev/null) \
+    || { echo "error: PY=$PY cannot import torch (not the project's environment? scripts/install.sh makes $REPO/.venv)" >&2; exit 2; }
+fi
 case "$DEVICE" in
   cpu|cuda) ;;
   *) echo "error: DEVICE must be cpu or cuda, got '${DEVICE//[![:print:]]/?}'" >&2; exit 2 ;;
@@ -53,6 +58,36 @@ EXTRA_ARGS=${EXTRA_ARGS:-}                        # appended to every fairseq ca
 read -r -d '' -a EXTRA <<< "$EXTRA_ARGS" || true
 
 run() { echo "+ $*" >&2; "$@"; }
+
+# "$PY" -c "$ENDS_WITH_SCRIPT" "$$" CMD ARGS... &: CMD in the background, killed
+# (SIGKILL) when this script ends however it ends - kill -9 runs no trap, and
+# an orphaned fairseq-generate would decode to the end. Linux's
+# PR_SET_PDEATHSIG, which outlives exec; the PID check covers a script that
+# died before the prctl. Start it as a simple command (not a function), so
+# the script itself is its parent.
+# shellcheck disable=SC2034  # used by the scripts that source this file
+ENDS_WITH_SCRIPT='import ctypes, os, signal, sys
+if sys.platform.startswith("linux"):
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+    if os.getppid() != int(sys.argv[1]):
+        sys.exit(1)
+os.execv(sys.argv[2], sys.argv[2:])'
+
+# remove_killed_temporaries TAG FILE: FILE.tmp-PID left by a killed run (no such
+# process here, untouched for a minute: a run on another machine sharing the
+# folder has a PID that means nothing here)
+remove_killed_temporaries() {
+  local tmp pid
+  for tmp in "$2.tmp-"*; do
+    pid=${tmp##*.tmp-}
+    case "$pid" in ''|*[!0-9]*) continue ;; esac  # (also the pattern itself: no match)
+    # (find's output only: where it fails the file is kept, the safe side)
+    if [ -f "$tmp" ] && ! kill -0 "$pid" 2>/dev/null && [ -n "$(find "$tmp" -mmin +1)" ]; then
+      echo "[$1] removing $tmp, left by a killed run" >&2
+      rm -f "$tmp"
+    fi
+  done
+}
 
 # config_args NAME FILE...: the one reader of config files (scripts/config_args.sh)
 # shellcheck source=scripts/config_args.sh
@@ -133,6 +168,8 @@ per_worker_update_freq() {
 # $CONFIG_DIR/cuda.args is added (fp16).
 fairseq_train() {
   local nodes=()
+  [ -x "$BIN/fairseq-train" ] \
+    || { echo "error: no fairseq-train beside PY=$PY ($BIN): not the project's environment? (scripts/install.sh makes $REPO/.venv)" >&2; exit 2; }
   per_worker_update_freq "$@"
   if [ "$NNODES" -gt 1 ]; then
     nodes=(--nnodes "$NNODES" --node_rank "$NODE_RANK" --master_addr "$MASTER_ADDR"

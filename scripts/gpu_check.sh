@@ -33,14 +33,27 @@ DEVICE=${DEVICE:-cuda}
 RESULTS=$(absolute "${OUT:-$REPO/gpu_results}")
 BUNDLE=$(absolute "${BUNDLE:-$REPO/.gpu_bundle}")
 SITE=$(absolute "${SITE:-/tmp/npy_tome_layer_site}")
-if [ -z "${WORK:-}" ]; then  # (not nested in $(...), where a failing mktemp went unnoticed)
-  WORK=$(mktemp -d) || { echo "error: mktemp -d failed (is /tmp full or read-only?); set WORK" >&2; exit 2; }
-fi
-WORK=$(absolute "$WORK")
 if [ -z "${PY:-}" ]; then
   if [ -x "$REPO/.venv/bin/python" ]; then PY=$REPO/.venv/bin/python; else PY=python3; fi
 fi
 case "$PY" in */*) PY=$(absolute "$PY") ;; esac
+# a machine that cannot run the CUDA steps is said at once, before anything is
+# made or run (every step would fail, or be skipped and called passed)
+case "$DEVICE" in
+  cpu) ;;
+  cuda)
+    if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+      echo "error: torch ($PY) sees no CUDA GPU on this machine; DEVICE=cpu scripts/gpu_check.sh runs the steps on the CPU" >&2
+      exit 2
+    fi ;;
+  *) echo "error: DEVICE must be cpu or cuda, got '${DEVICE//[![:print:]]/?}'" >&2; exit 2 ;;
+esac
+if [ -z "${WORK:-}" ]; then  # (not nested in $(...), where a failing mktemp went unnoticed)
+  WORK=$(mktemp -d) || { echo "error: mktemp -d failed (is /tmp full or read-only?); set WORK" >&2; exit 2; }
+  # a folder of this run's: its logs and outputs leave in details.tar.gz
+  trap 'rm -rf "$WORK"' EXIT
+fi
+WORK=$(absolute "$WORK")
 cd "$REPO" || exit 2
 # shellcheck source=scripts/config_args.sh
 source "$REPO/scripts/config_args.sh"

@@ -29,7 +29,7 @@ from npy_tome_layer.tools.prepare_mustc import (is_plain_file_name, read_lines, 
                                                 read_yaml_segments, seconds, tsv_text)
 
 from npy_tome_layer.encoder.config import HUBERT_SIZES
-from npy_tome_layer.tools.benchmark.cli import width_flag
+from npy_tome_layer.tools.benchmark.cli import audio_seconds_flag, width_flag
 
 from .conftest import REPO
 
@@ -93,7 +93,9 @@ FLAG_TYPES = {width_flag: lambda v: v in MODEL_WIDTHS,
               share_flag: lambda v: 0 <= v <= 1,
               cosine_flag: lambda v: -1 <= v <= 1,
               finite_number_flag: math.isfinite,
-              positive_number_flag: lambda v: math.isfinite(v) and v > 0}
+              positive_number_flag: lambda v: math.isfinite(v) and v > 0,
+              # an audio length: at least one HuBERT frame's samples (issue 43, B4)
+              audio_seconds_flag: lambda v: math.isfinite(v) and v * SAMPLE_RATE >= MIN_SAMPLES}
 
 
 def invariant_of(flag_type):

@@ -2,6 +2,7 @@
 no-audio decoding (--replace-audio silence) and one constant sentence; a
 model that writes one sentence for every utterance is marked, one that
 translates is not."""
+import hashlib
 import re
 
 import pytest
@@ -95,7 +96,9 @@ def test_compare_runs_shows_the_floor_next_to_each_bleu(st_corpus, fixed_checkpo
 
     decoded = decode(fixed_checkpoint, st_corpus["data"], "dev", beam=2, cpu=True)
     generate_out = tmp_path / "generate.txt"
-    generate_out.write_text("".join(f"T-{i}\t{r}\nD-{i}\t-1.0\t{h}\n" for i, (h, r) in enumerate(
+    # evaluate.sh's record of the checkpoint that decoded (compare_runs checks it)
+    digest = hashlib.sha256(open(fixed_checkpoint, "rb").read()).hexdigest()
+    generate_out.write_text(f"# checkpoint sha256 {digest} {fixed_checkpoint}\n" + "".join(f"T-{i}\t{r}\nD-{i}\t-1.0\t{h}\n" for i, (h, r) in enumerate(
         zip(decoded.hypotheses, decoded.references))) +
         f"Generate dev with beam=2: BLEU = {decoded.bleu:.2f} 0/0/0/0\n")
     main(["--data", st_corpus["data"], "--subset", "dev", "--beam", "2", "--cpu",

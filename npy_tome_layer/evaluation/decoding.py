@@ -4,6 +4,7 @@ BLEU is the one ``fairseq-generate --scoring sacrebleu`` prints; for tools that
 decode one checkpoint many times with one setting changed), and reading
 fairseq-generate's output files.
 """
+import hashlib
 import io
 import os
 import re
@@ -16,6 +17,51 @@ USER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLEU_LINE = re.compile(r"^Generate .*?BLEU = ([0-9.]+)", re.M)
 HYPOTHESIS = re.compile(r"^D-(\d+)\t[^\t]*\t(.*)$", re.M)
 REFERENCE = re.compile(r"^T-(\d+)\t(.*)$", re.M)
+# the first line scripts/evaluate.sh writes: the digest of the checkpoint that
+# decoded, so a tool can tell a generate output from another checkpoint's
+CHECKPOINT_RECORD = re.compile(r"^# checkpoint sha256 ([0-9a-f]{64}) (.*)$", re.M)
+# fairseq-generate's own log line, for outputs written without evaluate.sh
+LOADED_FROM = re.compile(r"loading model\(s\) from (.*)$", re.M)
+
+
+def file_digest(path: str) -> str:
+    """sha256 of a file's bytes, read in 16 MiB blocks (a checkpoint is GBs)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def last_parts(path: str, count: int = 2) -> list:
+    return os.path.normpath(path).split(os.sep)[-count:]
+
+
+def check_written_by(generate_output: str, checkpoint: str) -> None:
+    """InputError unless ``generate_output`` was decoded by ``checkpoint``:
+    evaluate.sh's record of the checkpoint's sha256 must match its bytes; an
+    output without one is judged by fairseq's "loading model(s) from PATH" line
+    (the same file where PATH resolves from here, else the same run folder and
+    name). A BLEU read from another checkpoint's output would be reported as
+    this one's."""
+    with open(generate_output, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    record = CHECKPOINT_RECORD.search(text)
+    if record is not None:
+        if record.group(1) != file_digest(checkpoint):
+            raise InputError(f"{generate_output} was decoded by {record.group(2)}, whose "
+                             f"sha256 differs from {checkpoint}'s: not this checkpoint's output")
+        return
+    loaded = LOADED_FROM.search(text)
+    if loaded is None:
+        raise InputError(f"{generate_output}: cannot tell which checkpoint wrote it (no "
+                         "'# checkpoint sha256' line nor fairseq's 'loading model(s) from' "
+                         "line): decode with scripts/evaluate.sh")
+    logged = loaded.group(1).strip()
+    same = (os.path.samefile(logged, checkpoint) if os.path.exists(logged)
+            else last_parts(logged) == last_parts(os.path.abspath(checkpoint)))
+    if not same:
+        raise InputError(f"{generate_output} was decoded by {logged}, not {checkpoint}")
 
 
 def load_st_model(checkpoint: str, data: str, subset: str, overrides: Optional[Dict] = None):

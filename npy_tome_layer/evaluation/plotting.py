@@ -11,13 +11,36 @@ def pyplot():
     return plt
 
 
-def save_png(fig, path: str, dpi: int = 120) -> None:
-    """Write ``fig`` to ``path`` atomically (a killed run leaves no half PNG) and close it."""
+# the picture formats a tool writes, chosen by the output's suffix
+FIGURE_FORMATS = ("png", "pdf", "svg")
+
+
+def figure_format(path: str, flag: str) -> str:
+    """The format of a picture named ``path`` (its suffix), checked before any
+    work: matplotlib would write a name without a suffix as PNG under another
+    name, and refuse an unknown suffix only once the figure is drawn."""
+    from ..errors import InputError
+
+    suffix = path.rpartition(".")[2].lower() if "." in path.rpartition("/")[2] else ""
+    if suffix not in FIGURE_FORMATS:
+        named = f"suffix .{suffix}" if suffix else "no suffix"
+        raise InputError(f"{flag} {path}: {named}; a picture is written as "
+                         f"{', '.join('.' + f for f in FIGURE_FORMATS)}")
+    return suffix
+
+
+def save_figure(fig, path: str, fmt: str, dpi: int = 120) -> None:
+    """Write ``fig`` to ``path`` in ``fmt`` atomically (a killed run or a full
+    disk leaves no half picture, and an older one stays whole) and close it."""
     from ..io.atomic import atomic_destination
 
     with atomic_destination(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
+        fig.savefig(tmp, dpi=dpi, format=fmt)
     pyplot().close(fig)
+
+
+def save_png(fig, path: str, dpi: int = 120) -> None:
+    save_figure(fig, path, "png", dpi)
 
 
 def save_labelled(fig, ax, xlabel: str, ylabel: str, path: str) -> None:

@@ -10,8 +10,11 @@ from ..encoder.pruned_hubert import REDUCTION_PREFIX, PrunedHubertModel, build_p
 from ..reduction import REDUCTIONS, TokenReduction, default_reduction
 from ..reduction.interface import ReceivedAttentionSum
 from ..reduction.selection import select_counts
-from ..encoder.config import hubert_model_config
+from ..encoder.config import HUBERT_SIZES, hubert_model_config
 from .timing import interleaved_times, timed_pass
+
+# the sizes a random-weight reference encoder can have: a tool's --reference-size choices
+REFERENCE_SIZES = sorted(HUBERT_SIZES)
 
 
 def reference_model(size: str, device, dtype):

@@ -2,14 +2,21 @@
 destination, renamed over it when complete."""
 import contextlib
 import errno
+import fcntl
+import glob
 import os
 import shutil
+import time
 
 import torch
 
 from ..errors import InputError, shorten
 
 TEMPORARY_MARK = ".tmp-"  # FILE.tmp-PID: a write in progress, or a killed one's
+# a temporary untouched this long whose process is gone is a killed run's (the
+# wait covers a writer on another machine sharing the folder, whose PID means
+# nothing here)
+STALE_AFTER_S = 60
 
 
 @contextlib.contextmanager
@@ -30,6 +37,76 @@ def atomic_destination(path: str):
             shutil.rmtree(tmp)
         elif os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_destinations(paths):
+    """Temporary names for several files that belong together (a table, its
+    data, its plot): none replaces its destination until every one is
+    written, so a failed run leaves the older set whole, not a mix."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(atomic_destination(path)) for path in paths]
+
+
+def remove_temporaries(folder: str) -> None:
+    """Every ``*.tmp-*`` in ``folder``: call only holding its lock, when no
+    other run can be writing there."""
+    for stale in glob.glob(os.path.join(glob.escape(folder), f"*{TEMPORARY_MARK}*")):
+        shutil.rmtree(stale) if os.path.isdir(stale) else os.remove(stale)
+
+
+def process_is_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's: alive
+        return False
+    return False
+
+
+def last_touched(path: str) -> float:
+    """The newest modification time of ``path`` or anything inside it."""
+    newest = os.path.getmtime(path)
+    for folder, _, files in os.walk(path):
+        for name in files + [""]:
+            with contextlib.suppress(OSError):
+                newest = max(newest, os.path.getmtime(os.path.join(folder, name)))
+    return newest
+
+
+def remove_killed_temporaries(path: str, log=None) -> None:
+    """The temporaries of earlier runs writing ``path`` (``path.tmp-PID``)
+    that were killed (no such process, untouched for ``STALE_AFTER_S``): a
+    kill -9 runs no cleanup, and each rerun would leave one more."""
+    for tmp in glob.glob(glob.escape(path) + TEMPORARY_MARK + "*"):
+        pid = tmp[len(path) + len(TEMPORARY_MARK):]
+        if not pid.isdigit() or int(pid) == os.getpid() or not process_is_gone(int(pid)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - last_touched(tmp) < STALE_AFTER_S:
+                continue
+            if log is not None:
+                log(f"removing {tmp}, left by a killed run")
+            shutil.rmtree(tmp) if os.path.isdir(tmp) else os.remove(tmp)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str, lock_name: str, busy: str, clear_temporaries: bool = True,
+                error=InputError):
+    """One writer per folder: an exclusive ``flock`` on ``folder/lock_name``
+    (released by the kernel when the holder ends, however it ends), else
+    ``error(busy)`` (an InputError). Holding it, ``clear_temporaries`` removes every
+    temporary left in the folder (a killed writer's)."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, lock_name), "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise error(busy) from None
+        if clear_temporaries:
+            remove_temporaries(folder)
+        yield
 
 
 def save_atomically(obj, path: str) -> None:

@@ -7,6 +7,7 @@ import numpy as np
 import soundfile as sf
 
 from ..errors import InputError
+from .paths import file_problem
 
 SAMPLE_RATE = 16000
 # HuBERT's conv front end (kernels 10,3,3,3,3,2,2, strides 5,2,2,2,2,2,2) needs
@@ -31,8 +32,9 @@ def audio_info(path: str, cache: Optional[Dict[str, "sf._SoundFileInfo"]] = None
     AudioError saying what is wrong. Good files are remembered in ``cache``."""
     if cache is not None and path in cache:
         return cache[path]
-    if not os.path.isfile(path):
-        raise AudioError(f"audio file {path} does not exist")
+    problem = file_problem(path)
+    if problem is not None:
+        raise AudioError(f"audio file {path} {problem}")
     if os.path.getsize(path) == 0:
         raise AudioError(f"audio file {path} is empty (0 bytes)")
     try:

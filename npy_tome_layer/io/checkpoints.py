@@ -22,6 +22,7 @@ from fairseq import checkpoint_utils
 from fairseq.data.dictionary import Dictionary
 
 from ..errors import InputError
+from .paths import file_problem
 
 SAFE_GLOBALS = [argparse.Namespace, Dictionary]
 
@@ -35,8 +36,9 @@ def check_checkpoint_file(path: str) -> None:
     (torch >= 1.6) or a legacy pickle stream, which starts with PROTO (0x80).
     A text file or a truncated zip otherwise fails deep in torch with a
     KeyError or a miniz message that names no file."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: checkpoint file does not exist")
+    problem = file_problem(path)
+    if problem is not None:
+        raise CheckpointError(f"{path}: checkpoint file {problem}")
     if zipfile.is_zipfile(path):
         return
     with open(path, "rb") as f:

@@ -13,7 +13,15 @@ through --user-dir).
   ``deltalm-base.pt`` (``{"weights": ...}``) passes through untouched.
 * ``torch_persistent_save`` leaves no FILE.tmp behind when a write fails.
 * ``PathManager.copy`` copies local files atomically (checkpoint_last/best.pt).
+* ``verify_checkpoint_directory`` (fairseq-train's first look at --save-dir,
+  on the worker that saves): a --save-dir that is a file is one line, and the
+  folder is locked for the whole run, so two trainings cannot mix their
+  checkpoints in it (plain fairseq-train with --user-dir included).
+* ``Trainer.load_checkpoint``: a --restore-file / --finetune-from-model whose
+  parameters do not fit the model (another stage's or architecture's file) is
+  one line naming the file and what it holds.
 """
+import contextlib
 import functools
 import glob
 import os
@@ -24,10 +32,16 @@ import torch
 from fairseq import checkpoint_utils
 from fairseq.file_io import PathManager
 
-from ..errors import shorten
-from .atomic import atomic_destination
+from ..errors import InputError, shorten
+from .atomic import atomic_destination, check_output_folder, folder_lock
 from .checkpoints import (SAFE_GLOBALS, CheckpointError, check_checkpoint_file,
-                          check_finite_weights, not_a_checkpoint, resume_hint)
+                          check_finite_weights, checkpoint_model_args, checkpoint_task,
+                          not_a_checkpoint, resume_hint)
+
+TRAINING_LOCK = ".train.lock"
+# the save folders this process trains into, each with its held lock (kept
+# open until the process ends: the kernel releases a killed run's lock)
+_HELD_SAVE_DIRS = {}
 
 
 # torch's messages for a zip file that is not a torch archive (or a damaged one)
@@ -126,6 +140,66 @@ def _no_leftover_on_error(save):
     return torch_persistent_save
 
 
+def hold_save_dir(save_dir: str) -> None:
+    """Lock ``save_dir`` for this process's lifetime (again: a no-op), or one
+    line saying another training holds it. Temporaries are left alone: the
+    checkpoint copies clear their own, and evaluate.sh may be decoding there."""
+    key = os.path.realpath(save_dir)
+    if key in _HELD_SAVE_DIRS:
+        return
+    stack = contextlib.ExitStack()
+    stack.enter_context(folder_lock(
+        save_dir, TRAINING_LOCK, f"--save-dir {save_dir}: another training is writing its "
+        f"checkpoints here ({TRAINING_LOCK} is locked); wait for it or give another "
+        "--save-dir", clear_temporaries=False))
+    _HELD_SAVE_DIRS[key] = stack
+
+
+def _locked_save_dir(verify):
+    @functools.wraps(verify)
+    def verify_checkpoint_directory(save_dir):
+        if "://" not in save_dir:
+            check_output_folder(save_dir, "--save-dir")
+            hold_save_dir(save_dir)
+        return verify(save_dir)
+
+    return verify_checkpoint_directory
+
+
+def what_checkpoint_holds(path: str) -> str:
+    """"task T, arch A" of a checkpoint, for a message; "" where unreadable."""
+    try:
+        state = checkpoint_utils.load_checkpoint_to_cpu(path)
+    except Exception:  # noqa: BLE001 - only a description for a message
+        return ""
+    model = checkpoint_model_args(state)
+    arch = (model.get("_name") if hasattr(model, "get") else None) or getattr(model, "arch", None)
+    return f" (it holds task {checkpoint_task(state)}, arch {arch})"
+
+
+def _named_parameter_mismatch(load):
+    """fairseq raises "Cannot load model parameters from checkpoint F; please
+    ensure that the architectures match" with torch's list of keys, two
+    tracebacks long: one line naming the flag, the file and what it holds."""
+    @functools.wraps(load)
+    def load_checkpoint(self, filename, *args, **kwargs):
+        try:
+            return load(self, filename, *args, **kwargs)
+        except Exception as e:
+            if not str(e).startswith("Cannot load model parameters from checkpoint"):
+                raise
+            flag = ("--finetune-from-model" if filename == getattr(
+                self.cfg.checkpoint, "finetune_from_model", None) else "--restore-file")
+            arch = getattr(self.cfg.model, "_name", None) or getattr(self.cfg.model, "arch", None)
+            raise InputError(
+                f"{flag} {filename}: its parameters do not fit this run's model (arch "
+                f"{arch}){what_checkpoint_holds(filename)}: another stage's or "
+                "architecture's checkpoint? (HuBERT comes in through --hubert-model-path, the "
+                "MT stage through --load-pretrained-mt-encoder-decoder-from)") from None
+
+    return load_checkpoint
+
+
 def _pass_through_weight_files(upgrade):
     @functools.wraps(upgrade)
     def _upgrade_state_dict(state):
@@ -154,3 +228,7 @@ def install() -> None:
     _wrap_once(checkpoint_utils, "load_checkpoint_to_cpu", _wrap_with_path)
     _wrap_once(checkpoint_utils, "torch_persistent_save", _no_leftover_on_error)
     _wrap_once(PathManager, "copy", _atomic_local_copy, static=True)
+    _wrap_once(checkpoint_utils, "verify_checkpoint_directory", _locked_save_dir)
+    from fairseq.trainer import Trainer
+
+    _wrap_once(Trainer, "load_checkpoint", _named_parameter_mismatch)

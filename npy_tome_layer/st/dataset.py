@@ -221,6 +221,9 @@ class SpeechTranslationDataset(FairseqDataset):
             },
             "target": data_utils.collate_tokens(targets, pad, eos, left_pad=False),
             "target_lengths": torch.tensor([len(t) for t in targets], dtype=torch.long),
+            # the references as written (BLEU is scored against these, not
+            # against the targets' tokens, whose unknown characters are <unk>)
+            "target_text": [self.rows[s["id"]]["tgt_text"] for s in samples],
         }
         if self.transcripts is not None:
             # outside net_input: the model's forward never sees it, the criterion

@@ -1,5 +1,6 @@
 """Task ``speech_and_text_translation``: ST on S2T manifests, MT on fairseq-
 preprocess data, or both (CRESS's multitask); dev BLEU for checkpoint selection."""
+import ast
 import json
 import logging
 import os
@@ -14,11 +15,12 @@ from fairseq.distributed import utils as distributed_utils
 from fairseq.tasks import FairseqTask, register_task
 from fairseq.tasks.translation import load_langpair_dataset
 
-from ..errors import InputError
+from ..errors import InputError, shorten
 from ..io.dictionary import load_dictionary
 from ..reduction import REDUCTIONS
 from .criterion import EXTRA_TEXT
 from .ctc_vocabulary import FILE_NAME as CTC_VOCABULARY_FILE, CTCVocabulary
+from .scoring import WRITTEN_REFERENCES
 from .dataset import AUDIO_REPLACEMENTS, SpeechTranslationDataset
 
 logger = logging.getLogger(__name__)
@@ -134,6 +136,8 @@ class SpeechAndTextTranslationTask(FairseqTask):
     @classmethod
     def setup_task(cls, args, **kwargs):
         check_ddp_backend(args)
+        check_half_precision(args)
+        check_model_overrides_text(args)
         cfg_path = os.path.join(args.data, args.config_yaml)
         data_cfg = read_data_config(cfg_path)
         dict_path = cls._resolve(args.data, data_cfg["vocab_filename"])
@@ -365,15 +369,25 @@ class SpeechAndTextTranslationTask(FairseqTask):
             text = bpe.decode(text)
         return detok.decode(text) if detok is not None else text
 
+    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        # fairseq-generate scores each sentence of this batch next, in this
+        # order: the scorer takes the references as written from here
+        WRITTEN_REFERENCES.add_batch(sample.get("target_text"))
+        return super().inference_step(generator, models, sample, prefix_tokens=prefix_tokens,
+                                      constraints=constraints)
+
     def _bleu_statistics(self, sample, model):
         import sacrebleu
 
         generator, bpe, detok = self._bleu
         hypos = self.inference_step(generator, [model], sample)
         hyps = [self.detokenize(h[0]["tokens"], bpe, detok) for h in hypos]
-        refs = [self.detokenize(utils.strip_pad(t, self.dictionary.pad()), bpe, detok,
-                                escape_unk=True)  # an <unk> in the reference never matches
-                for t in sample["target"]]
+        # the manifest's text where the batch has it (speech batches); a text
+        # batch keeps only tokens, whose unknown characters read as <unk>
+        refs = sample.get("target_text") or [
+            self.detokenize(utils.strip_pad(t, self.dictionary.pad()), bpe, detok,
+                            escape_unk=True)  # an <unk> in the reference never matches
+            for t in sample["target"]]
         if self.args.eval_bleu_print_samples and hyps:
             logger.info("example hypothesis: %s", hyps[0])
             logger.info("example reference: %s", refs[0])
@@ -432,6 +446,46 @@ def _json_arg(value, flag):
     if not isinstance(parsed, dict):
         raise InputError(f"{flag}: expected a JSON object such as '{{\"beam\": 8}}', got {value!r}")
     return parsed
+
+
+def check_half_precision(args):
+    """fairseq's --fp16 moves the model to CUDA ("Torch not compiled with CUDA
+    enabled" on a CPU-only torch); its --bf16 sets --tpu, and a TPU run without
+    torch_xla ends in an ``xla_device`` of None: one line before anything is
+    built."""
+    if getattr(args, "tpu", False):
+        try:
+            import torch_xla  # noqa: F401
+        except ImportError:
+            flag = "--bf16" if getattr(args, "bf16", False) else "--tpu"
+            raise InputError(f"{flag}: fairseq runs it on a TPU (--bf16 sets --tpu) and "
+                             "torch_xla is not installed here; on a CUDA GPU use --fp16, on "
+                             "the CPU neither") from None
+        return
+    if not getattr(args, "fp16", False):
+        return
+    if getattr(args, "cpu", False):
+        raise InputError("--fp16 with --cpu: fairseq's half precision runs on a CUDA GPU; on "
+                         "the CPU train without --fp16")
+    if not torch.cuda.is_available():
+        raise InputError("--fp16: torch sees no CUDA GPU on this machine; fairseq's half "
+                         "precision needs one (train without --fp16 on the CPU)")
+
+
+def check_model_overrides_text(args):
+    """fairseq-generate reads --model-overrides with ``ast.literal_eval`` after
+    the task is set up and ends in a SyntaxError traceback on anything that is
+    not a Python literal: checked here, before it."""
+    text = getattr(args, "model_overrides", None)
+    if not isinstance(text, str):
+        return
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        value = None
+    if not isinstance(value, dict):
+        raise InputError(f"--model-overrides {shorten(text)!r}: not a Python dict literal "
+                         "such as \"{'pruning_rate': 0.8}\"")
 
 
 def check_ddp_backend(args):

@@ -23,10 +23,12 @@ import torch
 
 from ..io.flags import whole_number_flag
 from ..errors import InputError, exit_on_input_error
-from ..evaluation.decoding import bleu_from_generate_output, load_st_model, translations
+from ..io.paths import check_existing_file
+from ..evaluation.decoding import (bleu_from_generate_output, check_written_by, load_st_model,
+                                   translations)
 from ..evaluation.listening import (LISTENING_P, MIN_DISTINCT_SHARE, add_floor_flags,
                                     assess_run, listening_mark)
-from ..evaluation.reference import reference_speedups, setting_label
+from ..evaluation.reference import REFERENCE_SIZES, reference_speedups, setting_label
 from ..evaluation.timing import kept_counts, kept_frames, measure_interleaved, utterances
 from ..st.model import check_st_checkpoint
 
@@ -61,27 +63,54 @@ def main(argv=None):
     parser.add_argument("--repeats", type=whole_number_flag(1), default=3)
     parser.add_argument("--threads", type=whole_number_flag(1), default=None, help="torch.set_num_threads")
     add_floor_flags(parser)
-    parser.add_argument("--reference-size", default="base",
+    parser.add_argument("--reference-size", default="base", choices=REFERENCE_SIZES,
                         help="HuBERT size of the last column: a random-weight encoder of that "
                              "size on the same audio at each run's setting (tiny in tests)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     with exit_on_input_error("compare_runs"):
+        args.run = [parse_run(spec) for spec in args.run]
+        names = [name for name, _, _ in args.run]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise InputError(f"--run: name {repeated[0]} given {names.count(repeated[0])} "
+                             "times; each run needs its own name (a table row each)")
         run(args)
+
+
+def parse_run(spec: str):
+    """(name, checkpoint, generate output or "") of ``--run NAME=CKPT[:GENERATE_OUT]``.
+    A checkpoint's path may hold ':' itself: the whole text is the checkpoint
+    where that file exists, else it splits at the one ':' whose left side is a
+    file."""
+    name, _, paths = spec.partition("=")
+    if not name or not paths:
+        raise InputError(f"--run {spec!r}: expected NAME=CHECKPOINT[:GENERATE_OUTPUT]")
+    if os.path.isfile(paths) or ":" not in paths:
+        ckpt, generate_out = paths, ""
+    else:
+        splits = [(paths[:i], paths[i + 1:]) for i, c in enumerate(paths) if c == ":"]
+        found = [pair for pair in splits if os.path.isfile(pair[0])]
+        if len(found) != 1:
+            tried = " nor ".join(repr(left) for left, _ in splits)
+            raise InputError(f"--run {name}: neither {paths!r} nor {tried} is a checkpoint "
+                             "file (':' separates CHECKPOINT from GENERATE_OUTPUT)"
+                             if not found else
+                             f"--run {name}: {paths!r} splits at ':' into more than one "
+                             "existing checkpoint; rename one")
+        ckpt, generate_out = found[0]
+    for path in filter(None, (ckpt, generate_out)):
+        check_existing_file(path, f"--run {name}:")
+    return name, ckpt, generate_out
 
 
 def run(args):
     rows, pairs = [], []
-    for spec in args.run:
-        name, _, paths = spec.partition("=")
-        ckpt, _, generate_out = paths.partition(":")
-        if not name or not ckpt:
-            raise InputError(f"--run {spec!r}: expected NAME=CHECKPOINT[:GENERATE_OUTPUT]")
-        for path in filter(None, (ckpt, generate_out)):
-            if not os.path.isfile(path):
-                raise InputError(f"--run {name}: {path} does not exist")
+    for name, ckpt, generate_out in args.run:
         check_st_checkpoint(ckpt)
+        if generate_out:
+            check_written_by(generate_out, ckpt)
         bleu = bleu_from_generate_output(generate_out) if generate_out else None
         heard = assess_run(args, ckpt, *translations(generate_out)) if generate_out else None
         model, dataset, _ = load_st_model(ckpt, args.data, args.subset)

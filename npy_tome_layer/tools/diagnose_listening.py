@@ -26,11 +26,15 @@ import torch
 
 from ..errors import InputError, exit_on_input_error
 from ..evaluation.decoding import load_st_model
+from ..io.paths import check_existing_file
+from ..st.dataset import read_manifest
 from ..st.model import check_st_checkpoint
 
 
 def mean_cosine_distance(vectors: torch.Tensor) -> float:
     """Mean over distinct pairs of 1 - cosine similarity (N x C, N >= 2)."""
+    if len(vectors) < 2:
+        raise InputError(f"a spread needs at least 2 utterances, got {len(vectors)}")
     unit = torch.nn.functional.normalize(vectors.double(), dim=1)
     similarity = unit @ unit.T
     n = len(vectors)
@@ -99,13 +103,19 @@ def main(argv=None):
     parser.add_argument("--run", action="append", required=True, metavar="NAME=CHECKPOINT")
     args = parser.parse_args(argv)
     with exit_on_input_error("diagnose_listening"):
+        manifest = os.path.join(args.data, f"{args.subset}.tsv")
+        check_existing_file(manifest, "--subset:")
+        utterances = len(read_manifest(manifest))
+        if utterances < 2:
+            # a spread is a mean over pairs of utterances: one has none (inf / nan)
+            raise InputError(f"--subset {args.subset}: {manifest} holds {utterances} "
+                             "utterance(s); the spreads compare utterances, at least 2 are needed")
         rows = []
         for spec in args.run:
             name, _, checkpoint = spec.partition("=")
             if not name or not checkpoint:
                 raise InputError(f"--run {spec!r}: expected NAME=CHECKPOINT")
-            if not os.path.isfile(checkpoint):
-                raise InputError(f"--run {name}: {checkpoint} does not exist")
+            check_existing_file(checkpoint, f"--run {name}:")
             check_st_checkpoint(checkpoint)
             model, heard, task = load_st_model(checkpoint, args.data, args.subset)
             task.args.replace_audio = "silence"

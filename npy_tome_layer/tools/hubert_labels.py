@@ -34,7 +34,7 @@ import numpy as np
 import soundfile as sf
 
 from ..errors import InputError, exit_on_input_error
-from ..io.atomic import atomic_destination, check_output_folder
+from ..io.atomic import atomic_destination, check_output_folder, remove_killed_temporaries
 from ..io.flags import keep_rate_flag, whole_number_flag
 from ..io.audio import SAMPLE_RATE
 from ..st.dataset import check_audio, parse_audio_ref, read_audio, read_manifest
@@ -149,6 +149,9 @@ def make_labels(data_dir: str, out: str, clusters: int, valid_share: float, seed
                         max_fit_frames)
     log(f"[hubert_labels] k-means, {clusters} clusters: inertia {kmeans.inertia_:.1f}")
     final = os.path.abspath(out)
+    # a killed run's half-written folder (OUT.tmp-PID, hundreds of wavs) is
+    # not this run's to keep: each rerun would leave one more
+    remove_killed_temporaries(final, log=lambda m: log(f"[hubert_labels] {m}"))
     with atomic_destination(final) as tmp:
         os.makedirs(os.path.join(tmp, "wav"))
         rows = {"train": [], "valid": []}

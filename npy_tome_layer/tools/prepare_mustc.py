@@ -19,8 +19,6 @@ import argparse
 import contextlib
 import csv
 import ctypes
-import fcntl
-import glob
 import math
 import os
 import shutil
@@ -35,11 +33,12 @@ import soundfile as sf
 import yaml
 
 from ..errors import InputError, exit_on_input_error, shorten
-from ..io.atomic import (TEMPORARY_MARK, atomic_destination, check_output_folder,
+from ..io.atomic import (atomic_destination, check_output_folder, folder_lock,
                          write_text_atomically)
 from ..io.audio import (MIN_SAMPLES, SAMPLE_RATE, AudioError, audio_info,
                         first_non_finite_sample, non_finite_problem)
 from ..io.dictionary import load_dictionary
+from ..io.paths import check_utf8_path
 from ..st.dataset import COLUMNS, FIELD_BREAKS, breaks_a_field
 from ..st.ctc_vocabulary import FILE_NAME as CTC_VOCABULARY_FILE, vocabulary_text
 
@@ -218,15 +217,8 @@ def output_lock(out: str):
     """One preparation per output directory: two at once raced on the same
     temporary names and renames. Holding the lock, any temporary left in
     ``out`` is a killed run's and is removed."""
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, ".prepare.lock"), "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise PreparationError(f"{out}: another preparation is writing here; wait for it "
-                                   "to finish") from None
-        for stale in glob.glob(os.path.join(glob.escape(out), f"*{TEMPORARY_MARK}*")):
-            shutil.rmtree(stale) if os.path.isdir(stale) else os.remove(stale)
+    with folder_lock(out, ".prepare.lock", f"{out}: another preparation is writing here; "
+                     "wait for it to finish", error=PreparationError):
         yield
 
 
@@ -239,6 +231,15 @@ def config_text(spm_model: str, dictionary: str) -> str:
 
 def check_inputs(pair_dir, out, spm_model, dictionary, splits):
     """Everything the flags name, before anything is written; returns the splits present."""
+    # every manifest row names its wav by this path; config.yaml names the
+    # model and the dictionary: one line each here, not one per segment later
+    for flag, path in (("--mustc-root", os.path.abspath(pair_dir)),
+                       ("--spm-model", os.path.abspath(spm_model)),
+                       ("--dict", os.path.abspath(dictionary))):
+        try:
+            check_utf8_path(path, flag)
+        except InputError as e:
+            raise PreparationError(str(e)) from None
     if breaks_a_field(os.path.abspath(pair_dir)):
         raise PreparationError(f"--mustc-root {pair_dir!r}: a tab or line break in the path "
                                "cannot be written to a manifest; move or link the data")

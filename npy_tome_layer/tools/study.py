@@ -31,13 +31,15 @@ import torch
 
 from ..io.flags import whole_number_flag
 from ..errors import InputError
-from ..evaluation.decoding import bleu_from_generate_output, load_st_model, translations
+from ..evaluation.decoding import (bleu_from_generate_output, check_written_by, load_st_model,
+                                   translations)
 from ..evaluation.listening import (LISTENING_P, MIN_DISTINCT_SHARE, add_floor_flags,
                                     assess_run, listening_mark, paired_p_values)
-from ..evaluation.reference import reference_speedups, setting_label
+from ..evaluation.reference import REFERENCE_SIZES, reference_speedups, setting_label
 from ..evaluation.timing import (deltalm_frames_per_subword, frames_by_length, hubert_frames,
                                 kept_counts, kept_frames, kept_positions, utterances)
 from ..io.atomic import write_text_atomically
+from ..io.paths import file_problem
 
 RUN_KEYS = ("mode", "seed", "bleu", "distinct", "no_audio_bleu", "listens", "frames_kept",
             "deltalm_frames_per_subword", "checkpoint")
@@ -165,6 +167,10 @@ def plot_frames_by_length(frames: Dict[str, list], path: str) -> None:
                   "% of the frames leaving HuBERT", path)
 
 
+# the modes the p-values compare against where --against is not given
+DEFAULT_AGAINST = ("baseline", "fixed")
+
+
 def parse_arguments(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -172,17 +178,25 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     p.add_argument("--subset", default="tst-COMMON")
     p.add_argument("--run", nargs=4, action="append", required=True,
                    metavar=("MODE", "SEED", "CHECKPOINT", "GENERATE_OUTPUT"))
-    p.add_argument("--against", nargs="+", default=["baseline", "fixed"], metavar="MODE",
-                   help="modes the p-values compare against, a column each (those the study "
-                        "holds; default: the dense baseline and attention top-k)")
+    p.add_argument("--against", nargs="+", default=None, metavar="MODE",
+                   help="modes the p-values compare against, a column each (each must be a "
+                        "mode of --run; default: the dense baseline and attention top-k, "
+                        "those of them the study holds)")
     p.add_argument("--out", required=True)
-    p.add_argument("--reference-size", default="base",
+    p.add_argument("--reference-size", default="base", choices=REFERENCE_SIZES,
                    help="HuBERT size of the speedup column (tiny in tests)")
     p.add_argument("--repeats", type=whole_number_flag(1), default=3, help="timed passes per setting")
     add_floor_flags(p)
     args = p.parse_args(argv)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         p.error(f"--out {args.out} exists and is not a directory")
+    modes = [mode for mode, *_ in args.run]
+    if args.against is None:
+        args.against = [mode for mode in DEFAULT_AGAINST if mode in modes]
+    missing = [mode for mode in args.against if mode not in modes]
+    if missing:
+        p.error(f"--against {missing[0]}: not a mode of --run (modes: "
+                f"{' '.join(dict.fromkeys(modes))})")
     return args
 
 
@@ -197,9 +211,11 @@ def measure_runs(args):
         except ValueError:
             sys.exit(f"study: --run {mode} {seed}: the seed must be a whole number")
         for path in (checkpoint, generate_output):
-            if not os.path.isfile(path):
-                sys.exit(f"study: --run {mode} {seed}: {path} not found")
+            problem = file_problem(path)
+            if problem is not None:
+                sys.exit(f"study: --run {mode} {seed}: {path} {problem}")
         try:
+            check_written_by(generate_output, checkpoint)
             bleu = bleu_from_generate_output(generate_output)
             found[mode, seed] = translations(generate_output)
         except ValueError as e:

@@ -38,7 +38,7 @@ from ..errors import InputError, exit_on_input_error
 from ..evaluation.decoding import decode, load_st_model
 from ..evaluation.listening import (LISTENING_P, MIN_DISTINCT_SHARE, assess, listening_mark,
                                     no_audio_floor)
-from ..evaluation.reference import reference_speedups
+from ..evaluation.reference import REFERENCE_SIZES, reference_speedups
 from ..evaluation.timing import kept_counts, kept_frames, measure_interleaved, utterances
 from ..io.atomic import check_output_folder, write_text_atomically
 from ..st.model import check_st_checkpoint, hubert_from_st_checkpoint
@@ -274,7 +274,7 @@ def main(argv=None):
                    help="also the coverage reduction at these shares of received attention")
     p.add_argument("--reductions", choices=list(REDUCTIONS), nargs="+", default=None,
                    help="reductions swept over --rates (default: the checkpoint's own)")
-    p.add_argument("--reference-size", default=None,
+    p.add_argument("--reference-size", default=None, choices=REFERENCE_SIZES,
                    help="also time each setting in a random-weight HuBERT of this size (base, "
                         "large; tiny in tests) on the same audio: the plot's x axis")
     p.add_argument("--out", required=True)

@@ -18,20 +18,44 @@ from ..io.flags import finite_number_flag, whole_number_flag
 from ..errors import InputError, exit_on_input_error
 from ..evaluation.decoding import decode_bleu
 from ..io.atomic import check_output_file, write_text_atomically
+from ..io.paths import check_existing_file
 from ..st.model import check_st_checkpoint
 
 LANGS = ("de", "es", "fr", "it", "nl", "pt", "ro", "ru")
 
 
+def table_lines(path: str) -> list:
+    """The lines of a length-penalty table (none where it does not exist yet),
+    checked as evaluate.sh reads them: fields split at blanks (awk's rule: a
+    tab or spaces), at most one row per language. Checked before the decoding,
+    so a table that cannot take the result fails at once."""
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise InputError(f"--write {path}: not UTF-8 text (byte 0x{data[e.start]:02x} at "
+                         f"offset {e.start})") from None
+    seen = {}
+    for number, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if fields[0] in seen:
+            raise InputError(f"--write {path}: lines {seen[fields[0]]} and {number} are both "
+                             f"rows of {fields[0]} (evaluate.sh needs one)")
+        seen[fields[0]] = number
+    return lines
+
+
 def update_table(path: str, lang: str, lenpen: float) -> None:
     """Replace (or add) the language's row; other rows and comments stay."""
-    lines = []
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+    lines = table_lines(path)
     row = f"{lang}\t{lenpen:g}"
     for i, line in enumerate(lines):
-        if line.split("\t")[0].strip() == lang:
+        if line.split()[:1] == [lang]:
             lines[i] = row
             break
     else:
@@ -58,10 +82,10 @@ def main(argv=None):
 
 def run(args):
     for path in (args.checkpoint, os.path.join(args.data, f"{args.subset}.tsv")):
-        if not os.path.isfile(path):
-            raise InputError(f"{path} not found")
+        check_existing_file(path, "")
     if args.write:
         check_output_file(args.write, "--write")
+        table_lines(args.write)
     check_st_checkpoint(args.checkpoint, args.tgt_lang)
 
     scores = []

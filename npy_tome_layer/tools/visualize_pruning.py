@@ -22,7 +22,7 @@ from ..io.flags import keep_rate_flag, whole_number_flag
 from ..encoder.config import hubert_model_config
 from ..encoder.pruned_hubert import PrunedHubertModel, build_pruned_hubert, load_pruned_hubert
 from ..errors import InputError, exit_on_input_error
-from ..evaluation.plotting import pyplot
+from ..evaluation.plotting import figure_format, pyplot, save_figure
 from ..io.atomic import check_output_file
 from ..io.audio import SAMPLE_RATE, audio_info, first_non_finite, non_finite_problem
 from ..io.checkpoints import checkpoint_task, load_checkpoint
@@ -79,7 +79,7 @@ def run_shading(spans: List[torch.Tensor], frames: int) -> np.ndarray:
 
 
 def draw(audio: np.ndarray, grid: np.ndarray, first_layer: int, title: str, out: str,
-         runs: Optional[np.ndarray] = None) -> None:
+         runs: Optional[np.ndarray] = None, fmt: str = "png") -> None:
     plt = pyplot()
 
     seconds = len(audio) / SAMPLE_RATE
@@ -99,15 +99,15 @@ def draw(audio: np.ndarray, grid: np.ndarray, first_layer: int, title: str, out:
         bottom.text(seconds, first_layer + row, f" {int(grid[row].sum())}", va="center",
                     fontsize=7)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    save_figure(fig, out, fmt)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--wav", required=True, help="16 kHz mono audio")
-    parser.add_argument("--out", required=True, help="PNG to write")
+    parser.add_argument("--out", required=True,
+                        help="picture to write, its format by suffix: .png, .pdf or .svg")
     parser.add_argument("--checkpoint", help="HuBERT or ST checkpoint (default: random base)")
     parser.add_argument("--rate", type=keep_rate_flag, help="keep rate (default 0.9 / the checkpoint's)")
     parser.add_argument("--init-layer", type=whole_number_flag(0))
@@ -126,6 +126,7 @@ def run(args):
     if bad is not None:
         raise InputError(f"--wav: {non_finite_problem(args.wav, bad)}")
     check_output_file(args.out, "--out")
+    fmt = figure_format(args.out, "--out")
     model = load_for_visualisation(args.checkpoint, args.rate, args.init_layer)
     encoded = encode(model, audio)
     grid = survival(model, audio, encoded)
@@ -134,7 +135,7 @@ def run(args):
              f"{enc.pruning_init_layer} ({enc.token_reduction}); "
              f"{int(grid[-1].sum()) if len(grid) else grid.shape[1]}/{grid.shape[1]} frames leave")
     draw(audio, grid, enc.pruning_init_layer, title, args.out,
-         run_shading(encoded[1], encoded[2]))
+         run_shading(encoded[1], encoded[2]), fmt)
     print(f"{args.out}: {title}")
 
 

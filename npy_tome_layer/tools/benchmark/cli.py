@@ -30,6 +30,8 @@ import torch
 from ...encoder.config import HUBERT_SIZES
 from ...io.flags import keep_rate_flag, positive_number_flag, whole_number_flag
 from ...evaluation.reference import reference_model, setting_model
+from ...io.atomic import write_text_atomically
+from ...io.audio import MIN_SAMPLES, SAMPLE_RATE
 from .decoding import decode_timing
 from .measuring import fairseq_dense, machine_description, random_audio
 from .profiling import profile_markdown, profile_pass
@@ -40,6 +42,32 @@ GRID_DEFAULTS = {"widths": [64, 384, 768], "batches": [1, 8, 32], "seconds": [2.
                  "rates": [0.9, 0.8], "out": "bench_grid"}
 PROFILE_DEFAULTS = {"widths": [64], "batches": [8], "seconds": [10], "rates": [0.9]}
 SETTINGS_DEFAULTS = {"batches": [1, 8], "rates": [1.0, 0.95, 0.9, 0.85, 0.8]}
+
+
+def audio_seconds_flag(text: str) -> float:
+    """An audio length in seconds that HuBERT's front end can encode: at least
+    one frame's MIN_SAMPLES (a shorter input fails inside the convolutions as
+    "kernel size can't be greater than actual input size")."""
+    seconds = positive_number_flag(text)
+    if seconds * SAMPLE_RATE < MIN_SAMPLES:
+        raise argparse.ArgumentTypeError(
+            f"must be at least {MIN_SAMPLES / SAMPLE_RATE:g} s ({MIN_SAMPLES} samples, one "
+            f"HuBERT frame), got {text!r}")
+    return seconds
+
+
+def device_problem(text: str):
+    """Why ``--device`` cannot run here (not a torch device, CUDA where torch
+    sees none), or None: said before any model is built."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        return f"not a torch device (cpu, cuda, cuda:1), got {text!r}"
+    if device.type not in ("cpu", "cuda"):
+        return f"the benchmark runs on cpu or cuda, got {text!r}"
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return f"{text}: torch sees no CUDA device on this machine"
+    return None
 
 
 def width_flag(text: str) -> int:
@@ -57,6 +85,9 @@ def mode_defaults(parser, args) -> None:
     cannot take (argparse's one-line error, naming the flag)."""
     if args.scaling and args.profile:
         parser.error("--grid and --profile are separate runs: give one")
+    problem = device_problem(args.device)
+    if problem is not None:
+        parser.error(f"argument --device: {problem}")
     defaults = GRID_DEFAULTS if args.scaling else PROFILE_DEFAULTS if args.profile \
         else SETTINGS_DEFAULTS
     for name, value in defaults.items():
@@ -88,7 +119,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     modes.add_argument("--widths", type=width_flag, nargs="+", default=None,
                        help="encoder widths (64 demo, 384 small, 768 base; grid default: all "
                             "three, profile: 64)")
-    modes.add_argument("--seconds", type=positive_number_flag, nargs="+", default=None,
+    modes.add_argument("--seconds", type=audio_seconds_flag, nargs="+", default=None,
                        help="audio lengths (grid default 2.5 10; profile 10)")
     modes.add_argument("--reductions", nargs="+", choices=rate_driven_reductions(), default=None,
                        help="rate-driven registered reductions (default: all of them)")
@@ -97,7 +128,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     modes.add_argument("--budget", type=positive_number_flag, default=540,
                        help="grid: seconds to plan the repeats for (default 540)")
     parser.add_argument("--size", default="base", choices=list(HUBERT_SIZES))
-    parser.add_argument("--durations", type=positive_number_flag, nargs="+", default=[5, 10, 20])
+    parser.add_argument("--durations", type=audio_seconds_flag, nargs="+", default=[5, 10, 20])
     # defaults per mode (mode_defaults): the grid and the profile have their own
     parser.add_argument("--batches", type=whole_number_flag(1), nargs="+", default=None)
     parser.add_argument("--rates", type=keep_rate_flag, nargs="+", default=None)
@@ -108,19 +139,19 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=whole_number_flag(1), default=5)
     parser.add_argument("--warmup", type=whole_number_flag(0), default=1)
     parser.add_argument("--no-alternatives", dest="alternatives", action="store_false")
-    parser.add_argument("--alternatives-duration", type=positive_number_flag, default=10)
+    parser.add_argument("--alternatives-duration", type=audio_seconds_flag, default=10)
     parser.add_argument("--alternatives-batch", type=whole_number_flag(1), default=8)
     parser.add_argument("--train-step", action="store_true",
                         help="also time forward + backward: fairseq's dense HubertModel vs pruned")
-    parser.add_argument("--train-step-duration", type=positive_number_flag, default=5)
+    parser.add_argument("--train-step-duration", type=audio_seconds_flag, default=5)
     parser.add_argument("--train-step-batch", type=whole_number_flag(1), default=4)
     parser.add_argument("--train-step-rates", type=keep_rate_flag, nargs="+", default=[1.0, 0.9, 0.8])
     parser.add_argument("--attention-paths", action="store_true",
                         help="also compare the explicit and fused attention paths of the "
                              "pruning layers with fairseq's dense model (inference and training)")
-    parser.add_argument("--paths-duration", type=positive_number_flag, default=10)
+    parser.add_argument("--paths-duration", type=audio_seconds_flag, default=10)
     parser.add_argument("--paths-batch", type=whole_number_flag(1), default=8)
-    parser.add_argument("--paths-train-durations", type=positive_number_flag, nargs="+",
+    parser.add_argument("--paths-train-durations", type=audio_seconds_flag, nargs="+",
                         default=[5, 20])
     parser.add_argument("--paths-rates", type=keep_rate_flag, nargs="+", default=[0.9, 0.8])
     parser.add_argument("--no-grid", dest="grid", action="store_false",
@@ -152,14 +183,14 @@ def main(argv=None):
     rows = run_grid(args)
     report = report_lines(args, rows, machine)
     # written before the decoding step, so a failure there loses no encoder results
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"machine": machine, "args": vars(args), "rows": rows}, f, indent=1)
+    write_text_atomically(os.path.join(args.out, "results.json"),
+                          json.dumps({"machine": machine, "args": vars(args), "rows": rows},
+                                     indent=1))
     if args.decode_checkpoints:
         runs = dict(spec.split("=", 1) for spec in args.decode_checkpoints)
         report += ["", f"End-to-end decoding ({args.decode_subset}, batch 1):", "",
                    decode_timing(runs, args.decode_data, args.decode_subset, args.beam)]
-    with open(os.path.join(args.out, "benchmark.md"), "w") as f:
-        f.write("\n".join(report) + "\n")
+    write_text_atomically(os.path.join(args.out, "benchmark.md"), "\n".join(report) + "\n")
     written = plots(rows, args.out)
     print("\n".join(report))
     print(f"[benchmark] wrote {args.out}/benchmark.md, results.json, "

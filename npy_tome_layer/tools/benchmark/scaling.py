@@ -26,7 +26,8 @@ from typing import Dict, List, Optional
 import torch
 
 from ...encoder.config import HUBERT_SIZES, hubert_model_config
-from ...evaluation.plotting import pyplot, save_png
+from ...evaluation.plotting import pyplot, save_figure
+from ...io.atomic import atomic_destinations
 from ...evaluation.reference import reference_model, setting_model
 from ...evaluation.timing import sync
 from ...io.audio import SAMPLE_RATE
@@ -270,7 +271,7 @@ def scaling_markdown(rows: List[Dict]) -> str:
     return "\n".join(out)
 
 
-def scaling_plot(rows: List[Dict], path: str) -> str:
+def scaling_plot(rows: List[Dict], path: str, fmt: str = "png") -> str:
     """Speedup over fairseq dense against the batch: a panel per width and
     audio length, a line per reduction and rate, the FLOP ideal dotted."""
     plt = pyplot()
@@ -312,7 +313,7 @@ def scaling_plot(rows: List[Dict], path: str) -> str:
             ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=6, loc="best")
     fig.tight_layout()
-    save_png(fig, path, dpi=100)
+    save_figure(fig, path, fmt, dpi=100)
     return path
 
 
@@ -329,11 +330,12 @@ def write_scaling(result: Dict, out: str, machine: str, precision: str, command:
           f"Run-to-run spread of fairseq dense (median over points with 2+ passes, "
           f"(max - min) / median): {_pct(spread)}.", "", scaling_markdown(rows)]
     paths = [os.path.join(out, name) for name in ("grid.md", "grid.json", "grid.png")]
-    with open(paths[0], "w") as f:
-        f.write("\n".join(md) + "\n")
-    with open(paths[1], "w") as f:
-        json.dump({"machine": machine, "precision": precision, "command": command,
-                   **{k: v for k, v in result.items() if k != "settings"}}, f, indent=1)
-    scaling_plot(rows, paths[2])
+    with atomic_destinations(paths) as (md_tmp, json_tmp, png_tmp):
+        with open(md_tmp, "w", encoding="utf-8") as f:
+            f.write("\n".join(md) + "\n")
+        with open(json_tmp, "w", encoding="utf-8") as f:
+            json.dump({"machine": machine, "precision": precision, "command": command,
+                       **{k: v for k, v in result.items() if k != "settings"}}, f, indent=1)
+        scaling_plot(rows, png_tmp)
     return paths
 

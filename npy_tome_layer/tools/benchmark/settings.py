@@ -7,7 +7,7 @@ from typing import Dict, List
 
 import torch
 
-from ...evaluation.plotting import pyplot
+from ...evaluation.plotting import pyplot, save_png
 from ...evaluation.reference import reference_model, setting_model
 from ...evaluation.timing import interleaved_times, timed_pass
 from ...io.audio import SAMPLE_RATE
@@ -219,8 +219,7 @@ def plots(rows: List[Dict], out: str) -> List[str]:
             ax.legend(fontsize=7)
             path = os.path.join(out, f"speedup_{duration:g}s_b{batch}.png")
             fig.tight_layout()
-            fig.savefig(path, dpi=100)
-            plt.close(fig)
+            save_png(fig, path, dpi=100)
             written.append(path)
     alt = [r for r in rows if r["group"] == "alternatives"]
     if alt:
@@ -235,8 +234,7 @@ def plots(rows: List[Dict], out: str) -> List[str]:
         ax.set_title(" vs ".join(REDUCTIONS) + " (registered reductions)")
         fig.tight_layout()
         path = os.path.join(out, "alternatives.png")
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        save_png(fig, path, dpi=100)
         written.append(path)
     paths = [r for r in rows if r["group"] in ("paths", "paths_train")]
     if paths:
