@@ -11,9 +11,10 @@
 #      rates 0.9/0.8 from layer 0, every rate-driven reduction against fairseq's
 #      dense HubertModel) under fp16 and under bf16 autocast: time and peak CUDA
 #      memory (grid_<precision>.md/.json/.png);
-#   2. a few fairseq-train ST updates with --fp16 and with --bf16 on the demo's
-#      stand-ins (loss finite, checkpoint written), then fairseq-generate on each
-#      (on the CPU fp32 only: fairseq reads --fp16/--bf16 without CUDA as a TPU run);
+#   2. a few fairseq-train ST updates with --fp16 and with --amp (fp32 weights,
+#      half-precision autocast) on the demo's stand-ins (loss finite, checkpoint
+#      written), then fairseq-generate on each (on the CPU fp32 only: --fp16 needs
+#      CUDA; fairseq 0.12's --bf16 is a TPU run, so bf16 is checked in 1b and 4);
 #   3. the encoder benchmark (base size, fp16, 10 s and 20 s x 8, rates 1.0 0.9
 #      0.8, init layers 0 and 4, alternatives, training step dense vs pruned);
 #   4. the attention paths of the pruning layers in bf16: fairseq dense vs the
@@ -91,7 +92,7 @@ if [ "$DEVICE" = cpu ]; then
   PATHS=(--size tiny --no-grid --no-alternatives --attention-paths --paths-duration 1
          --paths-batch 2 --paths-train-durations 1 --train-step-batch 2 --repeats 1
          --device cpu --dtype fp32)
-  PRECISIONS=(fp32)  # fairseq takes --fp16 / --bf16 without CUDA for a TPU run
+  PRECISIONS=(fp32)  # fairseq's --fp16 needs CUDA
   GRID=(--grid --widths 32 --batches 1 2 --seconds 0.5 --rates 0.9 --reductions prune uniform
         --repeats 2 --budget 60 --device cpu)
   GRID_PRECISIONS=(fp32)
@@ -103,7 +104,7 @@ else
   PATHS=(--size base --no-grid --no-alternatives --attention-paths --paths-duration 30
          --paths-batch 8 --paths-train-durations 10 30 --train-step-batch 8 --repeats 3
          --device cuda --dtype bf16)
-  PRECISIONS=(fp16 bf16)
+  PRECISIONS=(fp16 amp)  # fairseq's --bf16 sets --tpu: not a CUDA run
   # the grid's base-size rows; a budget of 2 minutes per precision plans the repeats
   GRID=(--grid --widths 768 --batches 1 8 32 --seconds 10 --rates 0.9 0.8 --repeats 10
         --budget 120 --device cuda)
