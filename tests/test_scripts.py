@@ -769,3 +769,36 @@ def test_a_full_disk_at_the_pretraining_copy_leaves_no_partial_file(tmp_path):
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert proc.returncode != 0
     assert list(out.parent.iterdir()) == []
+
+
+def test_run_pair_starts_the_reduced_modes_from_the_dense_run_by_default(tmp_path):
+    """run_pair.sh's default recipe is the one in which reduced models keep listening
+    (REDUCED_FROM=baseline, as the demo and study.sh); REDUCED_FROM= is the paper's."""
+    env, configs, calls = script_env(tmp_path, AVERAGE_LAST="3")
+    for name in ("st_baseline.args", "finetune.args"):
+        shutil.copy(os.path.join(REPO, "configs", "demo", name), configs / name)
+    fake_bin = Path(env["PY"]).parent
+    # the average exists once averaged, and a decoding prints its BLEU line
+    (fake_bin / "python").write_text(
+        '#!/usr/bin/env bash\n'
+        f'printf "%s\\n" "python $*" >> "{calls}"\n'
+        'while [ $# -gt 0 ]; do [ "$1" != --output ] || touch "$2"; shift; done\n')
+    (fake_bin / "fairseq-generate").write_text(
+        f'#!/usr/bin/env bash\nprintf "%s\\n" "fairseq-generate $*" >> "{calls}"\n'
+        'echo "Generate tst-COMMON with beam=8: BLEU = 1.00"\n')
+    trained = {}
+    for reduced_from in (None, ""):
+        run_env = dict(env)
+        if reduced_from is not None:
+            run_env["REDUCED_FROM"] = reduced_from
+        calls.write_text("")
+        shutil.rmtree(tmp_path / "ckpt", ignore_errors=True)
+        proc = run_fake("run_pair.sh", ["de", "fixed baseline"], run_env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        trained[reduced_from] = [
+            (save[1], (re.search(r"--finetune-from-model (\S+)", c) or [None, None])[1])
+            for c in started(calls) if c.startswith("fairseq-train ")
+            for save in [re.search(r"--save-dir \S*/st_(\w+)", c)] if save]
+    dense = f"{tmp_path}/ckpt/en-de/st_baseline/avg_last_3.pt"
+    assert trained[None] == [("baseline", None), ("fixed", dense)]
+    assert trained[""] == [("fixed", None), ("baseline", None)]
