@@ -7,7 +7,7 @@
 # manylinux x86-64 (pure-Python sdists are turned into wheels here), and a tiny
 # demo corpus in the MuST-C layout (mustc/en-de: the GPU machine has no speech
 # synthesizer) for the check's training step.
-# Fails if DIR would exceed 64 MiB (what travels to a lent machine).
+# Fails if DIR would exceed 64 MiB (it travels with a copy of the repository).
 set -euo pipefail
 # paths given relative to where the script was called from
 absolute() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
