@@ -26,7 +26,18 @@ if [ ! -x "$VENV/bin/python" ]; then
   site=(); [ "$TORCH_SPEC" != keep ] || site=(--system-site-packages)  # where that torch lives
   "$PYTHON" -m venv "${site[@]}" "$VENV"
 fi
-pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
+# pip's own output (and its compilers') goes to a log; a failure prints its end
+log=$VENV/install.log
+: > "$log"
+echo "[install] into $VENV/ (pip's output: $log)" >&2
+pip() {
+  "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" >> "$log" 2>&1 || {
+    local status=$?
+    echo "error: pip $* failed (exit $status); the last lines of $log:" >&2
+    tail -n 20 "$log" | sed 's/^/    /' >&2
+    exit "$status"
+  }
+}
 pip install --upgrade pip wheel setuptools
 if [ "$TORCH_SPEC" = keep ]; then
   # the plugin reads checkpoints through torch.load's weights_only allow-list (torch >= 2.6)

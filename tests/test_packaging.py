@@ -175,3 +175,21 @@ def test_keep_refuses_an_environment_without_a_recent_torch(tmp_path):
     assert proc.stderr.splitlines()[-1] == (
         f"error: TORCH_SPEC=keep: {tmp_path}/venv/bin/python has no torch >= 2.6 to keep")
     assert not list((tmp_path / "venv").glob(".installed-*"))
+
+
+def test_pip_output_goes_to_a_log_and_a_failure_prints_its_end(tmp_path):
+    repo, env, calls = fake_install(tmp_path)
+    python = tmp_path / "venv" / "bin" / "python"
+    # pip talks, and fails on torch
+    python.write_text('#!/usr/bin/env bash\necho "pip says: $*"\n'
+                      'case "$*" in *"install torch=="*) echo "no such wheel" >&2; exit 7 ;; esac\n')
+    proc = subprocess.run(["bash", str(repo / "scripts" / "install.sh")], capture_output=True,
+                          text=True, env=env, timeout=60)
+    assert proc.returncode == 7
+    log = tmp_path / "venv" / "install.log"
+    assert "pip says: -m pip --disable-pip-version-check -q install --upgrade pip" in log.read_text()
+    assert "pip says" not in proc.stdout
+    lines = proc.stderr.splitlines()
+    assert lines[-4] == f"error: pip install torch==2.13.0 failed (exit 7); the last lines of {log}:"
+    assert lines[-1] == "    no such wheel"
+    assert not list((tmp_path / "venv").glob(".installed-*"))
