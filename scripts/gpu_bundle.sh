@@ -17,7 +17,7 @@ PY=${PY:-$REPO/.venv/bin/python}
 case "$PY" in */*) PY=$(absolute "$PY") ;; esac
 [ -x "$PY" ] || PY=python3
 cd "$REPO"
-# Pinned as in requirements.txt where it pins them; hydra-core 1.3.2 needs antlr 4.9.*.
+# Pinned as in requirements-lock.txt where it pins them; hydra-core 1.3.2 needs antlr 4.9.*.
 PURE=(hydra-core==1.3.2 omegaconf==2.3.0 pycparser==3.12)
 BINARY=(bitarray==3.12.3 cffi==2.1.1 soundfile==0.14.0)
 SDIST_WHEELS=(antlr4-python3-runtime==4.9.3)
