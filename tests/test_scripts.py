@@ -129,10 +129,14 @@ def tiny_demo(tmp_path_factory):
     return env, proc
 
 
+def demo_logs(work):
+    return "".join(path.read_text() for path in sorted((Path(work) / "logs").glob("*.log")))
+
+
 def test_demo_end_to_end_at_the_smallest_size(tiny_demo):
     env, proc = tiny_demo
     work = Path(env["WORK"])
-    out = proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr + demo_logs(work)  # each step's output is in its log
     # every step a MuST-C user runs, through the same scripts, and the stand-in
     # HuBERT pre-training (self-supervised) that the ST modes start from
     for step in ("prepare_mustc", "fairseq-train", "average_checkpoints", "fairseq-generate",
@@ -175,6 +179,78 @@ def test_demo_end_to_end_at_the_smallest_size(tiny_demo):
         ("prune", 1.0, 0), ("prune", 0.8, 0), ("adjacent", 1.0, 0), ("adjacent", 0.8, 0)]
     assert not (work / "sweep_fixed").exists()
     assert re.search(r"^demo finished in \d+ min \d+ s$", proc.stdout, flags=re.M)
+
+
+def test_the_demo_prints_a_line_when_each_stage_starts_and_ends(tiny_demo):
+    """The terminal gets one line when a stage starts (naming its log) and one when it
+    ends, then the tables, where the plots and logs are, and the elapsed time: no
+    library's output, no warning."""
+    env, proc = tiny_demo
+    work = Path(env["WORK"])
+    assert proc.stderr == ""
+    lines = proc.stdout.splitlines()
+    besides_tables = [line for line in lines if line.strip() and not line.startswith("|")]
+    assert len(besides_tables) <= 60, "\n".join(besides_tables)
+    started = re.findall(r"^\[ *\d+:\d\d\] (.+) \.\.\. \(log: (\S+)\)$", proc.stdout, flags=re.M)
+    ended = re.findall(r"^\[ *\d+:\d\d\] (.+): done in \d+ (?:min \d+ )?s$", proc.stdout, flags=re.M)
+    assert [title for title, _ in started] == ended
+    names = [Path(log).stem for _, log in started]
+    assert names[:5] == ["standins", "corpus", "prepare", "train_mt", "hubert_self_supervised_3"]
+    for mode in ("baseline", "fixed", "schedule"):
+        assert [f"train_st_{mode}", f"average_{mode}", f"evaluate_{mode}"] == \
+            names[names.index(f"train_st_{mode}"):][:3]
+    assert names[-3:] == ["compare", "plots", "sweep_baseline"]
+    for _, log in started:
+        assert (work / "logs" / Path(log).name).is_file() and log.startswith(str(work))
+    assert "warning" not in proc.stdout.lower()
+    # the DataLoader's pin_memory notice on a CPU, fairseq's deprecated calls: silenced
+    # where they arise, not only kept off the terminal
+    logs = demo_logs(work)
+    assert "fairseq-train" in logs and "num_updates" in logs
+    for noise in ("pin_memory", "FutureWarning", "hydra.experimental", "version_base"):
+        assert noise not in logs, noise
+    for mode in ("baseline", "fixed", "schedule"):
+        assert (work / "plots" / f"kept_frames_{mode}.png").read_bytes()[:4] == b"\x89PNG"
+    assert f"plots: {work}/plots/kept_frames_MODE.png" in proc.stdout
+    assert f"{work}/sweep_baseline/sweep.png" in proc.stdout
+
+
+def run_stages(tmp_path, commands, **env):
+    """stage.sh alone: a script of stages whose commands are shell snippets."""
+    script = tmp_path / "stages.sh"
+    script.write_text("set -euo pipefail\nsource scripts/stage.sh\n" + commands)
+    full_env = dict(os.environ, LOGS=str(tmp_path), STAGES_START="0", **env)
+    return subprocess.run(["bash", str(script)], capture_output=True, text=True, cwd=REPO,
+                          env=full_env, timeout=60)
+
+
+def test_a_training_stage_shows_its_updates(tmp_path):
+    """Off a terminal, one progress line per PROGRESS_SECONDS: the log's last
+    num_updates of the last --max-update of the command line the scripts print."""
+    proc = run_stages(tmp_path, """train() {
+  echo '+ fairseq-train data --max-update 200 --lr 1 --max-update 9' >&2
+  echo '| epoch 001:  3 / 4 loss=2.1, num_updates=3, lr=0.1'; sleep 4
+}
+stage train "training" train
+""", PROGRESS_SECONDS="1")
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^\[ *\d+:\d\d\] training: 3/9 updates$", proc.stdout, flags=re.M), proc.stdout
+    assert proc.stdout.splitlines()[-1].endswith("training: done in 4 s")
+    assert "num_updates=3" in (tmp_path / "train.log").read_text()
+
+
+def test_a_failing_stage_prints_its_last_log_lines_and_the_log(tmp_path):
+    proc = run_stages(tmp_path, """fail() { seq 1 30; echo "error: what went wrong" >&2; return 3; }
+stage one "the first step" fail
+stage two "never reached" true
+""")
+    assert proc.returncode == 3
+    lines = proc.stdout.splitlines()
+    assert re.match(r"\[ *\d+:\d\d\] the first step: FAILED \(exit 3\) after \d+ s; the last "
+                    r"lines of its log:$", lines[1]), lines
+    assert lines[2:22] == [f"    {n}" for n in range(12, 31)] + ["    error: what went wrong"]
+    assert lines[22:] == [f"full log: {tmp_path}/one.log"]
+    assert "never reached" not in proc.stdout
 
 
 @pytest.mark.parametrize("nproc,nnodes,total,per_worker", [
@@ -359,7 +435,7 @@ def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
                                                 STUDY_STANDINS="self_supervised supervised"))
     supervised = study.parent / "study_supervised_3"
     assert json.loads((supervised / "study.json").read_text())["runs"][0]["mode"] == "baseline"
-    assert "--hubert-from-st" in both.stderr and re.search(
+    assert "--hubert-from-st" in demo_logs(env["WORK"]) and re.search(
         r"fairseq-train .*--hubert-model-path \S*hubert_supervised_3.pt", both.stderr)
     assert both.stdout.count("HuBERT stand-in: ") == 2
 
