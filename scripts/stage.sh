@@ -12,6 +12,12 @@
 # Needs LOGS (a folder) and STAGES_START (the $SECONDS the lines count from).
 PROGRESS_SECONDS=${PROGRESS_SECONDS:-120}
 LOG_TAIL=${LOG_TAIL:-20}
+for setting in PROGRESS_SECONDS LOG_TAIL; do
+  case "${!setting}" in
+    ''|*[!0-9]*) echo "error: $setting must be a whole number, got '${!setting//[![:print:]]/?}'" >&2
+                 exit 2 ;;
+  esac
+done
 
 # minutes and seconds: 75 -> "1 min 15 s", 9 -> "9 s"
 duration() {

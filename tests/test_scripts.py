@@ -878,3 +878,10 @@ def test_run_pair_starts_the_reduced_modes_from_the_dense_run_by_default(tmp_pat
     dense = f"{tmp_path}/ckpt/en-de/st_baseline/avg_last_3.pt"
     assert trained[None] == [("baseline", None), ("fixed", dense)]
     assert trained[""] == [("fixed", None), ("baseline", None)]
+
+
+@pytest.mark.parametrize("setting,value", [("PROGRESS_SECONDS", "soon"), ("LOG_TAIL", "-1")])
+def test_stage_settings_are_whole_numbers(tmp_path, setting, value):
+    proc = run_stages(tmp_path, 'stage one "the first step" true\n', **{setting: value})
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == f"error: {setting} must be a whole number, got '{value}'\n"
