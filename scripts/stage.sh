@@ -7,17 +7,15 @@
 # A stage that trains shows its progress: the updates done (the log's last
 # num_updates) of those asked for (the last --max-update of the command line the
 # scripts print, "+ ... fairseq-train ..."), in place on a terminal, else one line
-# every PROGRESS_SECONDS (120). A failing stage prints the last LOG_TAIL (20) lines
-# of its log and the log's path, and the calling script stops with its status.
+# as it passes a quarter, a half and three quarters of them (so the count of lines
+# does not grow on a slow machine). A failing stage prints the last LOG_TAIL (20)
+# lines of its log and the log's path, and the calling script stops with its status.
 # Needs LOGS (a folder) and STAGES_START (the $SECONDS the lines count from).
-PROGRESS_SECONDS=${PROGRESS_SECONDS:-120}
 LOG_TAIL=${LOG_TAIL:-20}
-for setting in PROGRESS_SECONDS LOG_TAIL; do
-  case "${!setting}" in
-    ''|*[!0-9]*) echo "error: $setting must be a whole number, got '${!setting//[![:print:]]/?}'" >&2
-                 exit 2 ;;
-  esac
-done
+case "$LOG_TAIL" in
+  ''|*[!0-9]*) echo "error: LOG_TAIL must be a whole number, got '${LOG_TAIL//[![:print:]]/?}'" >&2
+               exit 2 ;;
+esac
 
 # minutes and seconds: 75 -> "1 min 15 s", 9 -> "9 s"
 duration() {
@@ -33,27 +31,31 @@ stage_clock() {
 # a path as the user typed it: relative to the current folder where it is inside it
 shown_path() { case "$1" in "$PWD"/*) echo "${1#"$PWD"/}" ;; *) echo "$1" ;; esac; }
 
-# "UPDATES/TOTAL updates" of the training the log shows, or nothing before it starts
-training_progress() {
+# "UPDATES TOTAL" of the training the log shows, or nothing before it starts
+training_counts() {
   local total updates
   total=$(sed -n 's/^+ .*--max-update \([0-9][0-9]*\).*/\1/p' "$1" | tail -n 1)
   updates=$(grep -o 'num_updates[ =][0-9]*' "$1" | tail -n 1 | tr -dc 0-9)
-  [ -z "$total" ] || echo "${updates:-0}/$total updates"
+  [ -z "$total" ] || [ "$total" -eq 0 ] || echo "$((10#${updates:-0})) $((10#$total))"
 }
 
 # watch_progress LOG TITLE: until killed, or the script that started it ends
 # (an interrupted demo: a background job ignores the terminal's Ctrl-C), the
 # training progress of LOG
 watch_progress() {
-  local progress last=$SECONDS
+  local counts updates total quarter shown=0
   while sleep 2 && kill -0 $$ 2>/dev/null; do
-    progress=$(training_progress "$1" 2>/dev/null) || true
-    [ -n "$progress" ] || continue
+    counts=$(training_counts "$1" 2>/dev/null) || true
+    [ -n "$counts" ] || continue
+    read -r updates total <<< "$counts"
     if [ -t 1 ]; then
-      printf '\r\033[K%s %s: %s' "$(stage_clock)" "$2" "$progress"
-    elif [ $((SECONDS - last)) -ge "$PROGRESS_SECONDS" ]; then
-      echo "$(stage_clock) $2: $progress"
-      last=$SECONDS
+      printf '\r\033[K%s %s: %s/%s updates' "$(stage_clock)" "$2" "$updates" "$total"
+    else
+      quarter=$((updates * 4 / total))
+      if [ "$quarter" -gt "$shown" ] && [ "$quarter" -lt 4 ]; then
+        echo "$(stage_clock) $2: $updates/$total updates"
+        shown=$quarter
+      fi
     fi
   done
 }
