@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Sourced by demo_setup.sh: the demo's steps as stages. A stage prints one line when
 # it starts (with the path of its log) and one when it ends (with its duration);
-# everything its commands print goes to the log.
+# everything its commands print goes to the log, but for this project's own warnings
+# (lines starting "warning: "), which are shown after the stage's end line.
 #   stage NAME TITLE COMMAND...   runs COMMAND (a program or a shell function) with
 #                                 its output in $LOGS/NAME.log; TITLE is what the lines say
 # A stage that trains shows its progress: the updates done (the log's last
@@ -84,4 +85,6 @@ stage() {
     exit "$status"
   fi
   echo "$(stage_clock) $title: done in $(duration $((SECONDS - began)))"
+  # this project's own warnings ("warning: ..."), which concern the user, stay in view
+  grep '^warning: ' "$log" | sed 's/^/    /' || true
 }

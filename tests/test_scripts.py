@@ -883,6 +883,22 @@ def test_run_pair_starts_the_reduced_modes_from_the_dense_run_by_default(tmp_pat
     assert trained[""] == [("fixed", None), ("baseline", None)]
 
 
+def test_the_projects_own_warnings_stay_in_view(tmp_path):
+    """The corpus's fallback to espeak-ng voices concerns the user: a line starting
+    "warning: " is shown after the stage's end; other libraries' warnings are not."""
+    proc = run_stages(tmp_path, """corpus() {
+  echo "x.py:3: UserWarning: a library's own" >&2
+  echo "warning: voices kal are not installed (flite); every split is spoken by espeak-ng" >&2
+}
+stage corpus "corpus" corpus
+""")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert re.search(r"\] corpus: done in \d+ s$", lines[1]), lines
+    assert lines[2:] == ["    warning: voices kal are not installed (flite); every split is "
+                         "spoken by espeak-ng"]
+
+
 @pytest.mark.parametrize("value", ["-1", "ten"])
 def test_the_log_tail_is_a_whole_number(tmp_path, value):
     proc = run_stages(tmp_path, 'stage one "the first step" true\n', LOG_TAIL=value)
