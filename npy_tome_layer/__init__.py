@@ -2,7 +2,9 @@
 
 Importing the package (installed, or via ``--user-dir npy_tome_layer``)
 registers its task, models, architectures, criterion and scorer with fairseq,
-and makes fairseq checkpoints load under torch >= 2.6 (``io/fairseq_patches.py``).
+makes fairseq checkpoints load under torch >= 2.6 (``io/fairseq_patches.py``),
+and silences the deprecation warnings fairseq's own calls cause
+(``io/library_noise.py``).
 
 Layers, each importing only those above it in this list: ``reduction`` (the
 method), ``io``, ``encoder`` (fairseq glue), ``st`` (the ST system),
@@ -10,7 +12,11 @@ method), ``io``, ``encoder`` (fairseq glue), ``st`` (the ST system),
 layer raises ``errors.InputError`` for bad input.
 """
 from .errors import install_one_line_errors
-from .io import fairseq_patches
+from .io.library_noise import silence_library_noise
+
+silence_library_noise()  # before fairseq is imported: some of it speaks at import
+
+from .io import fairseq_patches  # noqa: E402
 
 fairseq_patches.install()
 install_one_line_errors()

@@ -11,9 +11,11 @@
 #     for HUBERT_PRETRAIN_UPDATES (1000) updates;
 #   supervised: a dense ST run on the train split for PRETRAIN_UPDATES (400)
 #     updates, its HuBERT kept.
-# Sets PY, WORK, TGT, HUBERT_SIZE, HUBERT_STANDIN, the per-pair scripts'
+# Each step is a stage (scripts/stage.sh): one line when it starts, one when it
+# ends, its output in $WORK/logs/STEP.log.
+# Sets PY, WORK, LOGS, TGT, HUBERT_SIZE, HUBERT_STANDIN, the per-pair scripts'
 # variables (PRETRAINED, HUBERT, DELTALM, ..., CONFIG_DIR) and the functions
-# standin_label / standin_path / build_standin NAME.
+# stage, standin_label / standin_path / build_standin NAME.
 # Environment: WORK (demo_work), TGT_LANG (de; es fr use the held-out grammar
 # too), HUBERT_SIZE (demo: 12 x 64; tiny in CI), TRAIN_TALKS (10), SEGMENTS
 # (40 per talk), HUBERT_STANDIN (self_supervised), HUBERT_PRETRAIN_UPDATES
@@ -30,12 +32,20 @@ export DELTALM=$PRETRAINED/deltalm.pt SPM_MODEL=$PRETRAINED/spm.model DELTALM_DI
 export MUSTC_ROOT=$WORK/mustc DATA_ROOT=$WORK/data CKPT_ROOT=$WORK/checkpoints_$HUBERT_SIZE
 export CONFIG_DIR=${CONFIG_DIR:-$PWD/configs/demo}
 run() { echo "+ $*" >&2; "$@"; }
+LOGS=$WORK/logs
+mkdir -p "$LOGS"
+STAGES_START=${STAGES_START:-$SECONDS}
+# shellcheck source=scripts/stage.sh
+source scripts/stage.sh
+echo "$(stage_clock) en-$TGT on the built-in corpus, in $(shown_path "$WORK")/ (every step's full log in $(shown_path "$LOGS")/)"
 
-[ -f "$DELTALM" ] || run "$PY" -m npy_tome_layer.demo.standins --out "$PRETRAINED" --hubert-size "$HUBERT_SIZE"
-[ -d "$MUSTC_ROOT/en-$TGT" ] || run "$PY" -m npy_tome_layer.demo.corpus "$MUSTC_ROOT" \
+[ -f "$DELTALM" ] || stage standins "stand-ins for the downloads (DeltaLM, sentencepiece, HuBERT shapes)" \
+  run "$PY" -m npy_tome_layer.demo.standins --out "$PRETRAINED" --hubert-size "$HUBERT_SIZE"
+[ -d "$MUSTC_ROOT/en-$TGT" ] || stage corpus "corpus: synthesized speech in the MuST-C layout" \
+  run "$PY" -m npy_tome_layer.demo.corpus "$MUSTC_ROOT" \
   --tgt-lang "$TGT" --train-talks "${TRAIN_TALKS:-10}" --segments-per-talk "$SEGMENTS"
-bash scripts/prepare_data.sh "$TGT"
-bash scripts/train_mt.sh "$TGT"
+stage prepare "preparation (manifests, sentencepiece, MT data)" bash scripts/prepare_data.sh "$TGT"
+stage train_mt "MT fine-tuning of the DeltaLM stand-in" bash scripts/train_mt.sh "$TGT"
 
 HUBERT_STANDIN=${HUBERT_STANDIN:-self_supervised}
 export HUBERT_PRETRAIN_UPDATES=${HUBERT_PRETRAIN_UPDATES:-1000}
@@ -58,16 +68,21 @@ build_standin() {
   # would stop at once and be written as the shorter
   local work=$WORK/hubert_pretraining_$HUBERT_SIZE/$label
   if [ "$1" = self_supervised ]; then
-    HUBERT=$PRETRAINED/hubert.pt CKPT_ROOT=$work bash scripts/pretrain_hubert.sh "$TGT" "$out"
+    stage "hubert_$label" "HuBERT stand-in pre-training (masked prediction, train audio)" \
+      env HUBERT="$PRETRAINED/hubert.pt" CKPT_ROOT="$work" bash scripts/pretrain_hubert.sh "$TGT" "$out"
   else
-    # the demo's MT checkpoint, named before CKPT_ROOT changes for the run
-    local mt=$CKPT_ROOT/en-$TGT/mt/checkpoint_best.pt
-    HUBERT=$PRETRAINED/hubert.pt MT_CHECKPOINT=$mt \
-      CKPT_ROOT=$work EXTRA_ARGS="--max-update $PRETRAIN_UPDATES --no-epoch-checkpoints ${EXTRA_ARGS:-}" \
-      bash scripts/train_st.sh "$TGT" baseline
-    run "$PY" -m npy_tome_layer.demo.standins --out "$out" --hubert "$PRETRAINED/hubert.pt" \
-      --hubert-from-st "$work/en-$TGT/st_baseline/checkpoint_last.pt"
+    stage "hubert_$label" "supervised HuBERT stand-in (a dense ST run on the train split)" \
+      supervised_standin "$work" "$out"
   fi
+}
+supervised_standin() {  # WORK_FOLDER OUT
+  # the demo's MT checkpoint, named before CKPT_ROOT changes for the run
+  local mt=$CKPT_ROOT/en-$TGT/mt/checkpoint_best.pt
+  HUBERT=$PRETRAINED/hubert.pt MT_CHECKPOINT=$mt \
+    CKPT_ROOT=$1 EXTRA_ARGS="--max-update $PRETRAIN_UPDATES --no-epoch-checkpoints ${EXTRA_ARGS:-}" \
+    bash scripts/train_st.sh "$TGT" baseline
+  run "$PY" -m npy_tome_layer.demo.standins --out "$2" --hubert "$PRETRAINED/hubert.pt" \
+    --hubert-from-st "$1/en-$TGT/st_baseline/checkpoint_last.pt"
 }
 HUBERT=$(standin_path "$HUBERT_STANDIN")
 export HUBERT

@@ -7,7 +7,7 @@
 # manylinux x86-64 (pure-Python sdists are turned into wheels here), and a tiny
 # demo corpus in the MuST-C layout (mustc/en-de: the GPU machine has no speech
 # synthesizer) for the check's training step.
-# Fails if DIR would exceed 64 MiB (what travels to a lent machine).
+# Fails if DIR would exceed 64 MiB (it travels with a copy of the repository).
 set -euo pipefail
 # paths given relative to where the script was called from
 absolute() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
@@ -17,7 +17,7 @@ PY=${PY:-$REPO/.venv/bin/python}
 case "$PY" in */*) PY=$(absolute "$PY") ;; esac
 [ -x "$PY" ] || PY=python3
 cd "$REPO"
-# Pinned as in requirements.txt where it pins them; hydra-core 1.3.2 needs antlr 4.9.*.
+# Pinned as in requirements-lock.txt where it pins them; hydra-core 1.3.2 needs antlr 4.9.*.
 PURE=(hydra-core==1.3.2 omegaconf==2.3.0 pycparser==3.12)
 BINARY=(bitarray==3.12.3 cffi==2.1.1 soundfile==0.14.0)
 SDIST_WHEELS=(antlr4-python3-runtime==4.9.3)

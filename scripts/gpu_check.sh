@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Usage (on a lent GPU machine, from the repo root, bundle made by gpu_bundle.sh):
+# Usage (on a GPU machine, from the repo root; without a package index, with the bundle made
+# by gpu_bundle.sh in .gpu_bundle/):
 #   scripts/gpu_check.sh
 #   DEVICE=cpu scripts/gpu_check.sh     # the same steps at tiny size on the CPU (CI runs this)
 # One command that proves the GPU path and brings back the numbers:

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Usage: scripts/run_pair.sh TGT_LANG [MODES="baseline fixed schedule"]
 # Everything for one MuST-C pair: prepare -> MT -> ST per mode -> average -> evaluate.
-# REDUCED_FROM (default empty: every mode from HuBERT and the MT checkpoint, the
-# paper's recipe): a mode, e.g. baseline, trained first; every other mode then
-# starts from its average (train_st.sh's FINETUNE_FROM, configs' finetune.args).
+# REDUCED_FROM (default baseline): that mode is trained first and every other mode
+# starts from its average (train_st.sh's FINETUNE_FROM, configs' finetune.args), the
+# recipe in which reduced models keep listening (docs/recipe.md); empty
+# (REDUCED_FROM=): every mode from HuBERT and the MT checkpoint, the paper's recipe.
 # shellcheck source=scripts/env.sh
 source "$(dirname "$0")/env.sh"
 TGT=${1:-}; check_lang "$TGT"
 MODES=${2:-baseline fixed schedule}
 AVERAGE_LAST=${AVERAGE_LAST:-10}
 S=$REPO/scripts
-REDUCED_FROM=${REDUCED_FROM:-}
+REDUCED_FROM=${REDUCED_FROM-baseline}
 if [ -n "$REDUCED_FROM" ]; then
   check_mode "$REDUCED_FROM"
   # shellcheck disable=SC2086  # MODES is a list of words

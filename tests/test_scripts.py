@@ -129,10 +129,14 @@ def tiny_demo(tmp_path_factory):
     return env, proc
 
 
+def demo_logs(work):
+    return "".join(path.read_text() for path in sorted((Path(work) / "logs").glob("*.log")))
+
+
 def test_demo_end_to_end_at_the_smallest_size(tiny_demo):
     env, proc = tiny_demo
     work = Path(env["WORK"])
-    out = proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr + demo_logs(work)  # each step's output is in its log
     # every step a MuST-C user runs, through the same scripts, and the stand-in
     # HuBERT pre-training (self-supervised) that the ST modes start from
     for step in ("prepare_mustc", "fairseq-train", "average_checkpoints", "fairseq-generate",
@@ -175,6 +179,81 @@ def test_demo_end_to_end_at_the_smallest_size(tiny_demo):
         ("prune", 1.0, 0), ("prune", 0.8, 0), ("adjacent", 1.0, 0), ("adjacent", 0.8, 0)]
     assert not (work / "sweep_fixed").exists()
     assert re.search(r"^demo finished in \d+ min \d+ s$", proc.stdout, flags=re.M)
+
+
+def test_the_demo_prints_a_line_when_each_stage_starts_and_ends(tiny_demo):
+    """The terminal gets one line when a stage starts (naming its log) and one when it
+    ends, then the tables, where the plots and logs are, and the elapsed time: no
+    library's output, no warning."""
+    env, proc = tiny_demo
+    work = Path(env["WORK"])
+    assert proc.stderr == ""
+    lines = proc.stdout.splitlines()
+    besides_tables = [line for line in lines if line.strip() and not line.startswith("|")]
+    assert len(besides_tables) <= 60, "\n".join(besides_tables)
+    started = re.findall(r"^\[ *\d+:\d\d\] (.+) \.\.\. \(log: (\S+)\)$", proc.stdout, flags=re.M)
+    ended = re.findall(r"^\[ *\d+:\d\d\] (.+): done in \d+ (?:min \d+ )?s$", proc.stdout, flags=re.M)
+    assert [title for title, _ in started] == ended
+    names = [Path(log).stem for _, log in started]
+    assert names[:5] == ["standins", "corpus", "prepare", "train_mt", "hubert_self_supervised_3"]
+    for mode in ("baseline", "fixed", "schedule"):
+        assert [f"train_st_{mode}", f"average_{mode}", f"evaluate_{mode}"] == \
+            names[names.index(f"train_st_{mode}"):][:3]
+    assert names[-3:] == ["compare", "plots", "sweep_baseline"]
+    for _, log in started:
+        assert (work / "logs" / Path(log).name).is_file() and log.startswith(str(work))
+    assert "warning" not in proc.stdout.lower()
+    # the DataLoader's pin_memory notice on a CPU, fairseq's deprecated calls: silenced
+    # where they arise, not only kept off the terminal
+    logs = demo_logs(work)
+    assert "fairseq-train" in logs and "num_updates" in logs
+    for noise in ("pin_memory", "FutureWarning", "hydra.experimental", "version_base"):
+        assert noise not in logs, noise
+    for mode in ("baseline", "fixed", "schedule"):
+        assert (work / "plots" / f"kept_frames_{mode}.png").read_bytes()[:4] == b"\x89PNG"
+    assert f"plots: {work}/plots/kept_frames_MODE.png" in proc.stdout
+    assert f"{work}/sweep_baseline/sweep.png" in proc.stdout
+
+
+def run_stages(tmp_path, commands, **env):
+    """stage.sh alone: a script of stages whose commands are shell snippets."""
+    script = tmp_path / "stages.sh"
+    script.write_text("set -euo pipefail\nsource scripts/stage.sh\n" + commands)
+    full_env = dict(os.environ, LOGS=str(tmp_path), STAGES_START="0", **env)
+    return subprocess.run(["bash", str(script)], capture_output=True, text=True, cwd=REPO,
+                          env=full_env, timeout=60)
+
+
+def test_a_training_stage_shows_its_updates(tmp_path):
+    """Off a terminal, one progress line as a training passes a quarter, a half and
+    three quarters of its updates (the log's last num_updates of the last
+    --max-update of the command line the scripts print): as many lines on a slow
+    machine as on a fast one."""
+    proc = run_stages(tmp_path, """train() {
+  echo '+ fairseq-train data --max-update 200 --lr 1 --max-update 8' >&2
+  for n in 1 2 3 6 7; do echo "| epoch 001:  $n / 8 loss=2.1, num_updates=$n, lr=0.1"; sleep 2.5; done
+}
+stage train "training" train
+""")
+    assert proc.returncode == 0, proc.stderr
+    progress = re.findall(r"^\[ *\d+:\d\d\] training: (\d+/\d+) updates$", proc.stdout, flags=re.M)
+    assert progress == ["2/8", "6/8"], proc.stdout
+    assert re.search(r"\] training: done in 1[2-6] s$", proc.stdout.splitlines()[-1]), proc.stdout
+    assert "num_updates=7" in (tmp_path / "train.log").read_text()
+
+
+def test_a_failing_stage_prints_its_last_log_lines_and_the_log(tmp_path):
+    proc = run_stages(tmp_path, """fail() { seq 1 30; echo "error: what went wrong" >&2; return 3; }
+stage one "the first step" fail
+stage two "never reached" true
+""")
+    assert proc.returncode == 3
+    lines = proc.stdout.splitlines()
+    assert re.match(r"\[ *\d+:\d\d\] the first step: FAILED \(exit 3\) after \d+ s; the last "
+                    r"lines of its log:$", lines[1]), lines
+    assert lines[2:22] == [f"    {n}" for n in range(12, 31)] + ["    error: what went wrong"]
+    assert lines[22:] == [f"full log: {tmp_path}/one.log"]
+    assert "never reached" not in proc.stdout
 
 
 @pytest.mark.parametrize("nproc,nnodes,total,per_worker", [
@@ -361,7 +440,7 @@ def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
                                                 STUDY_STANDINS="self_supervised supervised"))
     supervised = study.parent / "study_supervised_3"
     assert json.loads((supervised / "study.json").read_text())["runs"][0]["mode"] == "baseline"
-    assert "--hubert-from-st" in both.stderr and re.search(
+    assert "--hubert-from-st" in demo_logs(env["WORK"]) and re.search(
         r"fairseq-train .*--hubert-model-path \S*hubert_supervised_3.pt", both.stderr)
     assert both.stdout.count("HuBERT stand-in: ") == 2
 
@@ -773,3 +852,59 @@ def test_a_full_disk_at_the_pretraining_copy_leaves_no_partial_file(tmp_path):
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert proc.returncode != 0
     assert list(out.parent.iterdir()) == []
+
+
+def test_run_pair_starts_the_reduced_modes_from_the_dense_run_by_default(tmp_path):
+    """run_pair.sh's default recipe is the one in which reduced models keep listening
+    (REDUCED_FROM=baseline, as the demo and study.sh); REDUCED_FROM= is the paper's."""
+    env, configs, calls = script_env(tmp_path, AVERAGE_LAST="3")
+    for name in ("st_baseline.args", "finetune.args"):
+        shutil.copy(os.path.join(REPO, "configs", "demo", name), configs / name)
+    fake_bin = Path(env["PY"]).parent
+    # the average exists once averaged, and a decoding prints its BLEU line
+    (fake_bin / "python").write_text(
+        '#!/usr/bin/env bash\n'
+        f'printf "%s\\n" "python $*" >> "{calls}"\n'
+        'while [ $# -gt 0 ]; do [ "$1" != --output ] || touch "$2"; shift; done\n')
+    (fake_bin / "fairseq-generate").write_text(
+        f'#!/usr/bin/env bash\nprintf "%s\\n" "fairseq-generate $*" >> "{calls}"\n'
+        'echo "Generate tst-COMMON with beam=8: BLEU = 1.00"\n')
+    trained = {}
+    for reduced_from in (None, ""):
+        run_env = dict(env)
+        if reduced_from is not None:
+            run_env["REDUCED_FROM"] = reduced_from
+        calls.write_text("")
+        shutil.rmtree(tmp_path / "ckpt", ignore_errors=True)
+        proc = run_fake("run_pair.sh", ["de", "fixed baseline"], run_env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        trained[reduced_from] = [
+            (save[1], (re.search(r"--finetune-from-model (\S+)", c) or [None, None])[1])
+            for c in started(calls) if c.startswith("fairseq-train ")
+            for save in [re.search(r"--save-dir \S*/st_(\w+)", c)] if save]
+    dense = f"{tmp_path}/ckpt/en-de/st_baseline/avg_last_3.pt"
+    assert trained[None] == [("baseline", None), ("fixed", dense)]
+    assert trained[""] == [("fixed", None), ("baseline", None)]
+
+
+def test_the_projects_own_warnings_stay_in_view(tmp_path):
+    """The corpus's fallback to espeak-ng voices concerns the user: a line starting
+    "warning: " is shown after the stage's end; other libraries' warnings are not."""
+    proc = run_stages(tmp_path, """corpus() {
+  echo "x.py:3: UserWarning: a library's own" >&2
+  echo "warning: voices kal are not installed (flite); every split is spoken by espeak-ng" >&2
+}
+stage corpus "corpus" corpus
+""")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert re.search(r"\] corpus: done in \d+ s$", lines[1]), lines
+    assert lines[2:] == ["    warning: voices kal are not installed (flite); every split is "
+                         "spoken by espeak-ng"]
+
+
+@pytest.mark.parametrize("value", ["-1", "ten"])
+def test_the_log_tail_is_a_whole_number(tmp_path, value):
+    proc = run_stages(tmp_path, 'stage one "the first step" true\n', LOG_TAIL=value)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == f"error: LOG_TAIL must be a whole number, got '{value}'\n"
