@@ -157,7 +157,8 @@ def test_demo_end_to_end_at_the_smallest_size(tiny_demo):
         r"^\| (?P<mode>baseline|fixed|schedule) \| (?:dense|[a-z]+ (?P<rate>[0-9.]+) \(from 0\)) "
         r"\| (?P<bleu>[0-9.]+) \| (?P<distinct>\d+) % \| (?P<no_audio>[0-9.]+) "
         r"\| (?P<listens>yes|NO \([a-z ]+\)) \| (?P<kept>\d+)/(?P<frames>\d+) "
-        r"\(([0-9.]+) %\) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+)x \| (?P<base>[0-9.]+)x \|$",
+        r"\(([0-9.]+) %\) \| (?P<into_deltalm>[0-9.]+) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+)x "
+        r"\| (?P<base>[0-9.]+)x \|$",
         proc.stdout, flags=re.M)}
     assert set(rows) == {"baseline", "fixed", "schedule"}, proc.stdout[-2000:]
     base, fixed = rows["baseline"], rows["fixed"]
@@ -166,6 +167,7 @@ def test_demo_end_to_end_at_the_smallest_size(tiny_demo):
     # tiny HuBERT has 3 layers: each utterance keeps ceil(0.9 ceil(0.9 ceil(0.9 n))) frames
     assert int(fixed["kept"]) < 0.75 * int(fixed["frames"]) + 6 * 3
     assert int(fixed["kept"]) < int(base["kept"])
+    assert float(fixed["into_deltalm"]) < float(base["into_deltalm"])  # frames DeltaLM reads
     # the speedup of the same frames at a reference size: dense is 1, fixed is measured
     assert float(base["base"]) == 1.0 and float(fixed["base"]) > 0
     # each BLEU beside its floor: 4 test utterances, so a share of distinct hypotheses
