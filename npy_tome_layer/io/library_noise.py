@@ -33,9 +33,15 @@ FAIRSEQ_CALLS_DEPRECATED_APIS = [
 QUIET_LOGGERS = ["fairseq.tasks.text_to_speech", "hydra"]
 
 
+# what fairseq's data iterators put in PYTHONWARNINGS themselves when they start
+# DataLoader workers: every process started after that inherits it, and it is no
+# request of the user's
+FAIRSEQ_OWN_WARNOPTION = "ignore:semaphore_tracker:UserWarning"
+
+
 def silence_library_noise() -> None:
-    if sys.warnoptions:  # the user asked for warnings explicitly
-        return
+    if any(option != FAIRSEQ_OWN_WARNOPTION for option in sys.warnoptions):
+        return  # the user asked for warnings explicitly
     for category, message in FAIRSEQ_CALLS_DEPRECATED_APIS:
         warnings.filterwarnings("ignore", message=message, category=category)
     for name in QUIET_LOGGERS:
