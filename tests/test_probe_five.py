@@ -228,25 +228,27 @@ def non_utf8(folder: Path, name: bytes) -> str:
     return os.fsdecode(os.path.join(os.fsencode(str(folder)), name))
 
 
+def assert_refused_as_not_utf8(mustc, flag, **paths):
+    """prepare_mustc given ``paths`` stops in one line naming ``flag`` and the encoding."""
+    with pytest.raises(InputError) as caught:
+        run_prepare(mustc, **paths)
+    assert flag in str(caught.value) and "not UTF-8" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
 def test_prepare_refuses_a_spm_model_path_that_is_not_utf8(mustc, tmp_path):  # PM2
     import shutil
 
     spm = non_utf8(tmp_path, b"spm\xe9.model")
     shutil.copy(mustc["spm"], spm)
-    with pytest.raises(InputError) as caught:
-        run_prepare(mustc, spm_model=spm)
-    assert "--spm-model" in str(caught.value) and "not UTF-8" in str(caught.value)
-    assert "\n" not in str(caught.value)
+    assert_refused_as_not_utf8(mustc, "--spm-model", spm_model=spm)
     assert not os.path.exists(mustc["out"])
 
 
 def test_prepare_refuses_a_mustc_root_that_is_not_utf8_in_one_line(mustc, tmp_path):  # PM1
     root = non_utf8(tmp_path, b"must\xe9c")
     os.rename(mustc["root"], root)
-    with pytest.raises(InputError) as caught:
-        run_prepare(mustc, root=root)
-    assert "--mustc-root" in str(caught.value) and "not UTF-8" in str(caught.value)
-    assert "\n" not in str(caught.value)
+    assert_refused_as_not_utf8(mustc, "--mustc-root", root=root)
 
 
 # --- a folder or FIFO named as what it is -----------------------------------
@@ -518,7 +520,8 @@ def test_two_evaluations_of_one_checkpoint_each_keep_a_whole_output(tmp_path):  
     assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["avg.pt", "generate-avg.txt"]
 
 
-def test_a_killed_evaluation_takes_its_decoding_with_it(tmp_path):  # S8
+def decoding_evaluation(tmp_path):
+    """(env, checkpoint, evaluate.sh still decoding for a minute, its fairseq-generate's pid)."""
     env, checkpoint = evaluate_tools(tmp_path)
     run = evaluate(env, checkpoint, GENERATE_SLEEP="60")
     pids = tmp_path / "pids"
@@ -526,14 +529,23 @@ def test_a_killed_evaluation_takes_its_decoding_with_it(tmp_path):  # S8
         if pids.exists() and pids.read_text().strip():
             break
         time.sleep(0.1)
-    generate = int(pids.read_text().split()[0])
-    run.send_signal(signal.SIGKILL)
-    run.wait(timeout=30)
+    return env, checkpoint, run, int(pids.read_text().split()[0])
+
+
+def ended(pid: int) -> bool:
+    """Whether process ``pid`` ends within 10 s."""
     for _ in range(100):
-        if not is_running(generate):
+        if not is_running(pid):
             break
         time.sleep(0.1)
-    assert not is_running(generate), "fairseq-generate outlived the killed evaluate.sh"
+    return not is_running(pid)
+
+
+def test_a_killed_evaluation_takes_its_decoding_with_it(tmp_path):  # S8
+    env, checkpoint, run, generate = decoding_evaluation(tmp_path)
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=30)
+    assert ended(generate), "fairseq-generate outlived the killed evaluate.sh"
     left = [p for p in checkpoint.parent.iterdir() if ".tmp-" in p.name]
     assert len(left) == 1  # kill -9 runs no trap: the next run removes it
     os.utime(left[0], (1, 1))
@@ -545,21 +557,10 @@ def test_a_killed_evaluation_takes_its_decoding_with_it(tmp_path):  # S8
 
 
 def test_a_stopped_evaluation_ends_its_decoding_and_keeps_nothing(tmp_path):
-    env, checkpoint = evaluate_tools(tmp_path)
-    run = evaluate(env, checkpoint, GENERATE_SLEEP="60")
-    pids = tmp_path / "pids"
-    for _ in range(300):
-        if pids.exists() and pids.read_text().strip():
-            break
-        time.sleep(0.1)
+    _, checkpoint, run, generate = decoding_evaluation(tmp_path)
     run.send_signal(signal.SIGTERM)
     run.wait(timeout=10)  # not after the decoding's 60 s
-    generate = int(pids.read_text().split()[0])
-    for _ in range(100):
-        if not is_running(generate):
-            break
-        time.sleep(0.1)
-    assert not is_running(generate)
+    assert ended(generate)
     assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["avg.pt"]
 
 
