@@ -17,8 +17,9 @@
 # variables (PRETRAINED, HUBERT, DELTALM, ..., CONFIG_DIR) and the functions
 # stage, standin_label / standin_path / build_standin NAME.
 # Environment: WORK (demo_work), TGT_LANG (de; es fr use the held-out grammar
-# too), HUBERT_SIZE (demo: 12 x 64; tiny in CI), TRAIN_TALKS (10), SEGMENTS
-# (40 per talk), HUBERT_STANDIN (self_supervised), HUBERT_PRETRAIN_UPDATES
+# too), HUBERT_SIZE (demo: 12 x 64; tiny in CI), TRAIN_TALKS (10), DEV_TALKS
+# (1), TEST_TALKS (1), SEGMENTS (40 per talk; a WORK folder keeps the corpus
+# it was made with: other sizes need another), HUBERT_STANDIN (self_supervised), HUBERT_PRETRAIN_UPDATES
 # (1000), PRETRAIN_UPDATES (400), NPROC (1), CONFIG_DIR (configs/demo).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -41,9 +42,20 @@ echo "$(stage_clock) en-$TGT on the built-in corpus, in $(shown_path "$WORK")/ (
 
 [ -f "$DELTALM" ] || stage standins "stand-ins for the downloads (DeltaLM, sentencepiece, HuBERT shapes)" \
   run "$PY" -m npy_tome_layer.demo.standins --out "$PRETRAINED" --hubert-size "$HUBERT_SIZE"
-[ -d "$MUSTC_ROOT/en-$TGT" ] || stage corpus "corpus: synthesized speech in the MuST-C layout" \
-  run "$PY" -m npy_tome_layer.demo.corpus "$MUSTC_ROOT" \
-  --tgt-lang "$TGT" --train-talks "${TRAIN_TALKS:-10}" --segments-per-talk "$SEGMENTS"
+# the corpus's size: talks of train, dev and tst-COMMON, sentences per talk
+CORPUS_SIZE="${TRAIN_TALKS:-10} ${DEV_TALKS:-1} ${TEST_TALKS:-1} $SEGMENTS"
+if [ ! -d "$MUSTC_ROOT/en-$TGT" ]; then
+  read -r train_talks dev_talks test_talks _ <<< "$CORPUS_SIZE"
+  stage corpus "corpus: synthesized speech in the MuST-C layout" \
+    run "$PY" -m npy_tome_layer.demo.corpus "$MUSTC_ROOT" --tgt-lang "$TGT" \
+    --train-talks "$train_talks" --dev-talks "$dev_talks" --test-talks "$test_talks" \
+    --segments-per-talk "$SEGMENTS"
+  echo "$CORPUS_SIZE" > "$MUSTC_ROOT/en-$TGT/corpus_size.txt"
+elif [ -f "$MUSTC_ROOT/en-$TGT/corpus_size.txt" ] \
+    && [ "$(cat "$MUSTC_ROOT/en-$TGT/corpus_size.txt")" != "$CORPUS_SIZE" ]; then
+  echo "error: $(shown_path "$MUSTC_ROOT/en-$TGT") holds a corpus of $(cat "$MUSTC_ROOT/en-$TGT/corpus_size.txt") (train, dev, tst-COMMON talks; sentences per talk), this run asks for $CORPUS_SIZE: another WORK folder, or the same sizes" >&2
+  exit 2
+fi
 stage prepare "preparation (manifests, sentencepiece, MT data)" bash scripts/prepare_data.sh "$TGT"
 stage train_mt "MT fine-tuning of the DeltaLM stand-in" bash scripts/train_mt.sh "$TGT"
 

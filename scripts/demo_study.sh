@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# make study: scripts/study.sh on the built-in corpus (setup as the demo's,
-# scripts/demo_setup.sh), every mode x 3 seeds at the demo's sizes, once per
-# HuBERT stand-in in STUDY_STANDINS (default "self_supervised supervised"),
-# each in $CKPT_ROOT/en-TGT/study_STANDIN_UPDATES/ (the stand-in's training
-# updates: HUBERT_PRETRAIN_UPDATES or PRETRAIN_UPDATES); prints the tables and the elapsed
-# time. Environment: that of demo_setup.sh and study.sh (STUDY_MODES, SEEDS,
-# STUDY_ARGS); AVERAGE_LAST 3 as the demo.
+# make study: scripts/study.sh on the built-in corpus at the study's size - TRAIN_TALKS 12,
+# DEV_TALKS 4, TEST_TALKS 16 talks of SEGMENTS 40 sentences (480 / 160 / 640 sentences; dev and
+# tst-COMMON held out, by voices never heard in train) - set up as the demo's
+# (scripts/demo_setup.sh) in WORK (default study_work: the demo's corpus is smaller), once per
+# HuBERT stand-in in STUDY_STANDINS (default self_supervised; supervised too), each in
+# $CKPT_ROOT/en-TGT/study_STANDIN_UPDATES/. Every mode of STUDY_MODES x SEEDS trains until dev
+# BLEU stops rising (configs/demo/study.args); prints the tables and the elapsed time.
+# Environment: that of demo_setup.sh and study.sh (STUDY_MODES, SEEDS, FROM_STANDINS,
+# REDUCED_FROM, STUDY_ARGS).
 start=$SECONDS
+export WORK=${WORK:-study_work} TRAIN_TALKS=${TRAIN_TALKS:-12} DEV_TALKS=${DEV_TALKS:-4}
+export TEST_TALKS=${TEST_TALKS:-16} SEGMENTS=${SEGMENTS:-40}
 # shellcheck source=scripts/demo_setup.sh
 source "$(dirname "$0")/demo_setup.sh"
-STANDINS=${STUDY_STANDINS:-self_supervised supervised}
+STANDINS=${STUDY_STANDINS:-self_supervised}
 for standin in $STANDINS; do standin_label "$standin" >/dev/null; done
 for standin in $STANDINS; do
   build_standin "$standin"
   HUBERT=$(standin_path "$standin") STUDY_DIR=$CKPT_ROOT/en-$TGT/study_$(standin_label "$standin") \
-    AVERAGE_LAST=${AVERAGE_LAST:-3} bash scripts/study.sh "$TGT"
+    bash scripts/study.sh "$TGT"
 done
 for standin in $STANDINS; do
   echo

@@ -1,32 +1,39 @@
 #!/usr/bin/env bash
 # Usage: scripts/study.sh TGT_LANG
-# Rank training settings with several seeds: every mode in STUDY_MODES (names of
-# $CONFIG_DIR/st_MODE.args; default baseline fixed schedule paper local coverage uniform random)
-# is trained for every seed in SEEDS (default 1 2 3) from the same HuBERT and MT
-# files, averaged (last AVERAGE_LAST epoch checkpoints, default 10) and evaluated
-# on tst-COMMON as evaluate.sh does; then python -m npy_tome_layer.tools.study writes
-# study.json, study.md and study.png to $CKPT_ROOT/en-TGT/study/ (one run per
-# MODE_seedS directory there). Re-running continues: a finished training
-# (marker .trained), average and evaluation output are kept. The training seed
-# varies; --token-reduction-seed (the random baseline's frame choice) stays at
-# its default unless EXTRA_ARGS sets it. STUDY_ARGS is appended to the
-# report's arguments; STUDY_DIR replaces $CKPT_ROOT/en-TGT/study. The coverage
-# mode's share (--pruning-coverage) is COVERAGE, or chosen on dev before its
-# first run: the share at which the first seed's baseline keeps the frames the
-# first seed's fixed keeps (tools/choose_coverage; written to
-# $STUDY/coverage.txt and kept), so it compares at equal frames.
-# REDUCED_FROM (default baseline; empty: every mode from the stand-ins, the
-# paper's recipe): every other mode of a seed starts from that mode's averaged
-# checkpoint of the same seed, trained first (train_st.sh's FINETUNE_FROM).
+# Every mode judged at its best: each mode in STUDY_MODES (names of
+# $CONFIG_DIR/st_MODE.args; default baseline fixed local fold ctc) is trained
+# for every seed in SEEDS (default 1 2) until dev BLEU stops rising - the mode's
+# arguments, then $CONFIG_DIR/study.args (the study's stopping rule and its
+# learning curves: validation on dev and tst-COMMON), then EXTRA_ARGS - and
+# judged by one rule: fairseq's checkpoint_best.pt (best dev BLEU), evaluated on
+# tst-COMMON as evaluate.sh does. python -m npy_tome_layer.tools.study then
+# writes study.json, study.md, study.png, curves.png, positions.png and
+# frames_by_length.png to $CKPT_ROOT/en-TGT/study/ (one run per RUN_seedS
+# directory there, with its fairseq log, train.log). Re-running continues: a
+# finished training (marker .trained) and evaluation output are kept.
+# Two recipes: REDUCED_FROM (default baseline; empty: none) is trained first in
+# every seed and every other mode starts from its best checkpoint of the same
+# seed (train_st.sh's FINETUNE_FROM); each mode of FROM_STANDINS (default
+# none) is trained again from the stand-ins, as the paper's recipe does, as
+# the run MODE_from_standins. The training seed varies; --token-reduction-seed
+# (the random baseline's frame choice) stays at its default unless EXTRA_ARGS
+# sets it. STUDY_ARGS is appended to the report's arguments; STUDY_DIR
+# replaces $CKPT_ROOT/en-TGT/study. The coverage mode's share
+# (--pruning-coverage) is COVERAGE, or chosen on dev before its first run:
+# the share at which the first seed's baseline keeps the frames the first
+# seed's fixed keeps (tools/choose_coverage; written to $STUDY/coverage.txt
+# and kept), so it compares at equal frames.
 # shellcheck source=scripts/env.sh
 source "$(dirname "$0")/env.sh"
 TGT=${1:-}; check_lang "$TGT"
-MODES=${STUDY_MODES:-baseline fixed schedule paper local coverage uniform random}
-SEEDS=${SEEDS:-1 2 3}
-AVERAGE_LAST=${AVERAGE_LAST:-10}
+MODES=${STUDY_MODES:-baseline fixed local fold ctc}
+SEEDS=${SEEDS:-1 2}
+FROM_STANDINS=${FROM_STANDINS:-}
 STUDY=${STUDY_DIR:-$CKPT_ROOT/en-$TGT/study}
+BEST=checkpoint_best.pt  # the one rule every run is judged by: fairseq's best dev BLEU
 export MT_CHECKPOINT=${MT_CHECKPOINT:-$CKPT_ROOT/en-$TGT/mt/checkpoint_best.pt}
-for mode in $MODES; do check_mode "$mode"; done
+for mode in $MODES $FROM_STANDINS; do check_mode "$mode"; done
+config_args STUDY_TRAINING "$CONFIG_DIR/study.args"
 REDUCED_FROM=${REDUCED_FROM-baseline}
 if [ -n "$REDUCED_FROM" ]; then  # that mode first in every seed: the others start from it
   check_mode "$REDUCED_FROM"
@@ -43,48 +50,60 @@ read -r first_seed _ <<< "$SEEDS" || true  # (SEEDS=" 1 2" or tab-separated: sti
 choose_coverage() {  # the coverage mode's --pruning-coverage, chosen once on dev
   if [ -n "${COVERAGE:-}" ] || [ -s "$STUDY/coverage.txt" ]; then return 0; fi
   for need in baseline fixed; do
-    [ -f "$STUDY/${need}_seed$first_seed/avg_last_$AVERAGE_LAST.pt" ] || {
+    [ -f "$STUDY/${need}_seed$first_seed/$BEST" ] || {
       echo "error: the coverage mode needs the $need mode before it (STUDY_MODES), or COVERAGE" >&2
       exit 2; }
   done
   run "$PY" -m npy_tome_layer.tools.choose_coverage --data "$DATA_ROOT/en-$TGT" --subset dev \
-    --checkpoint "$STUDY/baseline_seed$first_seed/avg_last_$AVERAGE_LAST.pt" \
-    --match "$STUDY/fixed_seed$first_seed/avg_last_$AVERAGE_LAST.pt" > "$STUDY/coverage.txt.tmp"
+    --checkpoint "$STUDY/baseline_seed$first_seed/$BEST" \
+    --match "$STUDY/fixed_seed$first_seed/$BEST" > "$STUDY/coverage.txt.tmp"
   mv "$STUDY/coverage.txt.tmp" "$STUDY/coverage.txt"
+}
+
+# RUN_NAME MODE START_FROM SEED: train (until dev BLEU stops rising) and evaluate
+# one run, or keep what a finished one left
+study_run() {
+  local name=$1 mode=$2 start_from=$3 seed=$4 dir mode_args="" coverage started
+  dir=$STUDY/${name}_seed$seed
+  local ckpt=$dir/$BEST out=$dir/generate-${BEST%.pt}.txt
+  if [ -f "$out" ]; then
+    echo "[study] $name seed $seed: $out exists, kept" >&2
+  else
+    # a finished run is not trained again: fairseq does not keep its early-stopping
+    # count, so a restarted run would train on past its stopping point
+    if [ ! -f "$dir/.trained" ]; then
+      if [ "$mode" = coverage ]; then
+        choose_coverage  # not inside $(...): a failure there must stop the study
+        coverage=${COVERAGE:-$(awk '{print $2}' "$STUDY/coverage.txt")}
+        [ -n "$coverage" ] || { echo "error: $STUDY/coverage.txt names no coverage" >&2; exit 2; }
+        mode_args="--pruning-coverage $coverage"
+      fi
+      mkdir -p "$dir"
+      started=$SECONDS
+      # fairseq's log, kept: its validation lines are the run's learning curve
+      ST_DIR=$dir EXTRA_ARGS="${STUDY_TRAINING[*]} $EXTRA_ARGS --seed $seed $mode_args" \
+        FINETUNE_FROM=$start_from bash "$REPO/scripts/train_st.sh" "$TGT" "$mode" 2>&1 \
+        | tee -a "$dir/train.log"
+      echo "[study] training took $((SECONDS - started)) s" >> "$dir/train.log"
+      touch "$dir/.trained"
+    fi
+    bash "$REPO/scripts/evaluate.sh" "$TGT" "$ckpt"
+  fi
+  runs+=(--run "$name" "$seed" "$ckpt" "$out" --log "$name" "$seed" "$dir/train.log")
 }
 
 runs=()
 # seeds outermost: an interrupted study has every mode at the first seeds
 for seed in $SEEDS; do
   for mode in $MODES; do
-    dir=$STUDY/${mode}_seed$seed
-    ckpt=$dir/avg_last_$AVERAGE_LAST.pt
-    out=$dir/generate-avg_last_$AVERAGE_LAST.txt
-    if [ -f "$out" ]; then
-      echo "[study] $mode seed $seed: $out exists, kept" >&2
-    else
-      # a finished run is not trained again: fairseq does not keep its early-stopping
-      # count, and more epochs would rotate the checkpoints an average was made of
-      if [ ! -f "$dir/.trained" ]; then
-        mode_args=""
-        if [ "$mode" = coverage ]; then
-          choose_coverage  # not inside $(...): a failure there must stop the study
-          coverage=${COVERAGE:-$(awk '{print $2}' "$STUDY/coverage.txt")}
-          [ -n "$coverage" ] || { echo "error: $STUDY/coverage.txt names no coverage" >&2; exit 2; }
-          mode_args="--pruning-coverage $coverage"
-        fi
-        start_from=
-        if [ -n "$REDUCED_FROM" ] && [ "$mode" != "$REDUCED_FROM" ]; then
-          start_from=$STUDY/${REDUCED_FROM}_seed$seed/avg_last_$AVERAGE_LAST.pt
-        fi
-        ST_DIR=$dir EXTRA_ARGS="$EXTRA_ARGS --seed $seed $mode_args" FINETUNE_FROM=$start_from \
-          bash "$REPO/scripts/train_st.sh" "$TGT" "$mode"
-        touch "$dir/.trained"
-      fi
-      ST_DIR=$dir bash "$REPO/scripts/average_checkpoints.sh" "$TGT" "$mode" "$AVERAGE_LAST"
-      bash "$REPO/scripts/evaluate.sh" "$TGT" "$ckpt"
+    start_from=
+    if [ -n "$REDUCED_FROM" ] && [ "$mode" != "$REDUCED_FROM" ]; then
+      start_from=$STUDY/${REDUCED_FROM}_seed$seed/$BEST
     fi
-    runs+=(--run "$mode" "$seed" "$ckpt" "$out")
+    study_run "$mode" "$mode" "$start_from" "$seed"
+  done
+  for mode in $FROM_STANDINS; do
+    study_run "${mode}_from_standins" "$mode" "" "$seed"
   done
 done
 read -r -d '' -a study_args <<< "${STUDY_ARGS:-}" || true  # words, never file patterns

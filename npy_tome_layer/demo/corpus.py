@@ -25,6 +25,7 @@ import yaml
 from ..io.audio import SAMPLE_RATE
 from .speech import VOICES, speak, voice_available
 from . import grammar
+from ..io.flags import whole_number_flag
 from .phrases import LANGUAGES, phrase_pairs
 
 # speaker_ids (speech.VOICES) of train and of the held-out splits
@@ -110,14 +111,23 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("root")
     parser.add_argument("--tgt-lang", default="de", choices=LANGUAGES)
-    parser.add_argument("--train-talks", type=int, default=6)
-    parser.add_argument("--eval-talks", type=int, default=1, help="talks of dev and tst-COMMON")
-    parser.add_argument("--segments-per-talk", type=int, default=6)
+    parser.add_argument("--train-talks", type=whole_number_flag(1), default=6)
+    parser.add_argument("--eval-talks", type=whole_number_flag(1), default=1,
+                        help="talks of dev and of tst-COMMON, where --dev-talks / --test-talks "
+                             "do not say")
+    parser.add_argument("--dev-talks", type=whole_number_flag(1), default=None)
+    parser.add_argument("--test-talks", type=whole_number_flag(1), default=None,
+                        help="talks of tst-COMMON (the study's: enough sentences that one "
+                             "run's BLEU is known to a point)")
+    parser.add_argument("--segments-per-talk", type=whole_number_flag(1), default=6)
     args = parser.parse_args()
     n = args.segments_per_talk
-    path = build_demo_corpus(args.root, args.tgt_lang, {
-        "train": (args.train_talks, n), "dev": (args.eval_talks, n),
-        "tst-COMMON": (args.eval_talks, n)})
+    try:
+        path = build_demo_corpus(args.root, args.tgt_lang, {
+            "train": (args.train_talks, n), "dev": (args.dev_talks or args.eval_talks, n),
+            "tst-COMMON": (args.test_talks or args.eval_talks, n)})
+    except ValueError as e:
+        sys.exit(f"corpus: {e}")
     print(path)
 
 

@@ -2,11 +2,20 @@
 against the dense baseline and attention top-k, frames kept, and the saving at HuBERT-base size.
 
     python -m npy_tome_layer.tools.study --data DATA_DIR --subset tst-COMMON --out DIR \\
-        --run baseline 1 CKPT GENERATE_OUT --run fixed 1 CKPT GENERATE_OUT ...
+        --run baseline 1 CKPT GENERATE_OUT --log baseline 1 TRAIN_LOG \\
+        --run fixed 1 CKPT GENERATE_OUT --log fixed 1 TRAIN_LOG ...
 
 ``scripts/study.sh`` trains and evaluates the runs and calls this. Per run:
-BLEU from its fairseq-generate output, ``frames_kept`` (HuBERT frames that
-leave the encoder over the split, each utterance alone). Per mode: mean and
+BLEU from its fairseq-generate output with the half-width of its 95 %
+bootstrap interval (sacreBLEU, 1,000 resamples of the sentences),
+``frames_kept`` (HuBERT frames that leave the encoder over the split, each
+utterance alone); from its training log (``--log``, fairseq's validation lines
+of ``--selected-by`` and of the split: evaluation/curves.py) its updates, the
+update of the checkpoint dev BLEU selects, the split's BLEU at each validation
+(the learning curve; its value at the selected update is the plateau), the
+first update reaching 95 % of the plateau, and the training time. The first
+run's checkpoint also translates the train split (``train_bleu``: whether the
+model learnt the corpus by heart). Per mode: mean and
 sample standard deviation of BLEU over seeds; ``p_values``, sacreBLEU's paired
 approximate-randomization test against each mode of ``--against`` (default
 baseline and fixed, those the study holds) with the seeds pooled
@@ -16,7 +25,8 @@ HuBERT-base encoding the split's audio at the mode's setting, dense time / that
 time, timed interleaved (a data-dependent mode, coverage, keeps the counts its
 first seed's model kept on each utterance and layer).
 Writes DIR/study.json, DIR/study.md, DIR/study.png (BLEU against speedup),
-DIR/positions.png (where in the utterance the frames leaving HuBERT lie) and
+DIR/curves.png (the learning curves, every run), DIR/positions.png (where in
+the utterance the frames leaving HuBERT lie) and
 DIR/frames_by_length.png (the share of its frames each utterance keeps,
 against its length), the last two from each mode's first seed.
 """
@@ -31,8 +41,9 @@ import torch
 
 from ..io.flags import whole_number_flag
 from ..errors import InputError
-from ..evaluation.decoding import (bleu_from_generate_output, check_written_by, load_st_model,
-                                   translations)
+from ..evaluation.curves import plot_curves, read_off
+from ..evaluation.decoding import (bleu_from_generate_output, check_written_by, decode,
+                                   load_st_model, translations)
 from ..evaluation.listening import (LISTENING_P, MIN_DISTINCT_SHARE, add_floor_flags,
                                     assess_run, listening_mark, paired_p_values)
 from ..evaluation.reference import REFERENCE_SIZES, reference_speedups, setting_label
@@ -41,11 +52,28 @@ from ..evaluation.timing import (deltalm_frames_per_subword, frames_by_length, h
 from ..io.atomic import write_text_atomically
 from ..io.paths import file_problem
 
-RUN_KEYS = ("mode", "seed", "bleu", "distinct", "no_audio_bleu", "listens", "frames_kept",
-            "deltalm_frames_per_subword", "checkpoint")
-MODE_KEYS = ("mode", "seeds", "bleu_mean", "bleu_sd", "distinct_mean", "no_audio_bleu_mean",
-             "seeds_listening", "frames_kept", "deltalm_frames_per_subword", "p_values",
-             "base_speedup")
+RUN_KEYS = ("mode", "seed", "bleu", "bleu_half_width", "distinct", "no_audio_bleu", "listens",
+            "frames_kept", "deltalm_frames_per_subword", "checkpoint")
+# read off the run's training log, where --log names one
+LOG_KEYS = ("updates", "best_update", "curve_plateau", "updates_to_plateau_share",
+            "training_seconds", "curve")
+MODE_KEYS = ("mode", "seeds", "bleu_mean", "bleu_sd", "bleu_half_width_mean", "distinct_mean",
+             "no_audio_bleu_mean", "seeds_listening", "frames_kept",
+             "deltalm_frames_per_subword", "p_values", "base_speedup")
+# per mode, the mean over its seeds of each run's LOG_KEYS number
+MODE_LOG_KEYS = ("updates", "best_update", "updates_to_plateau_share", "training_seconds")
+PLATEAU_SHARE = 0.95
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def bleu_half_width(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """Half the width of sacreBLEU's 95 % bootstrap interval of the corpus BLEU
+    (its resamples of the sentences, seeded: the same text, the same width)."""
+    from sacrebleu.metrics import BLEU
+
+    score = BLEU().corpus_score(list(hypotheses), [list(references)],
+                                n_bootstrap=BOOTSTRAP_RESAMPLES)
+    return round(score._ci, 2)  # sacreBLEU's "μ ± ci" figure
 
 
 def summarise(runs: List[Dict], translations_of: Dict[Tuple[str, int], Tuple[List, List]],
@@ -83,30 +111,60 @@ def summarise(runs: List[Dict], translations_of: Dict[Tuple[str, int], Tuple[Lis
                 r["deltalm_frames_per_subword"] for r in mine), 3),
             "p_values": {reference: values.get(mode) for reference, values in p_values.items()},
             "base_speedup": round(speedups[settings[mode]], 3),
+            "bleu_half_width_mean": round(statistics.mean(r["bleu_half_width"] for r in mine), 2),
         })
+        logged = [r for r in mine if "updates" in r]
+        if logged:  # None where a run never reached the share: no mean for the mode
+            summary[-1].update({key: None if any(r[key] is None for r in logged) else
+                                round(statistics.mean(r[key] for r in logged), 1)
+                                for key in MODE_LOG_KEYS})
     return summary
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
 
 
 def markdown(runs: List[Dict], modes: List[Dict], settings: Dict[str, tuple]) -> str:
     references = list(modes[0]["p_values"]) if modes else []
-    header = ("| mode | setting | seeds | BLEU mean ± sd | BLEU per seed | distinct hypotheses "
-              "| no-audio BLEU | seeds listening | HuBERT frames kept "
+    logged = any("updates" in m for m in modes)
+    header = ("| mode | setting | seeds | BLEU mean ± sd | BLEU per seed (± 95 % half-width) "
+              "| distinct hypotheses | no-audio BLEU | seeds listening | HuBERT frames kept "
               "| frames into DeltaLM per target subword | "
               + "".join(f"p vs {reference} | " for reference in references)
-              + "speedup at base size |")
+              + "speedup at base size |"
+              + (" updates: selected / trained | updates to 95 % of the plateau "
+                 "| training time |" if logged else ""))
     lines = [header, "| --- " * (header.count("|") - 1) + "|"]
     for m in modes:
-        per_seed = ", ".join(f"{r['bleu']:.2f}" for r in sorted(
+        per_seed = ", ".join(f"{r['bleu']:.2f} (± {r['bleu_half_width']:.2f})" for r in sorted(
             (r for r in runs if r["mode"] == m["mode"]), key=lambda r: r["seed"]))
         p = "".join("– | " if m["p_values"][reference] is None
                     else f"{m['p_values'][reference]:.4f} | " for reference in references)
-        lines.append(f"| {m['mode']} | {setting_label(settings[m['mode']])} | {len(m['seeds'])} "
-                     f"| {m['bleu_mean']:.2f} ± {m['bleu_sd']:.2f} | {per_seed} "
-                     f"| {100 * m['distinct_mean']:.0f} % | {m['no_audio_bleu_mean']:.2f} "
-                     f"| {m['seeds_listening']}/{len(m['seeds'])} "
-                     f"| {100 * m['frames_kept']:.1f} % | {m['deltalm_frames_per_subword']:.2f} "
-                     f"| {p}{m['base_speedup']:.2f}x |")
+        line = (f"| {m['mode']} | {setting_label(settings[m['mode']])} | {len(m['seeds'])} "
+                f"| {m['bleu_mean']:.2f} ± {m['bleu_sd']:.2f} | {per_seed} "
+                f"| {100 * m['distinct_mean']:.0f} % | {m['no_audio_bleu_mean']:.2f} "
+                f"| {m['seeds_listening']}/{len(m['seeds'])} "
+                f"| {100 * m['frames_kept']:.1f} % | {m['deltalm_frames_per_subword']:.2f} "
+                f"| {p}{m['base_speedup']:.2f}x |")
+        if logged:
+            if "updates" in m:
+                reach = m["updates_to_plateau_share"]
+                line += (f" {m['best_update']:.0f} / {m['updates']:.0f} "
+                         f"| {'never' if reach is None else f'{reach:.0f}'} "
+                         f"| {_minutes(m['training_seconds'])} |")
+            else:
+                line += " – | – | – |"
+        lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+def curve_note(selected_by: str, subset: str) -> str:
+    return (f"Updates are each run's own (a run started from another counts from 0), means over "
+            f"the seeds; the selected checkpoint is fairseq's checkpoint_best.pt (best {selected_by}"
+            f" BLEU); the plateau is the {subset} BLEU of the validation at that update "
+            f"(validation's beam), and 'updates to 95 %' the first validation reaching "
+            f"{PLATEAU_SHARE:.0%} of it.\n")
 
 
 def floor_note(constant_bleu: float) -> str:
@@ -178,6 +236,12 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     p.add_argument("--subset", default="tst-COMMON")
     p.add_argument("--run", nargs=4, action="append", required=True,
                    metavar=("MODE", "SEED", "CHECKPOINT", "GENERATE_OUTPUT"))
+    p.add_argument("--log", nargs=3, action="append", default=[],
+                   metavar=("MODE", "SEED", "TRAIN_LOG"),
+                   help="the fairseq training log of a run of --run (validation of "
+                        "--selected-by and of --subset at each validation: the learning curve)")
+    p.add_argument("--selected-by", default="dev",
+                   help="the subset whose BLEU picked each run's checkpoint_best.pt")
     p.add_argument("--against", nargs="+", default=None, metavar="MODE",
                    help="modes the p-values compare against, a column each (each must be a "
                         "mode of --run; default: the dense baseline and attention top-k, "
@@ -193,6 +257,13 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     modes = [mode for mode, *_ in args.run]
     if args.against is None:
         args.against = [mode for mode in DEFAULT_AGAINST if mode in modes]
+    named = {(mode, seed) for mode, seed, *_ in args.run}
+    for mode, seed, log in args.log:
+        if (mode, seed) not in named:
+            p.error(f"--log {mode} {seed}: no --run {mode} {seed}")
+        problem = file_problem(log)
+        if problem is not None:
+            p.error(f"--log {mode} {seed}: {log} {problem}")
     missing = [mode for mode in args.against if mode not in modes]
     if missing:
         p.error(f"--against {missing[0]}: not a mode of --run (modes: "
@@ -205,9 +276,10 @@ def measure_runs(args):
     audio, kept counts per data-dependent setting, ``kept_frames`` of each
     mode's first seed)."""
     runs, found, settings, audios, kept, frames = [], {}, {}, None, {}, {}
-    for mode, seed, checkpoint, generate_output in args.run:
+    logs = {(mode, seed): log for mode, seed, log in args.log}
+    for mode, seed_word, checkpoint, generate_output in args.run:
         try:
-            seed = int(seed)
+            seed = int(seed_word)
         except ValueError:
             sys.exit(f"study: --run {mode} {seed}: the seed must be a whole number")
         for path in (checkpoint, generate_output):
@@ -240,7 +312,16 @@ def measure_runs(args):
                      "frames_kept": round(frames_out / frames_in, 4),
                      "deltalm_frames_per_subword": round(
                          deltalm_frames_per_subword(model, dataset), 3),
-                     "checkpoint": checkpoint})
+                     "checkpoint": checkpoint,
+                     "bleu_half_width": bleu_half_width(*found[mode, seed])})
+        if (mode, seed_word) in logs:
+            log = logs[mode, seed_word]
+            try:
+                with open(log, encoding="utf-8", errors="replace") as f:
+                    runs[-1].update(read_off(f.read(), args.selected_by, args.subset,
+                                             PLATEAU_SHARE))
+            except ValueError as e:
+                sys.exit(f"study: --log {mode} {seed}: {log}: {e}")
         print(f"{mode} seed {seed}: BLEU {bleu:.2f} ({listening_mark(heard)}: "
               f"{100 * heard.distinct:.0f} % distinct, no-audio {heard.no_audio_bleu:.2f}), "
               f"{100 * frames_out / frames_in:.1f} % of HuBERT frames kept",
@@ -259,15 +340,26 @@ def main(argv=None):
         sys.exit(f"study: {e}")
     os.makedirs(args.out, exist_ok=True)
     write_text_atomically(os.path.join(args.out, "study.json"), json.dumps(
-        {"runs": [{k: r[k] for k in RUN_KEYS} for r in runs],
-         "modes": [{k: m[k] for k in MODE_KEYS} for m in modes]}, indent=1))
+        {"runs": [{k: r[k] for k in RUN_KEYS + LOG_KEYS if k in r} for r in runs],
+         "modes": [{k: m[k] for k in MODE_KEYS + MODE_LOG_KEYS if k in m} for m in modes],
+         "train_bleu": {"mode": first["mode"], "seed": first["seed"], "bleu": train_bleu}},
+        indent=1))
     constant_bleu = runs[0]["constant_bleu"]
-    table = markdown(runs, modes, settings) + "\n" + floor_note(constant_bleu)
+    first = runs[0]
+    train_bleu = decode(first["checkpoint"], args.data, "train", beam=args.beam,
+                        lenpen=args.lenpen, max_tokens=args.max_tokens, cpu=args.cpu).bleu
+    memory = (f"{first['mode']} seed {first['seed']} translates the train split at "
+              f"{train_bleu:.2f} BLEU, {args.subset} at {first['bleu']:.2f}.\n")
+    table = (markdown(runs, modes, settings) + "\n" + floor_note(constant_bleu)
+             + (curve_note(args.selected_by, args.subset) if args.log else "") + memory)
     write_text_atomically(os.path.join(args.out, "study.md"), (
         f"{args.subset}, {len(audios)} utterances; speedup: random-weight "
         f"HuBERT-{args.reference_size} on the same audio, batch 1, "
         f"{torch.get_num_threads()} CPU threads\n\n" + table))
     plot(modes, constant_bleu, os.path.join(args.out, "study.png"))
+    if args.log:
+        plot_curves([(r["mode"], r["seed"], r["curve"], r["best_update"]) for r in runs
+                     if "curve" in r], args.subset, os.path.join(args.out, "curves.png"))
     plot_positions(frames, os.path.join(args.out, "positions.png"))
     plot_frames_by_length(frames, os.path.join(args.out, "frames_by_length.png"))
     print(table)
