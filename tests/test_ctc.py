@@ -176,12 +176,15 @@ def test_ctc_and_its_control_train_and_decode_with_fairseq(st_corpus, mt_checkpo
     """fairseq-train with --token-reduction ctc (the head's size from the data
     folder's ctc_vocab.txt, which prepare_mustc wrote) logs the CTC loss, from
     the stand-ins or from a trained run without a head (the recipe's start:
-    the head starts fresh); the checkpoint decodes with fairseq-generate and
-    nothing but audio."""
+    the head starts fresh; with one subsampler layer where the run had two,
+    the subsampler too: fairseq refused the checkpoint's shapes); the checkpoint
+    decodes with fairseq-generate and nothing but audio."""
     data = st_corpus["data"]
     assert os.path.isfile(os.path.join(data, "ctc_vocab.txt"))
     starts = {"average": ["--load-pretrained-mt-encoder-decoder-from", mt_checkpoint[0]],
-              "none": ["--finetune-from-model", fixed_checkpoint]}
+              "none": ["--finetune-from-model", fixed_checkpoint],
+              "weighted": ["--finetune-from-model", fixed_checkpoint,
+                           "--conv-kernel-sizes", "5"]}
     for merge, start in starts.items():
         save = tmp_path / merge
         log = run_cli("fairseq-train", common_train_args(st_corpus, save) + [
@@ -191,8 +194,10 @@ def test_ctc_and_its_control_train_and_decode_with_fairseq(st_corpus, mt_checkpo
             "--conv-channels", "32", "--max-tokens", "100000", "--max-update", "2",
             "--valid-subset", "dev", "--no-epoch-checkpoints"] + start)
         assert "reduction_ctc_loss" in log and "reduction_ctc_unaligned_rows" in log
-        if merge == "none":
+        if merge != "average":
             assert "token_reduction ctc starts its own weights fresh" in log
+        assert ("the subsampler differs from the checkpoint's (4 tensors there, 2 here): it "
+                "starts fresh" in log) == (merge == "weighted")
         out = run_cli("fairseq-generate", [
             data, "--user-dir", os.path.join(REPO, "npy_tome_layer"),
             "--task", "speech_and_text_translation", "--tgt-lang", "de",

@@ -45,8 +45,8 @@ def pair_env(st_corpus, mt_checkpoint, tmp_path):
         "--valid-subset dev --no-epoch-checkpoints --log-format simple --log-interval 1 --seed 1\n"
         '--eval-bleu --eval-bleu-args {"beam":2} --best-checkpoint-metric bleu '
         "--maximize-best-checkpoint-metric --ddp-backend legacy_ddp\n")
-    with open(os.path.join(REPO, "configs", "mustc", "st_fixed.args")) as f:
-        (configs / "st_fixed.args").write_text(f.read())
+    for name in ("st_fixed.args", "study.args"):
+        shutil.copy(os.path.join(REPO, "configs", "mustc", name), configs / name)
     return {"DATA_ROOT": str(data_root), "CKPT_ROOT": str(tmp_path / "ckpt"),
             "CONFIG_DIR": str(configs), "HUBERT": st_corpus["hubert"],
             "MT_CHECKPOINT": mt_checkpoint[0], "DEVICE": "cpu"}
@@ -120,6 +120,9 @@ def tiny_demo(tmp_path_factory):
         f.write("--max-update 9 --batch-size 4\n")
     with open(configs / "finetune.args", "a") as f:  # the reduced modes, from the dense run
         f.write("--max-update 9\n")
+    with open(configs / "study.args", "a") as f:  # validated every epoch, stopped at 2 or 4
+        f.write("--max-update 6 --validate-interval-updates 2 --save-interval-updates 2 "
+                "--patience 1\n")
     env = {"WORK": str(work), "HUBERT_SIZE": "tiny", "TRAIN_TALKS": "3", "SEGMENTS": "4",
            "PRETRAIN_UPDATES": "3", "HUBERT_PRETRAIN_UPDATES": "3", "KMEANS_CLUSTERS": "8",
            "NPROC": "1", "CONFIG_DIR": str(configs)}
@@ -382,33 +385,55 @@ def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
     exact keys, its plots, and a re-run that keeps them; then the supervised
     stand-in's study beside it."""
     env, _ = tiny_demo
-    env = dict(env, STUDY_MODES="baseline fixed coverage", SEEDS="1 2",
+    env = dict(env, STUDY_MODES="baseline fixed coverage", SEEDS="1 2", DEV_TALKS="1",
+               TEST_TALKS="1", FROM_STANDINS="fixed",
                STUDY_ARGS="--reference-size tiny --repeats 1", STUDY_STANDINS="self_supervised")
     proc = run_script("demo_study.sh", [], env)
     study = Path(env["WORK"]) / "checkpoints_tiny" / "en-de" / "study_self_supervised_3"
     assert "HuBERT stand-in: self_supervised (hubert_self_supervised_3.pt)" in proc.stdout
     report = json.loads((study / "study.json").read_text())
     assert set(report) == {"runs", "modes"}
+    assert set(report) == {"runs", "modes", "train_bleu"}
     assert [(r["mode"], r["seed"]) for r in report["runs"]] == [
-        ("baseline", 1), ("fixed", 1), ("coverage", 1), ("baseline", 2), ("fixed", 2),
-        ("coverage", 2)]
+        ("baseline", 1), ("fixed", 1), ("coverage", 1), ("fixed_from_standins", 1),
+        ("baseline", 2), ("fixed", 2), ("coverage", 2), ("fixed_from_standins", 2)]
     for r in report["runs"]:
-        assert set(r) == {"mode", "seed", "bleu", "distinct", "no_audio_bleu", "listens",
-                          "frames_kept", "deltalm_frames_per_subword", "checkpoint"}
+        assert set(r) == {"mode", "seed", "bleu", "bleu_half_width", "distinct",
+                          "no_audio_bleu", "listens", "frames_kept",
+                          "deltalm_frames_per_subword", "checkpoint", "updates", "best_update",
+                          "curve_plateau", "updates_to_plateau_share", "training_seconds",
+                          "curve"}
+        # one rule for every run: fairseq's best dev checkpoint
+        assert r["checkpoint"].endswith("/checkpoint_best.pt")
         assert os.path.isfile(r["checkpoint"]) and 0 <= r["bleu"] <= 100
         assert 0 < r["distinct"] <= 1 and 0 <= r["no_audio_bleu"] <= 100
+        assert r["bleu_half_width"] >= 0
+        # validated every 2 updates, stopped by patience 1 or at 6: its tst-COMMON curve
+        assert [u for u, _ in r["curve"]] in ([2, 4], [2, 4, 6]), r["curve"]
+        assert r["best_update"] in (2, 4) and r["updates"] == r["curve"][-1][0]
+        assert r["training_seconds"] > 0
+    assert report["train_bleu"]["mode"] == "baseline" and 0 <= report["train_bleu"]["bleu"] <= 100
     modes = {m["mode"]: m for m in report["modes"]}
     for m in modes.values():
-        assert set(m) == {"mode", "seeds", "bleu_mean", "bleu_sd", "distinct_mean",
-                          "no_audio_bleu_mean", "seeds_listening", "frames_kept",
-                          "deltalm_frames_per_subword", "p_values", "base_speedup"}
+        assert set(m) == {"mode", "seeds", "bleu_mean", "bleu_sd", "bleu_half_width_mean",
+                          "distinct_mean", "no_audio_bleu_mean", "seeds_listening",
+                          "frames_kept", "deltalm_frames_per_subword", "p_values",
+                          "base_speedup", "updates", "best_update", "updates_to_plateau_share",
+                          "training_seconds"}
         assert m["seeds"] == [1, 2] and m["base_speedup"] > 0 and 0 <= m["seeds_listening"] <= 2
-    # every reduced run of a seed started from that seed's dense run
+    # every reduced run of a seed started from that seed's dense run, with the study's
+    # stopping rule after the mode's arguments; fixed_from_standins from the stand-ins
     for seed in (1, 2):
-        dense = study / f"baseline_seed{seed}" / "avg_last_3.pt"
+        dense = study / f"baseline_seed{seed}" / "checkpoint_best.pt"
         for mode in ("fixed", "coverage"):
             assert re.search(rf"fairseq-train .*--save-dir {study}/{mode}_seed{seed} .*"
-                             rf"--finetune-from-model {dense} ", proc.stderr), (mode, seed)
+                             rf"--finetune-from-model {dense} .*--patience 4 .*"
+                             rf"--valid-subset dev,tst-COMMON ", proc.stderr), (mode, seed)
+        alone = re.search(rf"fairseq-train .*--save-dir {study}/fixed_from_standins_seed{seed} "
+                          r".*", proc.stderr).group(0)
+        assert "--finetune-from-model" not in alone and "--pruning-rate 0.9" in alone
+        assert "valid on 'tst-COMMON' subset" in (
+            study / f"fixed_from_standins_seed{seed}" / "train.log").read_text()
     assert "floor" in (study / "study.md").read_text()
     # p-values against the dense baseline and against attention top-k, a column each
     assert modes["baseline"]["p_values"]["baseline"] is None
@@ -428,18 +453,22 @@ def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
     assert modes["coverage"]["frames_kept"] < 1.0
     # the seed flag reached fairseq-train: seed 2 trained with --seed 2
     assert re.search(r"fairseq-train .*--seed 2\b", proc.stderr)
-    assert (study / "study.md").read_text().count("\n| ") >= 4
+    assert (study / "study.md").read_text().count("\n| ") >= 5
+    assert "| updates: selected / trained | updates to 95 % of the plateau | training time |" \
+        in (study / "study.md").read_text()
     assert re.search(r"\| coverage \| coverage [0-9.]+ \(from 0\) \|", (study / "study.md").read_text())
-    for plot in ("study.png", "positions.png", "frames_by_length.png"):
+    for plot in ("study.png", "curves.png", "positions.png", "frames_by_length.png"):
         assert (study / plot).read_bytes()[:4] == b"\x89PNG", plot
     assert re.search(r"^study finished in \d+ min \d+ s$", proc.stdout, flags=re.M)
     again = run_script("study.sh", ["de"], dict(env, DATA_ROOT=env["WORK"] + "/data",
                                                 CKPT_ROOT=env["WORK"] + "/checkpoints_tiny",
-                                                STUDY_DIR=str(study), AVERAGE_LAST="3",
-                                                DEVICE="cpu"))
-    assert "fairseq-train" not in again.stderr and again.stderr.count("exists, kept") == 6
+                                                STUDY_DIR=str(study), FROM_STANDINS="fixed",
+                                                STUDY_MODES="baseline fixed coverage",
+                                                SEEDS="1 2", DEVICE="cpu"))
+    assert "fairseq-train" not in again.stderr and again.stderr.count("exists, kept") == 8
     assert "choose_coverage" not in again.stderr
     both = run_script("demo_study.sh", [], dict(env, STUDY_MODES="baseline", SEEDS="1",
+                                                FROM_STANDINS="",
                                                 STUDY_STANDINS="self_supervised supervised"))
     supervised = study.parent / "study_supervised_3"
     assert json.loads((supervised / "study.json").read_text())["runs"][0]["mode"] == "baseline"
@@ -556,9 +585,9 @@ def test_a_failed_coverage_choice_stops_the_study(pair_env, tmp_path):
     study = Path(pair_env["CKPT_ROOT"]) / "en-de" / "study"
     for mode in ("baseline", "fixed"):
         (study / f"{mode}_seed1").mkdir(parents=True)
-        (study / f"{mode}_seed1" / "avg_last_3.pt").write_bytes(b"not a checkpoint")
+        (study / f"{mode}_seed1" / "checkpoint_best.pt").write_bytes(b"not a checkpoint")
     # every mode from the stand-ins: no dense run to start from is trained first
-    env = dict(pair_env, STUDY_MODES="coverage", SEEDS="1", AVERAGE_LAST="3", REDUCED_FROM="")
+    env = dict(pair_env, STUDY_MODES="coverage", SEEDS="1", REDUCED_FROM="")
     for _ in range(2):  # and again: the failure is not remembered as a choice
         proc = run_script("study.sh", ["de"], env, check=False)
         assert proc.returncode != 0 and "choose_coverage:" in proc.stderr, proc.stderr[-2000:]
@@ -585,7 +614,8 @@ def script_env(tmp_path, **variables):
     fake_bin, calls = fake_tools(tmp_path)
     configs = tmp_path / "configs"
     configs.mkdir(exist_ok=True)
-    for name in ("st.args", "st_fixed.args", "mt.args", "hubert.args", "generate.args"):
+    for name in ("st.args", "st_fixed.args", "mt.args", "hubert.args", "generate.args",
+                 "study.args"):
         shutil.copy(os.path.join(REPO, "configs", "demo", name), configs / name)
     mt = tmp_path / "mt.pt"
     mt.write_bytes(b"stand-in")
@@ -820,16 +850,16 @@ def test_the_first_seed_is_the_first_word_of_seeds(tmp_path, seeds):
     """${SEEDS%% *} took '' from ' 1 2' and '1<tab>2' from a tab: the coverage
     mode then asked for baseline_seed/ and said the baseline had not run."""
     env, configs, calls = script_env(tmp_path, STUDY_MODES="coverage", SEEDS=seeds,
-                                     AVERAGE_LAST="3", REDUCED_FROM="")
+                                     REDUCED_FROM="")
     shutil.copy(os.path.join(REPO, "configs", "demo", "st_coverage.args"), configs)
     study = tmp_path / "ckpt" / "en-de" / "study"
     for mode in ("baseline", "fixed"):
         (study / f"{mode}_seed1").mkdir(parents=True)
-        (study / f"{mode}_seed1" / "avg_last_3.pt").write_bytes(b"stand-in")
+        (study / f"{mode}_seed1" / "checkpoint_best.pt").write_bytes(b"stand-in")
     proc = run_fake("study.sh", ["de"], env)
     assert "needs the baseline mode" not in proc.stderr
     choose, = [c for c in started(calls) if "choose_coverage" in c]
-    assert f"--checkpoint {study}/baseline_seed1/avg_last_3.pt" in choose
+    assert f"--checkpoint {study}/baseline_seed1/checkpoint_best.pt" in choose
 
 
 def test_seeds_of_blanks_name_no_seed(tmp_path):

@@ -233,7 +233,24 @@ class HubertTransformerPruningModel(FairseqEncoderDecoderModel):
                         self.length_reduction.name, ", ".join(missing))
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith(prefix) or k in own}
         state_dict.update((k, own[k]) for k in missing)
+        if not self.from_checkpoint:
+            state_dict = self._subsampler_fresh_where_it_differs(state_dict)
         return super().load_state_dict(state_dict, strict, model_cfg, args)
+
+    def _subsampler_fresh_where_it_differs(self, state_dict):
+        """A training started from a checkpoint whose subsampler has other layers
+        (a mode with its own --conv-kernel-sizes, started from the dense run)
+        starts the subsampler fresh: its weights mean nothing to another stack."""
+        mine = {k: v for k, v in self.state_dict().items() if k.startswith(SUBSAMPLER_PREFIX)}
+        theirs = {k: v for k, v in state_dict.items() if k.startswith(SUBSAMPLER_PREFIX)}
+        if mine.keys() == theirs.keys() and all(
+                mine[k].shape == theirs[k].shape for k in mine):
+            return state_dict
+        logger.info("the subsampler differs from the checkpoint's (%d tensors there, %d here): "
+                    "it starts fresh", len(theirs), len(mine))
+        kept = {k: v for k, v in state_dict.items() if not k.startswith(SUBSAMPLER_PREFIX)}
+        kept.update(mine)
+        return kept
 
     def reduction_losses(self, net_output, sample) -> tuple:
         """(loss terms, statistics) of the reduction in this forward, one per
@@ -276,6 +293,7 @@ def load_mt_encoder_decoder(text_encoder, decoder, path):
 
 # the ST model's HuBERT in its state dict, and the heads of HuBERT files it drops
 HUBERT_PREFIX = "encoder.hubert."
+SUBSAMPLER_PREFIX = "encoder.subsampler."
 PRETRAINING_HEADS = ("final_proj.", "label_embs_concat", "target_glu.")
 
 
