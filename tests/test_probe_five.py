@@ -395,6 +395,49 @@ def test_model_overrides_that_are_not_a_dict_are_one_line(tmp_path, st_corpus,
     refused(proc, "--model-overrides 'not a dict': not a Python dict literal")
 
 
+@pytest.mark.parametrize("overrides,message", [
+    ("{'foo_bar': 1}", "--model-overrides key 'foo_bar': not an argument of this model or task;"),
+    ("{'pruning-rate': 0.5}", "--model-overrides key 'pruning-rate': not an argument of this "
+                              "model or task (did you mean 'pruning_rate'?)"),
+])
+def test_model_overrides_the_model_does_not_read_are_named(overrides, message):  # G04, G05
+    from argparse import Namespace
+
+    from npy_tome_layer.st.task import check_model_overrides_text
+
+    with pytest.raises(InputError, match=re.escape(message)):
+        check_model_overrides_text(Namespace(model_overrides=overrides))
+    assert check_model_overrides_text(Namespace(model_overrides="{'pruning_rate': 0.5}")) == {
+        "pruning_rate": 0.5}
+
+
+def test_a_keep_rate_override_of_a_scheduled_checkpoint_is_refused():  # G25
+    """fairseq-generate's path: the task set up with the overrides, then the
+    checkpoint loaded with them. pruning_rate alone set nothing on a schedule;
+    the sweep's three rates pin it."""
+    from argparse import Namespace
+
+    from fairseq import checkpoint_utils
+
+    from npy_tome_layer.st.task import SpeechAndTextTranslationTask
+
+    data = os.path.join(REPO, "tests", "data", "st_checkpoints_v1")
+    path = os.path.join(data, "schedule.pt")
+
+    def load(overrides):
+        task = SpeechAndTextTranslationTask.setup_task(Namespace(
+            data=data, config_yaml="config.yaml", model_overrides=repr(overrides),
+            tgt_lang="de", eval_bleu=False))
+        return checkpoint_utils.load_model_ensemble([path], arg_overrides=overrides, task=task)
+
+    with pytest.raises(InputError, match=r"--model-overrides pruning_rate 0.3: this checkpoint's "
+                                         r"keep rate follows a schedule \(pruning_max_rate 1.0, "
+                                         r"pruning_min_rate 0.8\)"):
+        load({"pruning_rate": 0.3})
+    models, _ = load({"pruning_rate": 0.3, "pruning_max_rate": 0.3, "pruning_min_rate": 0.3})
+    assert models[0].encoder.hubert.encoder.final_setting[1] == 0.3
+
+
 # --- BLEU against the references as written ---------------------------------
 
 def test_bleu_is_scored_against_the_manifests_references(tmp_path, st_corpus):  # G16
@@ -611,3 +654,159 @@ def test_gpu_check_without_cuda_says_so_at_once_and_leaves_nothing(tmp_path):  #
     assert "sees no CUDA GPU on this machine; DEVICE=cpu scripts/gpu_check.sh" in proc.stderr
     assert time.monotonic() - started < 30
     assert os.listdir(tmp) == [] and not (tmp_path / "out").exists()
+
+
+# --- the API's padding taken at its word, finiteness in the model's dtype, paths -------
+
+def test_a_padding_mask_that_is_not_right_padding_is_refused(hubert_tiny):  # A07, A09, A10
+    """The encoder reads a row as its first n valid samples: a row padded on the
+    left, or a mask with a hole, was silently read as other audio."""
+    import torch
+
+    from npy_tome_layer.encoder.pruned_hubert import load_pruned_hubert
+
+    model = load_pruned_hubert(hubert_tiny, pruning_rate=0.9)
+    src = torch.randn(2, 8000)
+    left = torch.zeros(2, 8000, dtype=torch.bool)
+    left[1, :1000] = True
+    with pytest.raises(InputError, match=r"row 1 of padding_mask has a valid sample after "
+                                         r"padding \(at sample 1000\): a row must be its valid "
+                                         r"samples, then padding"):
+        model(src, padding_mask=left, features_only=True)
+    hole = torch.zeros(2, 8000, dtype=torch.bool)
+    hole[0, 5000:6000] = True
+    with pytest.raises(InputError, match=r"row 0 .* \(at sample 6000\)"):
+        model(src, padding_mask=hole, features_only=True)
+    with pytest.raises(InputError, match=r"padding_mask must be a bool tensor shaped like "
+                                         r"source \(2, 8000\), got list"):
+        model(src, padding_mask=[[False] * 8000] * 2, features_only=True)
+    right = torch.zeros(2, 8000, dtype=torch.bool)
+    right[1, 6000:] = True
+    padded = model(src, padding_mask=right, features_only=True)["x"]
+    alone = model(src[1:, :6000], features_only=True)["x"]
+    assert padded.shape[1] >= alone.shape[1]
+
+
+@pytest.mark.parametrize("dtype,sample", [("half", 1e6), ("bfloat16", 1e39)])
+def test_a_sample_beyond_the_models_dtype_is_refused(hubert_tiny, dtype, sample):  # A17c
+    """(A sample finite in the model's dtype that overflows inside it, A17b's
+    3.3e38 in bfloat16, is not caught.)"""
+    import torch
+
+    from npy_tome_layer.encoder.pruned_hubert import load_pruned_hubert
+
+    model = getattr(load_pruned_hubert(hubert_tiny, pruning_rate=0.9), dtype)()
+    src = torch.zeros(1, 8000, dtype=torch.float64)
+    src[0, 10] = sample
+    with pytest.raises(InputError, match=r"source has non-finite samples \(NaN or inf\) in row "
+                                         r"0 once cast to the model's "
+                                         rf"{'float16' if dtype == 'half' else dtype}"):
+        model(src, features_only=True)
+
+
+def test_a_float64_source_too_large_for_float32_is_refused(hubert_tiny):  # A11
+    import torch
+
+    from npy_tome_layer.encoder.pruned_hubert import load_pruned_hubert
+
+    model = load_pruned_hubert(hubert_tiny, pruning_rate=0.9)
+    src = torch.zeros(1, 8000, dtype=torch.float64)
+    src[0, 3] = 1e300
+    with pytest.raises(InputError, match=r"once cast to the model's float32"):
+        model(src, features_only=True)
+
+
+def test_a_path_like_or_bytes_path_loads_and_another_type_is_named(hubert_tiny):  # A30, A43
+    from npy_tome_layer.encoder.pruned_hubert import load_pruned_hubert
+
+    for path in (Path(hubert_tiny), os.fsencode(hubert_tiny)):
+        assert load_pruned_hubert(path, pruning_rate=0.9).encoder.length_reduction.name == "prune"
+    with pytest.raises(InputError, match=r"a checkpoint path must be a str or os.PathLike, "
+                                         r"got int"):
+        load_pruned_hubert(3)
+
+
+# --- the target language: the data's and the checkpoint's ------------------------
+
+def st_task(data, **args):
+    from argparse import Namespace
+
+    from npy_tome_layer.st.task import SpeechAndTextTranslationTask
+
+    return SpeechAndTextTranslationTask.setup_task(Namespace(**{
+        "data": data, "config_yaml": "config.yaml", "eval_bleu": False, **args}))
+
+
+def test_another_target_language_than_the_datas_is_refused(st_corpus):  # T10
+    with pytest.raises(InputError, match=r"--tgt-lang fr: \S+/config.yaml was prepared for "
+                                         r"en-de \(its targets are de\)"):
+        st_task(st_corpus["data"], tgt_lang="fr")
+    assert st_task(st_corpus["data"], tgt_lang=None).args.tgt_lang == "de"
+
+
+def test_another_target_language_than_the_checkpoints_is_refused():  # G12
+    """tests/data's checkpoints were trained en-de; their data folder's config.yaml,
+    written before it named the language, leaves the check to the checkpoint."""
+    from fairseq import checkpoint_utils
+
+    data = os.path.join(REPO, "tests", "data", "st_checkpoints_v1")
+    with pytest.raises(InputError, match=r"--tgt-lang fr: the checkpoint was trained to "
+                                         r"translate into de"):
+        checkpoint_utils.load_model_ensemble([os.path.join(data, "merge.pt")],
+                                             task=st_task(data, tgt_lang="fr"))
+    checkpoint_utils.load_model_ensemble([os.path.join(data, "merge.pt")],
+                                         task=st_task(data, tgt_lang=None))
+
+
+def test_preparing_another_pair_into_a_prepared_folder_is_refused(mustc):  # T10, the data
+    """config.yaml names the pair's target language; a folder prepared before it
+    did (no tgt_lang there) is still taken for its own pair."""
+    import shutil
+
+    import yaml
+
+    from npy_tome_layer.tools.prepare_mustc import PreparationError
+
+    run_prepare(mustc)
+    config = os.path.join(mustc["out"], "config.yaml")
+    with open(config, encoding="utf-8") as f:
+        assert yaml.safe_load(f)["tgt_lang"] == "de"
+    shutil.copytree(os.path.join(mustc["root"], "en-de"), os.path.join(mustc["root"], "en-fr"))
+    for split in ("train", "dev"):
+        shutil.copy(mustc["txt"](split, "de"),
+                    os.path.join(mustc["root"], "en-fr", "data", split, "txt", f"{split}.fr"))
+    with pytest.raises(PreparationError, match=r"config.yaml: \S+ holds the pair en-de, not "
+                                               r"en-fr: prepare en-fr into another --out"):
+        run_prepare(mustc, tgt_lang="fr")
+    with open(config, encoding="utf-8") as f:
+        old = {k: v for k, v in yaml.safe_load(f).items() if k != "tgt_lang"}
+    with open(config, "w", encoding="utf-8") as f:
+        yaml.safe_dump(old, f)
+    run_prepare(mustc)  # an older folder: kept, as before
+
+
+@pytest.mark.parametrize("change,line", [
+    (["--pruning-rate", "0.5"], "--pruning-rate 0.5: the run resumes from {last}, trained with "
+                                "pruning_rate 0.9; resume with its settings, or train into "
+                                "another --save-dir (--finetune-from-model {last} starts there "
+                                "from its weights)"),  # T01
+    (["--token-reduction", "conv"], "--token-reduction conv: the run resumes from {last}, "
+                                    "trained with token_reduction prune;"),  # T02
+    (["--conv-kernel-sizes", "5"], "--conv-kernel-sizes 5: the run resumes from {last}, "
+                                   "trained with conv_kernel_sizes 5,5;"),
+])
+def test_a_resumed_run_keeps_its_reduction_settings(tmp_path, st_corpus, mt_checkpoint, change,
+                                                    line):  # T01-T03
+    """fairseq resumed a 0.9 run at 0.5 (or another reduction) without a word,
+    and the checkpoint then recorded 0.5; conv's weights failed in a traceback."""
+    save = tmp_path / "st"
+    first = cli("fairseq-train", st_args(st_corpus, mt_checkpoint, save))
+    assert first.returncode == 0, first.stderr[-3000:]
+    last = save / "checkpoint_last.pt"
+    before = last.read_bytes()
+    proc = cli("fairseq-train", st_args(st_corpus, mt_checkpoint, save, updates=2) + change)
+    refused(proc, line.format(last=last))
+    assert last.read_bytes() == before
+    # the same settings resume, as fairseq does
+    again = cli("fairseq-train", st_args(st_corpus, mt_checkpoint, save, updates=2))
+    assert again.returncode == 0 and "num_updates 2" in again.stdout + again.stderr

@@ -427,7 +427,7 @@ def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
         dense = study / f"baseline_seed{seed}" / "checkpoint_best.pt"
         for mode in ("fixed", "coverage"):
             assert re.search(rf"fairseq-train .*--save-dir {study}/{mode}_seed{seed} .*"
-                             rf"--finetune-from-model {dense} .*--patience 4 .*"
+                             rf"--finetune-from-model {dense} .*--patience 5 .*"
                              rf"--valid-subset dev,tst-COMMON ", proc.stderr), (mode, seed)
         alone = re.search(rf"fairseq-train .*--save-dir {study}/fixed_from_standins_seed{seed} "
                           r".*", proc.stderr).group(0)

@@ -31,7 +31,7 @@ from torch.profiler import record_function
 
 from ..errors import InputError
 from ..io.audio import SAMPLE_RATE
-from ..io.checkpoints import check_shapes, checkpoint_task, load_checkpoint
+from ..io.checkpoints import checkpoint_path, check_shapes, checkpoint_task, load_checkpoint
 from ..reduction import (ENCODER_SETTINGS, REDUCE_LABEL, REDUCTION_SETTINGS, KeepRateSchedule,
                          Tokens, TokenReduction, build_reduction)
 from ..reduction.interface import ENCODER_SETTING_NAMES
@@ -280,10 +280,21 @@ class PrunedHubertModel(HubertModel):
             raise InputError(f"source has {source.size(1)} samples: HuBERT needs at least "
                              f"{self.min_samples} (one frame)")
         if padding_mask is not None:
+            if not torch.is_tensor(padding_mask):
+                raise InputError(f"padding_mask must be a bool tensor shaped like source "
+                                 f"{tuple(source.shape)}, got {type(padding_mask).__name__}")
             if padding_mask.shape != source.shape or padding_mask.dtype != torch.bool:
                 raise InputError(f"padding_mask must be a bool tensor shaped like source "
                                  f"{tuple(source.shape)}, got {padding_mask.dtype} "
                                  f"{tuple(padding_mask.shape)}")
+            # each row is read as its first n samples: padding anywhere else (on the
+            # left, or a hole) would be read as speech and the row's end dropped
+            unpadded = padding_mask[:, :-1] & ~padding_mask[:, 1:]
+            if bool(unpadded.any()):
+                row, sample = (int(i) for i in unpadded.nonzero()[0])
+                raise InputError(f"row {row} of padding_mask has a valid sample after padding "
+                                 f"(at sample {sample + 1}): a row must be its valid samples, "
+                                 "then padding (right-padded, as fairseq's collater pads)")
             valid = (~padding_mask).sum(dim=1)
             # an all-padding row is a caller's empty utterance: it comes back fully masked
             short = ((valid > 0) & (valid < self.min_samples)).nonzero()
@@ -291,13 +302,17 @@ class PrunedHubertModel(HubertModel):
                 row = int(short[0])
                 raise InputError(f"row {row} of source has {int(valid[row])} valid samples: "
                                  f"HuBERT needs at least {self.min_samples} (one frame)")
-        finite = torch.isfinite(source)
-        if padding_mask is not None:
-            finite = finite | padding_mask  # padding is never read as speech
-        if not bool(finite.all()):
-            row = int((~finite).any(dim=1).nonzero()[0])
-            raise InputError(f"source has non-finite samples (NaN or inf) in row {row}")
         dtype = self.layer_norm.weight.dtype
+        for given in (source, source.to(dtype)):  # a large sample overflows a half model
+            finite = torch.isfinite(given)
+            if padding_mask is not None:
+                finite = finite | padding_mask  # padding is never read as speech
+            if not bool(finite.all()):
+                row = int((~finite).any(dim=1).nonzero()[0])
+                where = "" if given is source else (
+                    f" once cast to the model's {str(dtype).replace('torch.', '')} (largest "
+                    f"{torch.finfo(dtype).max:.4g}): audio belongs in [-1, 1]")
+                raise InputError(f"source has non-finite samples (NaN or inf) in row {row}{where}")
         return source.to(dtype), padding_mask
 
     def forward_padding_mask(self, features, padding_mask):
@@ -413,7 +428,9 @@ def load_pruned_hubert(path, **kwargs) -> PrunedHubertModel:
     ``task_state``) as a pruned model in eval mode. The task's label files
     are not needed: dictionaries come from ``task_state`` when present.
     Keyword arguments go to ``build_pruned_hubert`` (the reduction's settings,
-    e.g. ``pruning_rate=0.9``, and config overrides such as ``encoder_layerdrop``)."""
+    e.g. ``pruning_rate=0.9``, and config overrides such as ``encoder_layerdrop``).
+    ``path``: a str, bytes or os.PathLike."""
+    path = checkpoint_path(path)
     state = load_checkpoint(path)
     if "cfg" not in state or state["cfg"] is None or "model" not in state:
         raise InputError(f"{path}: not a fairseq HuBERT checkpoint (needs 'cfg' and 'model')")

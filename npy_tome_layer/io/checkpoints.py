@@ -152,6 +152,15 @@ def checkpoint_model_args(state: dict):
                                             else None)
 
 
-def load_checkpoint(path: str) -> dict:
-    """Read a fairseq-format checkpoint onto the CPU, with a path-naming error."""
-    return checkpoint_utils.load_checkpoint_to_cpu(path)
+def checkpoint_path(path) -> str:
+    """A str, bytes or os.PathLike path as the str fairseq's reader takes."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise InputError(f"a checkpoint path must be a str or os.PathLike, got "
+                         f"{type(path).__name__}")
+    return os.fsdecode(path)
+
+
+def load_checkpoint(path) -> dict:
+    """Read a fairseq-format checkpoint (``checkpoint_path``) onto the CPU, with a
+    path-naming error."""
+    return checkpoint_utils.load_checkpoint_to_cpu(checkpoint_path(path))

@@ -6,6 +6,8 @@ subsampler first.
 """
 import contextlib
 import logging
+import os
+from typing import Optional
 
 import torch
 from torch import nn
@@ -301,6 +303,46 @@ def reduction_settings():
     """Every setting of the pruned encoder: which reduction, from which layer,
     the keep rate and its schedule, and each registered reduction's own."""
     return ENCODER_SETTINGS + tuple(REDUCTION_SETTINGS.values())
+
+
+# the subsampler's arguments: a resumed run must keep them as its reduction's
+SUBSAMPLER_ARGUMENTS = ("conv_kernel_sizes", "conv_channels")
+
+
+def resumed_checkpoint(args) -> Optional[str]:
+    """The checkpoint fairseq-train will resume from, as fairseq chooses it:
+    SAVE_DIR/checkpoint_last.pt where it exists (--finetune-from-model is then
+    ignored), else a --restore-file other than the default; None for a new run."""
+    restore = getattr(args, "restore_file", None) or "checkpoint_last.pt"
+    if restore == "checkpoint_last.pt":
+        last = os.path.join(getattr(args, "save_dir", None) or "checkpoints", restore)
+        return last if os.path.isfile(last) else None
+    return restore if os.path.isfile(restore) else None
+
+
+def check_resumed_settings(args) -> None:
+    """A run resumed from its own checkpoint keeps the reduction and subsampler it
+    was trained with: fairseq would continue under other settings without a word
+    (and the checkpoint then records them) or fail on the weights' shapes. One
+    line naming the flag, before training."""
+    path = resumed_checkpoint(args)
+    if path is None or getattr(args, "reset_optimizer", False):
+        return  # (a reset run, or a file of another stage: its own checks)
+    try:
+        trained = checkpoint_model_args(load_checkpoint(path))
+    except Exception:  # not readable as a checkpoint: fairseq's load says why
+        return
+    if not hasattr(trained, TOKEN_REDUCTION.name) or not hasattr(args, TOKEN_REDUCTION.name):
+        return  # not this project's ST checkpoint and run (a HuBERT file, the MT stage)
+    compared = [(s.name, s.value_in(trained), s.value_in(args)) for s in reduction_settings()]
+    compared += [(name, getattr(trained, name, None), getattr(args, name, None))
+                 for name in SUBSAMPLER_ARGUMENTS if getattr(trained, name, None) is not None]
+    for name, before, now in compared:
+        if before != now:
+            raise InputError(
+                f"--{name.replace('_', '-')} {now}: the run resumes from {path}, trained with "
+                f"{name} {before}; resume with its settings, or train into another --save-dir "
+                f"(--finetune-from-model {path} starts there from its weights)")
 
 
 def hubert_arguments(args) -> dict:

@@ -1,10 +1,11 @@
 """Task ``speech_and_text_translation``: ST on S2T manifests, MT on fairseq-
 preprocess data, or both (CRESS's multitask); dev BLEU for checkpoint selection."""
 import ast
+import difflib
 import json
 import logging
 import os
-from argparse import Namespace
+from argparse import ArgumentParser, Namespace
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from .criterion import EXTRA_TEXT
 from .ctc_vocabulary import FILE_NAME as CTC_VOCABULARY_FILE, CTCVocabulary
 from .scoring import WRITTEN_REFERENCES
 from .dataset import AUDIO_REPLACEMENTS, SpeechTranslationDataset
+from .model import check_resumed_settings
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,10 @@ def read_data_config(cfg_path: str) -> dict:
         if key not in data_cfg:
             raise InputError(f"{cfg_path}: missing '{key}'")
     return data_cfg
+
+
+# the target language of a data folder prepared before config.yaml named it
+DEFAULT_TGT_LANG = "de"
 
 
 @register_task("speech_and_text_translation")
@@ -70,7 +76,10 @@ class SpeechAndTextTranslationTask(FairseqTask):
         parser.add_argument("--text-data", default=None, metavar="DIR",
                             help="fairseq-preprocess MT data (train.en-XX.en.bin ...)")
         parser.add_argument("--src-lang", default="en")
-        parser.add_argument("--tgt-lang", default="de")
+        parser.add_argument("--tgt-lang", default=None,
+                            help="the target language (default: the one the data folder's "
+                                 "config.yaml names, else de); another than the data's or the "
+                                 "checkpoint's is refused")
         parser.add_argument("--st-training", action="store_true",
                             help="train on speech (the manifests in DATA)")
         parser.add_argument("--mt-finetune", action="store_true",
@@ -132,20 +141,29 @@ class SpeechAndTextTranslationTask(FairseqTask):
         self._mt_epoch = 0
         self._bleu = None  # (generator, bpe, detokenizer) when --eval-bleu
         self._ctc_vocabulary = None
+        self.model_overrides = {}  # fairseq-generate's --model-overrides (setup_task)
 
     @classmethod
     def setup_task(cls, args, **kwargs):
         check_ddp_backend(args)
         check_half_precision(args)
-        check_model_overrides_text(args)
+        overrides = check_model_overrides_text(args)
         cfg_path = os.path.join(args.data, args.config_yaml)
         data_cfg = read_data_config(cfg_path)
+        prepared = data_cfg.get("tgt_lang")  # (a folder prepared before it was written: None)
+        given = getattr(args, "tgt_lang", None)
+        if prepared and given and given != prepared:
+            raise InputError(f"--tgt-lang {given}: {cfg_path} was prepared for en-{prepared} "
+                             f"(its targets are {prepared})")
+        args.tgt_lang = given or prepared or DEFAULT_TGT_LANG
         dict_path = cls._resolve(args.data, data_cfg["vocab_filename"])
         if not os.path.isfile(dict_path):
             raise InputError(f"{cfg_path}: vocab_filename {dict_path} not found")
         dictionary = load_dictionary(dict_path, dict_path)
         logger.info("dictionary: %d types", len(dictionary))
-        return cls(args, dictionary, data_cfg)
+        task = cls(args, dictionary, data_cfg)
+        task.model_overrides = overrides  # checked against the checkpoint in build_model
+        return task
 
     @staticmethod
     def _resolve(base, path):
@@ -214,6 +232,14 @@ class SpeechAndTextTranslationTask(FairseqTask):
             args = Namespace(**vars(args))
             for name in self.PRETRAINED_PATH_ARGS:
                 setattr(args, name, None)
+        if not from_checkpoint:
+            check_resumed_settings(args)
+        if from_checkpoint:
+            check_rate_override(self.model_overrides, args)
+            trained = getattr(args, "tgt_lang", None)  # the training's task arguments
+            if trained and self.args.tgt_lang and trained != self.args.tgt_lang:
+                raise InputError(f"--tgt-lang {self.args.tgt_lang}: the checkpoint was trained "
+                                 f"to translate into {trained}")
         model = super().build_model(args, from_checkpoint)
         model.from_checkpoint = from_checkpoint  # a reduction's missing weights: refused
         if self.args.eval_bleu:
@@ -472,13 +498,14 @@ def check_half_precision(args):
                          "precision needs one (train without --fp16 on the CPU)")
 
 
-def check_model_overrides_text(args):
-    """fairseq-generate reads --model-overrides with ``ast.literal_eval`` after
-    the task is set up and ends in a SyntaxError traceback on anything that is
-    not a Python literal: checked here, before it."""
+def check_model_overrides_text(args) -> dict:
+    """The --model-overrides dict, or a one-line InputError: fairseq-generate
+    reads it with ``ast.literal_eval`` after the task is set up and ends in a
+    SyntaxError traceback on anything that is not a Python literal, and sets a
+    key the model does not read (a misspelling, the flag's dashes) without a word."""
     text = getattr(args, "model_overrides", None)
     if not isinstance(text, str):
-        return
+        return {}
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -486,6 +513,41 @@ def check_model_overrides_text(args):
     if not isinstance(value, dict):
         raise InputError(f"--model-overrides {shorten(text)!r}: not a Python dict literal "
                          "such as \"{'pruning_rate': 0.8}\"")
+    known = overridable_names()
+    for key in value:
+        if key not in known:
+            close = difflib.get_close_matches(str(key).replace("-", "_"), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise InputError(f"--model-overrides key {key!r}: not an argument of this model or "
+                             f"task{hint}; keys are argument names with underscores, e.g. "
+                             "'pruning_rate'")
+    return value
+
+
+def overridable_names() -> set:
+    """The argument names a --model-overrides key may name: the ST model's and
+    this task's (fairseq sets any key without a word)."""
+    from fairseq.models import ARCH_MODEL_REGISTRY
+
+    parser = ArgumentParser(add_help=False)
+    ARCH_MODEL_REGISTRY["hubert_transformer_pruning_layer"].add_args(parser)
+    SpeechAndTextTranslationTask.add_args(parser)
+    return {action.dest for action in parser._actions}
+
+
+def check_rate_override(overrides: dict, args) -> None:
+    """A keep rate given to a checkpoint whose rate follows a schedule sets
+    nothing: the schedule's max and min rates decide (the sweep overrides all
+    three)."""
+    if "pruning_rate" not in overrides or "pruning_min_rate" in overrides:
+        return
+    max_rate, min_rate = (getattr(args, name, None) for name in ("pruning_max_rate",
+                                                                  "pruning_min_rate"))
+    if max_rate is not None or min_rate is not None:
+        raise InputError(f"--model-overrides pruning_rate {overrides['pruning_rate']!r}: this "
+                         f"checkpoint's keep rate follows a schedule (pruning_max_rate {max_rate}"
+                         f", pruning_min_rate {min_rate}), which pruning_rate does not set: "
+                         "override pruning_min_rate (and pruning_max_rate) instead")
 
 
 def check_ddp_backend(args):

@@ -222,14 +222,17 @@ def output_lock(out: str):
         yield
 
 
-def config_text(spm_model: str, dictionary: str) -> str:
+def config_text(spm_model: str, dictionary: str, tgt_lang: str) -> str:
+    """config.yaml: fairseq's S2T data config, and the pair's target language
+    (the task refuses another --tgt-lang on this data)."""
     return yaml.safe_dump({
         "vocab_filename": os.path.abspath(dictionary),
         "bpe_tokenizer": {"bpe": "sentencepiece", "sentencepiece_model": os.path.abspath(spm_model)},
+        "tgt_lang": tgt_lang,
     }, sort_keys=False)
 
 
-def check_inputs(pair_dir, out, spm_model, dictionary, splits):
+def check_inputs(pair_dir, out, spm_model, dictionary, splits, tgt_lang):
     """Everything the flags name, before anything is written; returns the splits present."""
     # every manifest row names its wav by this path; config.yaml names the
     # model and the dictionary: one line each here, not one per segment later
@@ -266,12 +269,24 @@ def check_inputs(pair_dir, out, spm_model, dictionary, splits):
         raise PreparationError(str(e)) from None
     config = os.path.join(out, "config.yaml")
     if os.path.isfile(config):
-        with open(config, encoding="utf-8") as f:
-            if f.read() != config_text(spm_model, dictionary):
-                raise PreparationError(
-                    f"{config} names another --spm-model or --dict than this run's; the "
-                    f"prepared data used those: remove {out} (or its config.yaml and mt/) to "
-                    "prepare with these")
+        with open(config, encoding="utf-8", errors="replace") as f:
+            try:
+                written = yaml.safe_load(f)
+            except yaml.YAMLError:
+                written = None
+        wanted = yaml.safe_load(config_text(spm_model, dictionary, tgt_lang))
+        if not isinstance(written, dict):
+            written = {}
+        # (a folder prepared before config.yaml named the language: no language to differ)
+        written_lang = written.pop("tgt_lang", tgt_lang)
+        if written_lang != wanted.pop("tgt_lang"):
+            raise PreparationError(f"{config}: {out} holds the pair en-{written_lang}, not "
+                                   f"en-{tgt_lang}: prepare en-{tgt_lang} into another --out")
+        if written != wanted:
+            raise PreparationError(
+                f"{config} names another --spm-model or --dict than this run's; the "
+                f"prepared data used those: remove {out} (or its config.yaml and mt/) to "
+                "prepare with these")
     return present
 
 
@@ -279,7 +294,7 @@ def prepare(root, tgt_lang, out, spm_model, dictionary, splits=SPLITS, log=print
     pair_dir = os.path.join(root, f"en-{tgt_lang}")
     if not os.path.isdir(pair_dir):
         raise PreparationError(f"{pair_dir}: MuST-C pair directory not found")
-    present = check_inputs(pair_dir, out, spm_model, dictionary, splits)
+    present = check_inputs(pair_dir, out, spm_model, dictionary, splits, tgt_lang)
     if "tst-COMMON" in splits and "tst-COMMON" not in present:
         log(f"[prepare] warning: {pair_dir}/data has no tst-COMMON split (evaluate.sh needs it)")
     with output_lock(out):
@@ -304,7 +319,7 @@ def _prepare(pair_dir, tgt_lang, out, spm_model, dictionary, present, log):
             log(f"[prepare] {tsv}: {len(rows)} segments")
     config = os.path.join(out, "config.yaml")
     if not os.path.exists(config):
-        write_text_atomically(config, config_text(spm_model, dictionary))
+        write_text_atomically(config, config_text(spm_model, dictionary, tgt_lang))
     ctc_vocab = os.path.join(out, CTC_VOCABULARY_FILE)
     if "train" in rows_by_split and not os.path.exists(ctc_vocab):
         write_text_atomically(ctc_vocab, vocabulary_text(r["src_text"]
