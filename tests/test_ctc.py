@@ -15,7 +15,7 @@ from npy_tome_layer.errors import InputError
 from npy_tome_layer.reduction import Tokens, build_reduction
 from npy_tome_layer.st.ctc_vocabulary import SPACE, CTCVocabulary, vocabulary_text
 
-from .conftest import REPO, common_train_args, run_cli
+from .conftest import REPO, VENV_BIN, common_train_args, run_cli
 from .test_pruned_hubert import waveforms
 
 V = 4  # blank, three labels
@@ -250,3 +250,45 @@ def test_a_vocabulary_of_another_size_than_the_checkpoints_head_is_named(st_corp
     with pytest.raises(InputError, match=rf"ctc_vocab.txt: gives ctc_vocab_size {size}, but the "
                                          rf"model was built with {size + 3}"):
         take_reduction_inputs(Namespace(token_reduction="ctc", ctc_vocab_size=size + 3), task)
+
+
+def test_the_visualiser_labels_each_token_with_its_run_label(hubert_tiny, tmp_path):
+    """Which frames became one token, with the label the head gave them; a
+    --ctc-vocab for a model without a CTC head is one line."""
+    import subprocess
+
+    import soundfile as sf
+
+    from npy_tome_layer import load_pruned_hubert
+    from npy_tome_layer.tools.visualize_pruning import (ctc_run_labels, draw, encode,
+                                                        run_shading, survival)
+
+    path = tmp_path / "ctc_vocab.txt"
+    path.write_text(vocabulary_text(["the house"]), encoding="utf-8")
+    vocabulary = CTCVocabulary.from_file(str(path))
+    assert [vocabulary.label(i) for i in range(vocabulary.size)] == ["_", "?"] + sorted(
+        set("thehouse" + SPACE))
+    model = load_pruned_hubert(hubert_tiny, token_reduction="ctc", pruning_init_layer=1,
+                               ctc_vocab_size=vocabulary.size)
+    audio = (0.1 * torch.randn(24000, generator=torch.Generator().manual_seed(0))).numpy()
+    encoded = encode(model, audio)
+    labels = ctc_run_labels(encoded, vocabulary)
+    # one label per token the CTC reduction made, at the centre of its run, in time order
+    assert len(labels) == encoded.spans[0].shape[1] and 0 < len(labels) <= encoded.frames
+    assert [at for at, _ in labels] == sorted(at for at, _ in labels)
+    assert {text for _, text in labels} <= set(vocabulary.label(i) for i in range(vocabulary.size))
+    out = tmp_path / "ctc.png"
+    draw(audio, survival(model, audio, encoded), 1, "ctc", str(out),
+         run_shading(encoded.spans, encoded.frames), labels=labels)
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    wav = tmp_path / "a.wav"
+    sf.write(wav, audio, 16000)
+    proc = subprocess.run(
+        [os.path.join(VENV_BIN, "python"), "-m",
+         "npy_tome_layer.tools.visualize_pruning", "--wav", str(wav), "--checkpoint", hubert_tiny,
+         "--out", str(tmp_path / "p.png"), "--ctc-vocab", str(path)],
+        capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        f"--ctc-vocab {path}: the model's reduction, prune, has no CTC head")
+    assert not (tmp_path / "p.png").exists()

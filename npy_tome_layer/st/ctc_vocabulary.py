@@ -63,6 +63,13 @@ class CTCVocabulary:
         """Outputs of a CTC head over it: blank, unknown, the characters."""
         return len(self.symbols) + UNKNOWN + 1
 
+    def label(self, index: int) -> str:
+        """What output ``index`` of the head stands for: the character, ``_`` for the
+        blank, ``?`` for a character the file does not hold."""
+        if index == BLANK:
+            return "_"
+        return "?" if index == UNKNOWN else self.symbols[index - UNKNOWN - 1]
+
     def encode(self, text: str) -> torch.Tensor:
         return torch.tensor([self.index.get(c, UNKNOWN) for c in characters(text)],
                             dtype=torch.long)
