@@ -55,3 +55,51 @@ def test_json_log_curves_and_a_resumed_run_counts_a_validation_once():
 def test_a_log_without_the_curves_subset_is_named():
     with pytest.raises(ValueError, match="no validation of tst-COMMON in the log"):
         read_off(SIMPLE.replace("tst-COMMON", "other"), "dev", "tst-COMMON")
+
+
+def test_the_study_reports_each_runs_curve_plateau_and_interval(st_corpus, fixed_checkpoint,
+                                                                tmp_path, capsys):
+    """tools/study on one checkpoint decoded as two modes, each with a training
+    log: the log's numbers per run and per mode, the bootstrap half-width, the
+    train split's BLEU, and the curves' plot."""
+    import hashlib
+    import os
+
+    from npy_tome_layer.tools import study
+
+    from .conftest import REPO, run_cli
+
+    out = run_cli("fairseq-generate", [
+        st_corpus["data"], "--user-dir", os.path.join(REPO, "npy_tome_layer"),
+        "--task", "speech_and_text_translation", "--tgt-lang", "de", "--path", fixed_checkpoint,
+        "--gen-subset", "dev", "--beam", "1", "--max-tokens", "100000", "--cpu",
+        "--num-workers", "0", "--scoring", "sacrebleu", "--required-batch-size-multiple", "1"])
+    with open(fixed_checkpoint, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    generated = tmp_path / "generate.txt"
+    generated.write_text(f"# checkpoint sha256 {digest} {fixed_checkpoint}\n" + out)
+    log = tmp_path / "train.log"
+    # selected by the log's dev lines (as dev2), the curve its tst-COMMON lines (as dev)
+    log.write_text(SIMPLE.replace("dev", "dev2").replace("tst-COMMON", "dev"))
+    args = ["--data", st_corpus["data"], "--subset", "dev", "--out", str(tmp_path / "study"),
+            "--reference-size", "tiny", "--repeats", "1", "--cpu", "--beam", "1",
+            "--selected-by", "dev2"]
+    for mode in ("baseline", "fixed"):
+        args += ["--run", mode, "1", fixed_checkpoint, str(generated),
+                 "--log", mode, "1", str(log)]
+    study.main(args)
+    report = json.loads((tmp_path / "study" / "study.json").read_text())
+    run = report["runs"][0]
+    assert (run["best_update"], run["updates"], run["curve_plateau"]) == (300, 400, 33.0)
+    assert run["updates_to_plateau_share"] == 300 and run["training_seconds"] == 230
+    assert 0 <= run["bleu_half_width"] <= 100
+    mode = report["modes"][1]
+    assert (mode["updates"], mode["best_update"], mode["training_seconds"]) == (400, 300, 230)
+    assert report["train_bleu"]["mode"] == "baseline" and report["train_bleu"]["bleu"] >= 0
+    table = (tmp_path / "study" / "study.md").read_text()
+    assert "| 300 / 400 | 300 | 3.8 min |" in table
+    assert "baseline seed 1 translates the train split at" in table
+    assert (tmp_path / "study" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(SystemExit):
+        study.parse_arguments(args + ["--log", "baseline", "2", str(log)])
+    assert "--log baseline 2: no --run baseline 2" in capsys.readouterr().err
