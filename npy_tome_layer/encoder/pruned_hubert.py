@@ -287,33 +287,42 @@ class PrunedHubertModel(HubertModel):
                 raise InputError(f"padding_mask must be a bool tensor shaped like source "
                                  f"{tuple(source.shape)}, got {padding_mask.dtype} "
                                  f"{tuple(padding_mask.shape)}")
-            # each row is read as its first n samples: padding anywhere else (on the
-            # left, or a hole) would be read as speech and the row's end dropped
+        dtype = self.layer_norm.weight.dtype
+        cast = source.to(dtype)
+        # non-finite samples, as given and in the model's dtype (a large one overflows a half
+        # model); padding is never read as speech
+        bad_given, bad_cast = ~torch.isfinite(source), ~torch.isfinite(cast)
+        unpadded = short = None
+        if padding_mask is not None:
+            bad_given, bad_cast = bad_given & ~padding_mask, bad_cast & ~padding_mask
+            # each row is read as its first n samples: padding anywhere else (on the left, or
+            # a hole) would be read as speech and the row's end dropped
             unpadded = padding_mask[:, :-1] & ~padding_mask[:, 1:]
-            if bool(unpadded.any()):
-                row, sample = (int(i) for i in unpadded.nonzero()[0])
-                raise InputError(f"row {row} of padding_mask has a valid sample after padding "
-                                 f"(at sample {sample + 1}): a row must be its valid samples, "
-                                 "then padding (right-padded, as fairseq's collater pads)")
             valid = (~padding_mask).sum(dim=1)
             # an all-padding row is a caller's empty utterance: it comes back fully masked
-            short = ((valid > 0) & (valid < self.min_samples)).nonzero()
-            if len(short):
-                row = int(short[0])
-                raise InputError(f"row {row} of source has {int(valid[row])} valid samples: "
-                                 f"HuBERT needs at least {self.min_samples} (one frame)")
+            short = (valid > 0) & (valid < self.min_samples)
+        found = [t.any() for t in (unpadded, short, bad_given, bad_cast) if t is not None]
+        if any(torch.stack(found).tolist()):  # the checks' one host read; details on failure
+            self._refuse_source(source, padding_mask, unpadded, short, bad_given, bad_cast)
+        return cast, padding_mask
+
+    def _refuse_source(self, source, padding_mask, unpadded, short, bad_given, bad_cast):
+        if unpadded is not None and bool(unpadded.any()):
+            row, sample = (int(i) for i in unpadded.nonzero()[0])
+            raise InputError(f"row {row} of padding_mask has a valid sample after padding "
+                             f"(at sample {sample + 1}): a row must be its valid samples, "
+                             "then padding (right-padded, as fairseq's collater pads)")
+        if short is not None and bool(short.any()):
+            row = int(short.nonzero()[0])
+            raise InputError(f"row {row} of source has {int((~padding_mask[row]).sum())} valid "
+                             f"samples: HuBERT needs at least {self.min_samples} (one frame)")
+        bad = bad_given if bool(bad_given.any()) else bad_cast
+        row = int(bad.any(dim=1).nonzero()[0])
         dtype = self.layer_norm.weight.dtype
-        for given in (source, source.to(dtype)):  # a large sample overflows a half model
-            finite = torch.isfinite(given)
-            if padding_mask is not None:
-                finite = finite | padding_mask  # padding is never read as speech
-            if not bool(finite.all()):
-                row = int((~finite).any(dim=1).nonzero()[0])
-                where = "" if given is source else (
-                    f" once cast to the model's {str(dtype).replace('torch.', '')} (largest "
-                    f"{torch.finfo(dtype).max:.4g}): audio belongs in [-1, 1]")
-                raise InputError(f"source has non-finite samples (NaN or inf) in row {row}{where}")
-        return source.to(dtype), padding_mask
+        where = "" if bad is bad_given else (
+            f" once cast to the model's {str(dtype).replace('torch.', '')} (largest "
+            f"{torch.finfo(dtype).max:.4g}): audio belongs in [-1, 1]")
+        raise InputError(f"source has non-finite samples (NaN or inf) in row {row}{where}")
 
     def forward_padding_mask(self, features, padding_mask):
         if not self.padding_mask_from_conv_lengths:
