@@ -123,5 +123,6 @@ def plot_curves(curves: Sequence[Tuple[str, int, Curve, int]], subset: str, path
         ax.plot(xs, ys, color=colour, linestyle=style, linewidth=1.2,
                 label=f"{mode} seed {seed}")
         ax.plot([selected], [value_at(curve, selected)], "o", color=colour, markersize=4)
-    save_labelled(fig, ax, "training updates (of the run itself)",
-                  f"{subset} BLEU at validation (dot: the checkpoint dev BLEU selects)", path)
+    ax.set_title("dot: the checkpoint the best dev BLEU selects", fontsize=9)
+    save_labelled(fig, ax, "training updates (of the run itself)", f"{subset} BLEU at validation",
+                  path)
