@@ -392,7 +392,6 @@ def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
     study = Path(env["WORK"]) / "checkpoints_tiny" / "en-de" / "study_self_supervised_3"
     assert "HuBERT stand-in: self_supervised (hubert_self_supervised_3.pt)" in proc.stdout
     report = json.loads((study / "study.json").read_text())
-    assert set(report) == {"runs", "modes"}
     assert set(report) == {"runs", "modes", "train_bleu"}
     assert [(r["mode"], r["seed"]) for r in report["runs"]] == [
         ("baseline", 1), ("fixed", 1), ("coverage", 1), ("fixed_from_standins", 1),
@@ -410,7 +409,7 @@ def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
         assert r["bleu_half_width"] >= 0
         # validated every 2 updates, stopped by patience 1 or at 6: its tst-COMMON curve
         assert [u for u, _ in r["curve"]] in ([2, 4], [2, 4, 6]), r["curve"]
-        assert r["best_update"] in (2, 4) and r["updates"] == r["curve"][-1][0]
+        assert r["best_update"] in (2, 4, 6) and r["updates"] == r["curve"][-1][0]
         assert r["training_seconds"] > 0
     assert report["train_bleu"]["mode"] == "baseline" and 0 <= report["train_bleu"]["bleu"] <= 100
     modes = {m["mode"]: m for m in report["modes"]}
