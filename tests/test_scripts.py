@@ -389,6 +389,8 @@ def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
                TEST_TALKS="1", FROM_STANDINS="fixed",
                STUDY_ARGS="--reference-size tiny --repeats 1", STUDY_STANDINS="self_supervised")
     proc = run_script("demo_study.sh", [], env)
+    # each training's output goes to stdout through its train.log (tee)
+    log = proc.stdout + proc.stderr
     study = Path(env["WORK"]) / "checkpoints_tiny" / "en-de" / "study_self_supervised_3"
     assert "HuBERT stand-in: self_supervised (hubert_self_supervised_3.pt)" in proc.stdout
     report = json.loads((study / "study.json").read_text())
@@ -427,9 +429,9 @@ def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
         for mode in ("fixed", "coverage"):
             assert re.search(rf"fairseq-train .*--save-dir {study}/{mode}_seed{seed} .*"
                              rf"--finetune-from-model {dense} .*--patience 5 .*"
-                             rf"--valid-subset dev,tst-COMMON ", proc.stderr), (mode, seed)
+                             rf"--valid-subset dev,tst-COMMON ", log), (mode, seed)
         alone = re.search(rf"fairseq-train .*--save-dir {study}/fixed_from_standins_seed{seed} "
-                          r".*", proc.stderr).group(0)
+                          r".*", log).group(0)
         assert "--finetune-from-model" not in alone and "--pruning-rate 0.9" in alone
         assert "valid on 'tst-COMMON' subset" in (
             study / f"fixed_from_standins_seed{seed}" / "train.log").read_text()
@@ -448,10 +450,10 @@ def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
     chosen = (study / "coverage.txt").read_text().split()
     assert chosen[0] == "coverage" and 0 < float(chosen[1]) < 1
     assert "choose_coverage --data" in proc.stderr and "--subset dev" in proc.stderr
-    assert len(re.findall(rf"fairseq-train .*--pruning-coverage {chosen[1]}\b", proc.stderr)) == 2
+    assert len(re.findall(rf"fairseq-train .*--pruning-coverage {chosen[1]}\b", log)) == 2
     assert modes["coverage"]["frames_kept"] < 1.0
     # the seed flag reached fairseq-train: seed 2 trained with --seed 2
-    assert re.search(r"fairseq-train .*--seed 2\b", proc.stderr)
+    assert re.search(r"fairseq-train .*--seed 2\b", log)
     assert (study / "study.md").read_text().count("\n| ") >= 5
     assert "| updates: selected / trained | updates to 95 % of the plateau | training time |" \
         in (study / "study.md").read_text()
@@ -464,7 +466,7 @@ def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
                                                 STUDY_DIR=str(study), FROM_STANDINS="fixed",
                                                 STUDY_MODES="baseline fixed coverage",
                                                 SEEDS="1 2", DEVICE="cpu"))
-    assert "fairseq-train" not in again.stderr and again.stderr.count("exists, kept") == 8
+    assert "fairseq-train" not in again.stdout + again.stderr and again.stderr.count("exists, kept") == 8
     assert "choose_coverage" not in again.stderr
     both = run_script("demo_study.sh", [], dict(env, STUDY_MODES="baseline", SEEDS="1",
                                                 FROM_STANDINS="",
@@ -472,7 +474,7 @@ def test_study_ranks_modes_over_seeds_and_continues(tiny_demo):
     supervised = study.parent / "study_supervised_3"
     assert json.loads((supervised / "study.json").read_text())["runs"][0]["mode"] == "baseline"
     assert "--hubert-from-st" in demo_logs(env["WORK"]) and re.search(
-        r"fairseq-train .*--hubert-model-path \S*hubert_supervised_3.pt", both.stderr)
+        r"fairseq-train .*--hubert-model-path \S*hubert_supervised_3.pt", both.stdout + both.stderr)
     assert both.stdout.count("HuBERT stand-in: ") == 2
 
 
