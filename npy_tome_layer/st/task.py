@@ -234,7 +234,7 @@ class SpeechAndTextTranslationTask(FairseqTask):
                 setattr(args, name, None)
         if not from_checkpoint:
             check_resumed_settings(args)
-        if from_checkpoint:
+        else:
             check_rate_override(self.model_overrides, args)
             trained = getattr(args, "tgt_lang", None)  # the training's task arguments
             if trained and self.args.tgt_lang and trained != self.args.tgt_lang:
