@@ -7,13 +7,21 @@
 # $CKPT_ROOT/en-TGT/study_STANDIN_UPDATES/. Every mode of STUDY_MODES x SEEDS trains until dev
 # BLEU stops rising (configs/demo/study.args); prints the tables and the elapsed time.
 # Environment: that of demo_setup.sh and study.sh (STUDY_MODES, SEEDS, FROM_STANDINS,
-# REDUCED_FROM, STUDY_ARGS).
+# REDUCED_FROM, STUDY_ARGS, STUDY_JOBS: on a CPU by default as many seeds at once as it has
+# cores).
 start=$SECONDS
 export WORK=${WORK:-study_work} TRAIN_TALKS=${TRAIN_TALKS:-12} DEV_TALKS=${DEV_TALKS:-4}
 export TEST_TALKS=${TEST_TALKS:-16} SEGMENTS=${SEGMENTS:-40}
 # shellcheck source=scripts/demo_setup.sh
 source "$(dirname "$0")/demo_setup.sh"
 STANDINS=${STUDY_STANDINS:-self_supervised}
+if [ -z "${STUDY_JOBS:-}" ]; then  # on a CPU, the seeds at once: one process per core
+  read -r -d '' -a seed_list <<< "${SEEDS:-1 2}" || true
+  cores=$(nproc)
+  STUDY_JOBS=1
+  [ "$DEVICE" = cpu ] && STUDY_JOBS=$(( cores < ${#seed_list[@]} ? cores : ${#seed_list[@]} ))
+  export STUDY_JOBS=$(( STUDY_JOBS > 0 ? STUDY_JOBS : 1 ))
+fi
 for standin in $STANDINS; do standin_label "$standin" >/dev/null; done
 for standin in $STANDINS; do
   build_standin "$standin"

@@ -22,7 +22,11 @@
 # (--pruning-coverage) is COVERAGE, or chosen on dev before its first run:
 # the share at which the first seed's baseline keeps the frames the first
 # seed's fixed keeps (tools/choose_coverage; written to $STUDY/coverage.txt
-# and kept), so it compares at equal frames.
+# and kept), so it compares at equal frames. STUDY_JOBS (default 1) trains
+# that many seeds at once, each as its own process with an equal share of the
+# CPU threads (OMP_NUM_THREADS, unless set): on a CPU a small model trains
+# faster as two one-thread processes than as one two-thread process; a seed's
+# coverage run waits for the first seed's choice.
 # shellcheck source=scripts/env.sh
 source "$(dirname "$0")/env.sh"
 TGT=${1:-}; check_lang "$TGT"
@@ -31,6 +35,7 @@ SEEDS=${SEEDS:-1 2}
 FROM_STANDINS=${FROM_STANDINS:-}
 STUDY=${STUDY_DIR:-$CKPT_ROOT/en-$TGT/study}
 BEST=checkpoint_best.pt  # the one rule every run is judged by: fairseq's best dev BLEU
+OUTPUT=generate-${BEST%.pt}.txt  # its evaluation (evaluate.sh's name)
 export MT_CHECKPOINT=${MT_CHECKPOINT:-$CKPT_ROOT/en-$TGT/mt/checkpoint_best.pt}
 for mode in $MODES $FROM_STANDINS; do check_mode "$mode"; done
 config_args STUDY_TRAINING "$CONFIG_DIR/study.args"
@@ -47,8 +52,17 @@ done
 
 read -r first_seed _ <<< "$SEEDS" || true  # (SEEDS=" 1 2" or tab-separated: still 1)
 [ -n "${first_seed:-}" ] || { echo "error: SEEDS names no seed" >&2; exit 2; }
+JOBS=${STUDY_JOBS:-1}; whole_number STUDY_JOBS "$JOBS" 1; JOBS=$((10#$JOBS))
+first_seed_job=  # the first seed's process while seeds train at once
 choose_coverage() {  # the coverage mode's --pruning-coverage, chosen once on dev
   if [ -n "${COVERAGE:-}" ] || [ -s "$STUDY/coverage.txt" ]; then return 0; fi
+  if [ "$seed" != "$first_seed" ] && [ -n "$first_seed_job" ]; then
+    # seeds at once: the first seed's process chooses it from its own runs
+    while [ ! -s "$STUDY/coverage.txt" ] && kill -0 "$first_seed_job" 2>/dev/null; do sleep 5; done
+    [ -s "$STUDY/coverage.txt" ] && return 0
+    echo "error: seed $seed's coverage run: seed $first_seed ended without choosing the coverage" >&2
+    exit 2
+  fi
   for need in baseline fixed; do
     [ -f "$STUDY/${need}_seed$first_seed/$BEST" ] || {
       echo "error: the coverage mode needs the $need mode before it (STUDY_MODES), or COVERAGE" >&2
@@ -65,7 +79,7 @@ choose_coverage() {  # the coverage mode's --pruning-coverage, chosen once on de
 study_run() {
   local name=$1 mode=$2 start_from=$3 seed=$4 dir mode_args="" coverage started
   dir=$STUDY/${name}_seed$seed
-  local ckpt=$dir/$BEST out=$dir/generate-${BEST%.pt}.txt
+  local ckpt=$dir/$BEST out=$dir/$OUTPUT
   if [ -f "$out" ]; then
     echo "[study] $name seed $seed: $out exists, kept" >&2
   else
@@ -89,12 +103,10 @@ study_run() {
     fi
     bash "$REPO/scripts/evaluate.sh" "$TGT" "$ckpt"
   fi
-  runs+=(--run "$name" "$seed" "$ckpt" "$out" --log "$name" "$seed" "$dir/train.log")
 }
 
-runs=()
-# seeds outermost: an interrupted study has every mode at the first seeds
-for seed in $SEEDS; do
+train_seed() {  # SEED: every mode of one seed, in order
+  local seed=$1 mode start_from
   for mode in $MODES; do
     start_from=
     if [ -n "$REDUCED_FROM" ] && [ "$mode" != "$REDUCED_FROM" ]; then
@@ -104,6 +116,45 @@ for seed in $SEEDS; do
   done
   for mode in $FROM_STANDINS; do
     study_run "${mode}_from_standins" "$mode" "" "$seed"
+  done
+}
+
+if [ "$JOBS" -eq 1 ]; then
+  # seeds outermost: an interrupted study has every mode at the first seeds
+  for seed in $SEEDS; do train_seed "$seed"; done
+else
+  if [ -z "${OMP_NUM_THREADS:-}" ]; then
+    threads=$(( $(nproc) / JOBS )); export OMP_NUM_THREADS=$(( threads > 0 ? threads : 1 ))
+  fi
+  jobs_running=() failed=()
+  # a background job of a script ignores Ctrl-C, and killing it would orphan its
+  # training: however the study ends, what its seeds started ends with it
+  kill_tree() { local child; for child in $(pgrep -P "$1"); do kill_tree "$child"; done; kill "$1" 2>/dev/null || true; }
+  end_seeds() { local job; for job in "${jobs_running[@]}"; do kill_tree "${job#*:}"; done; }
+  trap end_seeds EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  wait_oldest() { wait "${jobs_running[0]#*:}" || failed+=("${jobs_running[0]%%:*}"); jobs_running=("${jobs_running[@]:1}"); }
+  for seed in $SEEDS; do
+    while [ "${#jobs_running[@]}" -ge "$JOBS" ]; do wait_oldest; done  # a slot for the next seed
+    train_seed "$seed" &
+    [ -n "$first_seed_job" ] || first_seed_job=$!
+    jobs_running+=("$seed:$!")
+  done
+  while [ "${#jobs_running[@]}" -gt 0 ]; do wait_oldest; done
+  trap - EXIT INT TERM
+  if [ "${#failed[@]}" -gt 0 ]; then
+    echo "error: the study's seed(s) ${failed[*]} failed (their lines above); finished runs are kept" >&2
+    exit 1
+  fi
+fi
+run_names=$MODES
+for mode in $FROM_STANDINS; do run_names+=" ${mode}_from_standins"; done
+runs=()
+for seed in $SEEDS; do
+  for name in $run_names; do
+    dir=$STUDY/${name}_seed$seed
+    runs+=(--run "$name" "$seed" "$dir/$BEST" "$dir/$OUTPUT" --log "$name" "$seed" "$dir/train.log")
   done
 done
 read -r -d '' -a study_args <<< "${STUDY_ARGS:-}" || true  # words, never file patterns
