@@ -18,8 +18,9 @@ STANDINS=${STUDY_STANDINS:-self_supervised}
 if [ -z "${STUDY_JOBS:-}" ]; then  # on a CPU, the seeds at once: one process per core
   read -r -d '' -a seed_list <<< "${SEEDS:-1 2}" || true
   cores=$(nproc)
+  device=${DEVICE:-$("$PY" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')}
   STUDY_JOBS=1
-  [ "$DEVICE" = cpu ] && STUDY_JOBS=$(( cores < ${#seed_list[@]} ? cores : ${#seed_list[@]} ))
+  [ "$device" = cpu ] && STUDY_JOBS=$(( cores < ${#seed_list[@]} ? cores : ${#seed_list[@]} ))
   export STUDY_JOBS=$(( STUDY_JOBS > 0 ? STUDY_JOBS : 1 ))
 fi
 for standin in $STANDINS; do standin_label "$standin" >/dev/null; done
