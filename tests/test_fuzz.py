@@ -25,6 +25,7 @@ from npy_tome_layer.values import finite_number, share, whole_number
 from npy_tome_layer.reduction.selection import (coverage_counts, keep_counts, select_by_windows,
                                                 select_frames, window_quotas)
 from npy_tome_layer.st.dataset import COLUMNS, breaks_a_field, parse_audio_ref, read_manifest
+from npy_tome_layer.st.task import check_model_overrides_text, overridable_names
 from npy_tome_layer.tools.prepare_mustc import (is_plain_file_name, read_lines, read_split,
                                                 read_yaml_segments, seconds, tsv_text)
 
@@ -514,3 +515,66 @@ def test_a_dictionary_file_loads_or_is_one_line(tmp_path, data):
         assert str(e).startswith("--dict d: not a fairseq dictionary (")
         return
     assert isinstance(dictionary, Dictionary)
+
+
+# --- fifth probe: the API's padding masks, --model-overrides keys
+
+def mask_rows(length):
+    """Rows of a padding mask: right padding (the collater's), left padding,
+    a hole, or anything."""
+    cut = st.integers(0, length)
+    right = cut.map(lambda n: [False] * n + [True] * (length - n))
+    left = cut.map(lambda n: [True] * n + [False] * (length - n))
+    hole = st.tuples(cut, cut).map(lambda ab: [min(ab) <= i < max(ab) for i in range(length)])
+    return st.one_of(right, left, hole, st.lists(st.booleans(), min_size=length,
+                                                 max_size=length))
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.lists(mask_rows(1600), min_size=1, max_size=3))
+@example(rows=[[False] * 1000 + [True] * 600, [True] * 600 + [False] * 1000])  # A09
+def test_a_padding_mask_is_right_padding_or_an_input_error(hubert_tiny, rows):
+    """The API reads a row as its valid samples, then padding: a mask saying
+    anything else is refused in one line; one it takes gives every row what
+    the row alone gives."""
+    from npy_tome_layer import load_pruned_hubert
+
+    global _TINY_PRUNED
+    if "_TINY_PRUNED" not in globals():
+        _TINY_PRUNED = load_pruned_hubert(hubert_tiny, pruning_rate=0.9)
+    mask = torch.tensor(rows)
+    audio = torch.randn(mask.shape, generator=torch.Generator().manual_seed(0)) * 0.1
+    valid = (~mask).sum(dim=1)
+    right = all(not row[i] or row[i + 1] for row in rows for i in range(len(row) - 1))
+    takes = right and all(n == 0 or n >= MIN_SAMPLES for n in valid.tolist())
+    try:
+        with torch.no_grad():
+            x, x_mask = _TINY_PRUNED.extract_features(audio, padding_mask=mask)
+    except InputError as e:
+        assert not takes and "\n" not in str(e)
+        return
+    assert takes
+    for row, n in enumerate(valid.tolist()):
+        if n == 0:
+            assert x_mask[row].all()
+            continue
+        with torch.no_grad():
+            alone, _ = _TINY_PRUNED.extract_features(audio[row:row + 1, :n])
+        kept = ~x_mask[row]
+        torch.testing.assert_close(x[row, kept], alone[0], atol=1e-5, rtol=1e-4)
+
+
+@FUZZ
+@given(keys=st.lists(st.one_of(st.sampled_from(sorted(overridable_names())), nasty_text),
+                     min_size=1, max_size=4))
+@example(keys=["pruning-rate"])  # G05
+def test_model_override_keys_are_the_models_or_an_input_error(keys):
+    overrides = {key: 1 for key in keys}
+    try:
+        got = check_model_overrides_text(argparse.Namespace(model_overrides=repr(overrides)))
+    except InputError as e:
+        assert "\n" not in str(e)
+        first_unknown = next(key for key in overrides if key not in overridable_names())
+        assert str(e).startswith(f"--model-overrides key {first_unknown!r}:")
+        return
+    assert got == overrides and set(keys) <= overridable_names()

@@ -411,7 +411,7 @@ def test_model_overrides_the_model_does_not_read_are_named(overrides, message): 
         "pruning_rate": 0.5}
 
 
-def test_a_keep_rate_override_of_a_scheduled_checkpoint_is_refused():  # G25
+def test_a_keep_rate_override_of_a_scheduled_checkpoint_is_refused():  # G25, G13
     """fairseq-generate's path: the task set up with the overrides, then the
     checkpoint loaded with them. pruning_rate alone set nothing on a schedule;
     the sweep's three rates pin it."""
@@ -436,6 +436,16 @@ def test_a_keep_rate_override_of_a_scheduled_checkpoint_is_refused():  # G25
         load({"pruning_rate": 0.3})
     models, _ = load({"pruning_rate": 0.3, "pruning_max_rate": 0.3, "pruning_min_rate": 0.3})
     assert models[0].encoder.hubert.encoder.final_setting[1] == 0.3
+    from npy_tome_layer.st.model import hubert_from_st_checkpoint  # the same, through the API
+
+    with pytest.raises(InputError, match=r"pruning_rate 0.3: this checkpoint's keep rate follows"):
+        hubert_from_st_checkpoint(path, pruning_rate=0.3)
+    assert hubert_from_st_checkpoint(path, pruning_rate=0.3, pruning_max_rate=None,
+                                     pruning_min_rate=None).encoder.final_setting[1] == 0.3
+    # G13: a reduction with weights of its own, which the checkpoint never learned
+    with pytest.raises(InputError, match=r"the checkpoint has no weights for token_reduction "
+                                         r"'conv' \(encoder\.hubert\.encoder\.length_reduction\."):
+        load({"token_reduction": "conv", "pruning_max_rate": None, "pruning_min_rate": None})
 
 
 # --- BLEU against the references as written ---------------------------------
@@ -658,7 +668,7 @@ def test_gpu_check_without_cuda_says_so_at_once_and_leaves_nothing(tmp_path):  #
 
 # --- the API's padding taken at its word, finiteness in the model's dtype, paths -------
 
-def test_a_padding_mask_that_is_not_right_padding_is_refused(hubert_tiny):  # A07, A09, A10
+def test_a_padding_mask_that_is_not_right_padding_is_refused(hubert_tiny):  # A07, A08, A09, A10
     """The encoder reads a row as its first n valid samples: a row padded on the
     left, or a mask with a hole, was silently read as other audio."""
     import torch
@@ -680,6 +690,10 @@ def test_a_padding_mask_that_is_not_right_padding_is_refused(hubert_tiny):  # A0
     with pytest.raises(InputError, match=r"padding_mask must be a bool tensor shaped like "
                                          r"source \(2, 8000\), got list"):
         model(src, padding_mask=[[False] * 8000] * 2, features_only=True)
+    with pytest.raises(InputError, match=r"padding_mask must be a bool tensor shaped like "
+                                         r"source \(2, 8000\), got numpy.ndarray: use "
+                                         r"torch.as_tensor\(padding_mask, dtype=torch.bool\)"):
+        model(src, padding_mask=np.zeros((2, 8000), dtype=bool), features_only=True)  # A08
     right = torch.zeros(2, 8000, dtype=torch.bool)
     right[1, 6000:] = True
     padded = model(src, padding_mask=right, features_only=True)["x"]
@@ -689,8 +703,6 @@ def test_a_padding_mask_that_is_not_right_padding_is_refused(hubert_tiny):  # A0
 
 @pytest.mark.parametrize("dtype,sample", [("half", 1e6), ("bfloat16", 1e39)])
 def test_a_sample_beyond_the_models_dtype_is_refused(hubert_tiny, dtype, sample):  # A17c
-    """(A sample finite in the model's dtype that overflows inside it, A17b's
-    3.3e38 in bfloat16, is not caught.)"""
     import torch
 
     from npy_tome_layer.encoder.pruned_hubert import load_pruned_hubert
@@ -702,6 +714,44 @@ def test_a_sample_beyond_the_models_dtype_is_refused(hubert_tiny, dtype, sample)
                                          r"0 once cast to the model's "
                                          rf"{'float16' if dtype == 'half' else dtype}"):
         model(src, features_only=True)
+
+
+@pytest.mark.parametrize("dtype,sample,largest", [("bfloat16", 3.3e38, "1.841e+19"),
+                                                   ("float", 1e30, "1.845e+19"),
+                                                   ("half", 300.0, "255.9")])
+def test_a_sample_the_front_end_would_overflow_is_refused(hubert_tiny, dtype, sample,
+                                                          largest):  # A17b
+    """Finite in the model's dtype, it overflows the front end's convolution
+    near the dtype's limit (3.3e38 in bfloat16 gave non-finite features):
+    samples beyond the dtype's square root are refused, those below kept."""
+    import torch
+
+    from npy_tome_layer.encoder.pruned_hubert import load_pruned_hubert
+
+    model = getattr(load_pruned_hubert(hubert_tiny, pruning_rate=0.9), dtype)()
+    dtype_name = {"float": "float32", "half": "float16"}.get(dtype, dtype)
+    src = torch.zeros(2, 8000)
+    src[1, 10] = sample
+    with pytest.raises(InputError, match=re.escape(
+            f"source has a sample of magnitude {sample:.4g} in row 1, beyond the {largest} "
+            f"the model's {dtype_name} front end takes")):
+        model(src, features_only=True)
+    src[1, 10] = 1.0
+    assert torch.isfinite(model(src, features_only=True)["x"]).all()
+
+
+def test_a_keep_rate_beside_a_schedule_is_refused(hubert_tiny):  # A49
+    """The schedule's min rate decides the keep rate: a pruning_rate given
+    beside it set nothing. A max rate alone takes pruning_rate as its end."""
+    from npy_tome_layer.encoder.pruned_hubert import load_pruned_hubert
+
+    with pytest.raises(InputError, match=re.escape(
+            "pruning_rate 0.5: the keep rate follows a schedule (pruning_max_rate 1.0, "
+            "pruning_min_rate 0.9), which pruning_rate does not set")):
+        load_pruned_hubert(hubert_tiny, pruning_rate=0.5, pruning_max_rate=1.0,
+                           pruning_min_rate=0.9)
+    model = load_pruned_hubert(hubert_tiny, pruning_rate=0.5, pruning_max_rate=1.0)
+    assert model.encoder.final_setting[1] == 0.5
 
 
 def test_a_float64_source_too_large_for_float32_is_refused(hubert_tiny):  # A11

@@ -35,7 +35,7 @@ from ..io.checkpoints import checkpoint_path, check_shapes, checkpoint_task, loa
 from ..reduction import (ENCODER_SETTINGS, REDUCE_LABEL, REDUCTION_SETTINGS, KeepRateSchedule,
                          Tokens, TokenReduction, build_reduction)
 from ..reduction.interface import ENCODER_SETTING_NAMES
-from ..reduction.keep_rate import SCHEDULE_SETTINGS
+from ..reduction.keep_rate import SCHEDULE_SETTINGS, check_rate_beside_schedule
 from ..reduction.settings import settings_help
 from .attention import ReducibleAttention, attention_padding_mask, collecting
 from ..values import is_whole_number
@@ -203,6 +203,15 @@ def check_settings(cfg: HubertConfig, schedule: KeepRateSchedule, pruning_init_l
     return int(pruning_init_layer)
 
 
+def largest_sample(dtype: torch.dtype) -> float:
+    """The largest sample magnitude the model takes in ``dtype``: the square root
+    of the dtype's largest value (1.8e19 in float32 and bfloat16, 256 in
+    float16). Audio is in [-1, 1]; near the dtype's limit the front end's
+    convolution overflows while the sample itself is finite (3.3e38 in
+    bfloat16), and the root leaves that margin for any HuBERT's weights."""
+    return torch.finfo(dtype).max ** 0.5
+
+
 class PrunedHubertModel(HubertModel):
     """HubertModel with ``PrunedTransformerEncoder``.
 
@@ -281,8 +290,12 @@ class PrunedHubertModel(HubertModel):
                              f"{self.min_samples} (one frame)")
         if padding_mask is not None:
             if not torch.is_tensor(padding_mask):
+                kind = type(padding_mask)
+                given = (kind.__name__ if kind.__module__ == "builtins"
+                         else f"{kind.__module__}.{kind.__name__}")
                 raise InputError(f"padding_mask must be a bool tensor shaped like source "
-                                 f"{tuple(source.shape)}, got {type(padding_mask).__name__}")
+                                 f"{tuple(source.shape)}, got {given}: use "
+                                 "torch.as_tensor(padding_mask, dtype=torch.bool)")
             if padding_mask.shape != source.shape or padding_mask.dtype != torch.bool:
                 raise InputError(f"padding_mask must be a bool tensor shaped like source "
                                  f"{tuple(source.shape)}, got {padding_mask.dtype} "
@@ -290,8 +303,10 @@ class PrunedHubertModel(HubertModel):
         dtype = self.layer_norm.weight.dtype
         cast = source.to(dtype)
         # non-finite samples, as given and in the model's dtype (a large one overflows a half
-        # model); padding is never read as speech
-        bad_given, bad_cast = ~torch.isfinite(source), ~torch.isfinite(cast)
+        # model), and samples the front end's convolution would overflow (NaN fails <=);
+        # padding is never read as speech
+        bad_given = ~torch.isfinite(source)
+        bad_cast = ~(cast.abs() <= largest_sample(dtype))
         unpadded = short = None
         if padding_mask is not None:
             bad_given, bad_cast = bad_given & ~padding_mask, bad_cast & ~padding_mask
@@ -319,9 +334,15 @@ class PrunedHubertModel(HubertModel):
         bad = bad_given if bool(bad_given.any()) else bad_cast
         row = int(bad.any(dim=1).nonzero()[0])
         dtype = self.layer_norm.weight.dtype
+        dtype_name = str(dtype).replace("torch.", "")
+        if bad is bad_cast and bool(torch.isfinite(source.to(dtype)[row][bad[row]]).all()):
+            largest = float(source[row][bad[row]].abs().max())
+            raise InputError(f"source has a sample of magnitude {largest:.4g} in row {row}, "
+                             f"beyond the {largest_sample(dtype):.4g} the model's {dtype_name} "
+                             "front end takes without overflowing: audio belongs in [-1, 1]")
         where = "" if bad is bad_given else (
-            f" once cast to the model's {str(dtype).replace('torch.', '')} (largest "
-            f"{torch.finfo(dtype).max:.4g}): audio belongs in [-1, 1]")
+            f" once cast to the model's {dtype_name} (largest {torch.finfo(dtype).max:.4g}): "
+            "audio belongs in [-1, 1]")
         raise InputError(f"source has non-finite samples (NaN or inf) in row {row}{where}")
 
     def forward_padding_mask(self, features, padding_mask):
@@ -439,6 +460,7 @@ def load_pruned_hubert(path, **kwargs) -> PrunedHubertModel:
     Keyword arguments go to ``build_pruned_hubert`` (the reduction's settings,
     e.g. ``pruning_rate=0.9``, and config overrides such as ``encoder_layerdrop``).
     ``path``: a str, bytes or os.PathLike."""
+    check_rate_beside_schedule(kwargs, kwargs)
     path = checkpoint_path(path)
     state = load_checkpoint(path)
     if "cfg" not in state or state["cfg"] is None or "model" not in state:

@@ -65,3 +65,21 @@ class KeepRateSchedule:
             return self.min_rate
         progress = max(num_updates, 0) / self.updates
         return self.max_rate + (self.min_rate - self.max_rate) * progress
+
+
+def check_rate_beside_schedule(given: dict, settings: dict, where: str = "",
+                               whose: str = "the") -> None:
+    """One line where ``given`` (a caller's keywords, overrides) names a
+    ``pruning_rate`` that sets nothing: the schedule in force once ``given``
+    replaces ``settings`` (a checkpoint's, or ``given`` itself) has a min rate,
+    and the rate follows it (the sweep's three equal rates pin it)."""
+    if given.get(PRUNING_RATE.name) is None:
+        return
+    schedule = {name: given[name] if name in given else settings.get(name)
+                for name in (PRUNING_MAX_RATE.name, PRUNING_MIN_RATE.name)}
+    rate, min_rate = given[PRUNING_RATE.name], schedule[PRUNING_MIN_RATE.name]
+    if min_rate is not None and rate != min_rate:
+        raise InputError(f"{where}pruning_rate {rate!r}: {whose} keep rate follows a schedule "
+                         f"(pruning_max_rate {schedule[PRUNING_MAX_RATE.name]}, pruning_min_rate "
+                         f"{min_rate}), which pruning_rate does not set: give pruning_min_rate "
+                         "(and pruning_max_rate) instead")

@@ -33,7 +33,7 @@ from .deltalm import (
 )
 from ..reduction import (ENCODER_SETTINGS, REDUCTION_SETTINGS, REDUCTIONS, build_reduction,
                          follows_rate)
-from ..reduction.keep_rate import PRUNING_RATE, SCHEDULE_SETTINGS
+from ..reduction.keep_rate import PRUNING_RATE, SCHEDULE_SETTINGS, check_rate_beside_schedule
 from ..reduction.settings import TOKEN_REDUCTION
 from ..encoder.pruned_hubert import REDUCTION_PREFIX, build_pruned_hubert, load_hubert_weights
 
@@ -403,6 +403,7 @@ def hubert_from_st_checkpoint(path: str, **overrides):
     state = check_st_checkpoint(path)
     args = checkpoint_model_args(state)
     kwargs = hubert_arguments(args)
+    check_rate_beside_schedule(overrides, kwargs, whose="this checkpoint's")
     if kwargs["fairseq_padding"] is None:  # written before the option: fairseq's front end
         kwargs["fairseq_padding"] = True
     model = build_pruned_hubert(args.hubert_cfg, **{**kwargs, **overrides})

@@ -19,6 +19,7 @@ from fairseq.tasks.translation import load_langpair_dataset
 from ..errors import InputError, shorten
 from ..io.dictionary import load_dictionary
 from ..reduction import REDUCTIONS
+from ..reduction.keep_rate import check_rate_beside_schedule
 from .criterion import EXTRA_TEXT
 from .ctc_vocabulary import FILE_NAME as CTC_VOCABULARY_FILE, CTCVocabulary
 from .scoring import WRITTEN_REFERENCES
@@ -539,15 +540,8 @@ def check_rate_override(overrides: dict, args) -> None:
     """A keep rate given to a checkpoint whose rate follows a schedule sets
     nothing: the schedule's max and min rates decide (the sweep overrides all
     three)."""
-    if "pruning_rate" not in overrides or "pruning_min_rate" in overrides:
-        return
-    max_rate, min_rate = (getattr(args, name, None) for name in ("pruning_max_rate",
-                                                                  "pruning_min_rate"))
-    if max_rate is not None or min_rate is not None:
-        raise InputError(f"--model-overrides pruning_rate {overrides['pruning_rate']!r}: this "
-                         f"checkpoint's keep rate follows a schedule (pruning_max_rate {max_rate}"
-                         f", pruning_min_rate {min_rate}), which pruning_rate does not set: "
-                         "override pruning_min_rate (and pruning_max_rate) instead")
+    check_rate_beside_schedule(overrides, vars(args), where="--model-overrides ",
+                               whose="this checkpoint's")
 
 
 def check_ddp_backend(args):
