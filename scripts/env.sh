@@ -59,19 +59,25 @@ read -r -d '' -a EXTRA <<< "$EXTRA_ARGS" || true
 
 run() { echo "+ $*" >&2; "$@"; }
 
-# "$PY" -c "$ENDS_WITH_SCRIPT" "$$" CMD ARGS... &: CMD in the background, killed
-# (SIGKILL) when this script ends however it ends - kill -9 runs no trap, and
-# an orphaned fairseq-generate would decode to the end. Linux's
-# PR_SET_PDEATHSIG, which outlives exec; the PID check covers a script that
-# died before the prctl. Start it as a simple command (not a function), so
-# the script itself is its parent.
+# "$PY" -c "$ENDS_WITH_SCRIPT" SHELL_PID CMD ARGS... &: CMD in the background,
+# killed (SIGKILL) when this shell ends however it ends - kill -9 runs no trap,
+# and an orphaned fairseq-generate would decode to the end, an orphaned
+# fairseq-train train on into its --save-dir. Linux's PR_SET_PDEATHSIG, which
+# outlives exec; the PID check covers a shell that died before the prctl.
+# Ctrl-C still reaches CMD (a background job of a script starts with SIGINT
+# ignored: restored here).
 # shellcheck disable=SC2034  # used by the scripts that source this file
 ENDS_WITH_SCRIPT='import ctypes, os, signal, sys
 if sys.platform.startswith("linux"):
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)
     if os.getppid() != int(sys.argv[1]):
         sys.exit(1)
+signal.signal(signal.SIGINT, signal.SIG_DFL)
 os.execv(sys.argv[2], sys.argv[2:])'
+
+# run_bound CMD ARGS...: run's, with CMD ending when this script ends
+# (the shell's PID read before the fork: an async command's words expand in the child)
+run_bound() { local shell=$BASHPID; echo "+ $*" >&2; "$PY" -c "$ENDS_WITH_SCRIPT" "$shell" "$@" & wait "$!"; }
 
 # remove_killed_temporaries TAG FILE: FILE.tmp-PID left by a killed run (no such
 # process here, untouched for a minute: a run on another machine sharing the
@@ -177,10 +183,12 @@ fairseq_train() {
   else
     nodes=(--standalone)
   fi
+  # one worker: a killed script takes its training with it (several workers start as
+  # they always did: a kill -9 of the script leaves them, docs/reliability.md)
   if [ "$DEVICE" = cpu ] && [ "$WORLD" -le 1 ]; then
-    run "$BIN/fairseq-train" "${TRAIN_ARGS[@]}" --cpu "${EXTRA[@]}"
+    run_bound "$BIN/fairseq-train" "${TRAIN_ARGS[@]}" --cpu "${EXTRA[@]}"
   elif [ "$WORLD" -le 1 ]; then
-    run "$BIN/fairseq-train" "${TRAIN_ARGS[@]}" "${CUDA_ARGS[@]}" "${EXTRA[@]}"
+    run_bound "$BIN/fairseq-train" "${TRAIN_ARGS[@]}" "${CUDA_ARGS[@]}" "${EXTRA[@]}"
   elif [ "$DEVICE" = cpu ]; then
     FAIRSEQ_TRAIN="$BIN/fairseq-train" run "$BIN/torchrun" "${nodes[@]}" --nproc_per_node "$NPROC" \
       --no-python "$REPO/scripts/fairseq_train_worker.sh" "${TRAIN_ARGS[@]}" --cpu \

@@ -617,6 +617,34 @@ def test_a_stopped_evaluation_ends_its_decoding_and_keeps_nothing(tmp_path):
     assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["avg.pt"]
 
 
+def test_a_killed_training_script_takes_its_training_with_it(tmp_path):
+    """train_st.sh killed with kill -9 (no trap runs): its fairseq-train, which
+    would train on into the --save-dir and hold its lock, ends with it."""
+    env, _ = evaluate_tools(tmp_path)
+    fake_bin = Path(env["PY"]).parent
+    (fake_bin / "fairseq-train").write_text(
+        '#!/usr/bin/env bash\necho $$ >> "$GENERATE_PIDS"\nsleep 60\n')
+    (fake_bin / "fairseq-train").chmod(0o755)
+    configs = Path(env["CONFIG_DIR"])
+    for name in ("st.args", "st_fixed.args"):
+        (configs / name).write_text("--max-update 2\n")
+    mt = tmp_path / "mt.pt"
+    mt.write_bytes(b"an MT checkpoint's bytes")
+    run = subprocess.Popen(["bash", os.path.join(SCRIPTS, "train_st.sh"), "de", "fixed"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=dict(env, MT_CHECKPOINT=str(mt), ST_DIR=str(tmp_path / "st")))
+    pids = tmp_path / "pids"
+    for _ in range(300):
+        if pids.exists() and pids.read_text().strip():
+            break
+        time.sleep(0.1)
+    assert pids.exists(), run.communicate(timeout=60)
+    training = int(pids.read_text().split()[0])
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=30)
+    assert ended(training), "fairseq-train outlived the killed train_st.sh"
+
+
 def test_evaluate_names_the_table_holding_two_rows_for_a_language(tmp_path):  # S4
     import shutil
 
