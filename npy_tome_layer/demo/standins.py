@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from ..errors import InputError
 from ..encoder.config import HUBERT_SIZES, hubert_config, hubert_model_config
 from ..encoder.pruned_hubert import REDUCTION_PREFIX
-from ..io.atomic import save_atomically
+from ..io.atomic import save_atomically, write_text_atomically
 from ..io.audio import SAMPLE_RATE
 from ..io.checkpoints import load_checkpoint
 from ..st.model import PRETRAINING_HEADS, st_hubert_weights
@@ -100,10 +100,9 @@ def write_deltalm_dictionary(spm_model: str, path: str) -> int:
     import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor(model_file=spm_model)
-    with open(path, "w", encoding="utf-8") as f:
-        for i in range(sp.get_piece_size()):
-            if not (sp.is_control(i) or sp.is_unknown(i)):
-                f.write(f"{sp.id_to_piece(i)} 1\n")
+    pieces = (sp.id_to_piece(i) for i in range(sp.get_piece_size())
+              if not (sp.is_control(i) or sp.is_unknown(i)))
+    write_text_atomically(path, "".join(f"{piece} 1\n" for piece in pieces))
     return len(Dictionary.load(path))
 
 
