@@ -5,9 +5,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ import soundfile as sf
 import torch
 
 from .conftest import REPO, TINY_DELTALM, VENV_BIN
+from .test_probe_five import ended
 
 SCRIPTS = os.path.join(REPO, "scripts")
 
@@ -608,6 +611,11 @@ def fake_tools(tmp_path):
         (fake_bin / tool).write_text('#!/usr/bin/env bash\n'
                                      f'printf "%s\\n" "$(basename "$0") $*" >> "{calls}"\n')
         (fake_bin / tool).chmod(0o755)
+    # env.sh's ENDS_WITH_SCRIPT (python -c CODE SHELL_PID CMD...) starts CMD
+    (fake_bin / "python").write_text(
+        '#!/usr/bin/env bash\n'
+        'if [ "$1" = -c ] && [ "${2#import ctypes}" != "$2" ]; then shift 3; exec "$@"; fi\n'
+        f'printf "%s\\n" "$(basename "$0") $*" >> "{calls}"\n')
     return fake_bin, calls
 
 
@@ -944,3 +952,58 @@ def test_the_log_tail_is_a_whole_number(tmp_path, value):
     proc = run_stages(tmp_path, 'stage one "the first step" true\n', LOG_TAIL=value)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == f"error: LOG_TAIL must be a whole number, got '{value}'\n"
+
+
+def seeds_at_once(tmp_path, **variables):
+    """study.sh with STUDY_JOBS=2 over stand-in tools: a fairseq-train that
+    writes its checkpoint (after TRAIN_SLEEP seconds, its PID in pids) or
+    fails for seed FAIL_SEED, and a fairseq-generate that prints a BLEU line."""
+    env, configs, calls = script_env(tmp_path, STUDY_MODES="baseline fixed", SEEDS="1 2",
+                                     STUDY_JOBS="2", PIDS=str(tmp_path / "pids"), **variables)
+    shutil.copy(os.path.join(REPO, "configs", "demo", "st_baseline.args"), configs)
+    shutil.copy(os.path.join(REPO, "configs", "demo", "finetune.args"), configs)
+    fake_bin = Path(env["PY"]).parent
+    (fake_bin / "fairseq-train").write_text(
+        '#!/usr/bin/env bash\n'
+        f'printf "%s\\n" "fairseq-train $*" >> "{calls}"\n'
+        'while [ $# -gt 0 ]; do case "$1" in --save-dir) dir=$2 ;; --seed) seed=$2 ;; esac; '
+        'shift; done\n'
+        '[ "$seed" != "${FAIL_SEED:-}" ] || { echo "seed $seed: no" >&2; exit 3; }\n'
+        'if [ -n "${TRAIN_SLEEP:-}" ]; then echo $$ >> "$PIDS"; sleep "$TRAIN_SLEEP"; fi\n'
+        'echo trained > "$dir/checkpoint_best.pt"\n')
+    (fake_bin / "fairseq-generate").write_text(
+        f'#!/usr/bin/env bash\nprintf "%s\\n" "fairseq-generate $*" >> "{calls}"\n'
+        'echo "Generate tst-COMMON with beam=8: BLEU = 1.00"\n')
+    return env, calls, tmp_path / "ckpt" / "en-de" / "study"
+
+
+def test_seeds_at_once_name_the_failed_seed_and_keep_the_others_runs(tmp_path):
+    env, calls, study = seeds_at_once(tmp_path, FAIL_SEED="2")
+    proc = run_fake("study.sh", ["de"], env)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1] == (
+        "error: the study's seed(s) 2 failed (their lines above); finished runs are kept")
+    assert "seed 2: no" in proc.stdout + proc.stderr
+    for mode in ("baseline", "fixed"):
+        assert (study / f"{mode}_seed1" / "generate-checkpoint_best.txt").is_file()
+    assert not (study / "baseline_seed2" / ".trained").exists()
+    assert not [c for c in started(calls) if "npy_tome_layer.tools.study" in c]  # no report
+    # seed 1's two trainings and seed 2's failed one
+    assert len([c for c in started(calls) if c.startswith("fairseq-train ")]) == 3
+
+
+def test_seeds_at_once_end_with_the_study(tmp_path):
+    env, _, _ = seeds_at_once(tmp_path, TRAIN_SLEEP="60")
+    run = subprocess.Popen(["bash", os.path.join(SCRIPTS, "study.sh"), "de"], env=env, cwd=REPO,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pids = tmp_path / "pids"
+    for _ in range(300):
+        if pids.exists() and len(pids.read_text().split()) == 2:
+            break
+        time.sleep(0.1)
+    trainings = [int(p) for p in pids.read_text().split()]
+    assert len(trainings) == 2  # both seeds at once
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=20) == 143
+    for pid in trainings:
+        assert ended(pid), "a seed's training outlived the study"
