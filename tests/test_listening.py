@@ -143,3 +143,35 @@ def test_diagnosis_of_a_checkpoint(st_corpus, fixed_checkpoint, capsys):
     assert row, out
     hubert_spread, encoder_spread, entropy, _ = map(float, row.groups())
     assert 0 < hubert_spread <= 2 and 0 < encoder_spread <= 2 and 0 < entropy <= 1
+
+
+def write_generate_output(path, hypotheses, references):
+    """fairseq-generate's D- and T- lines, as tools read them."""
+    path.write_text("".join(f"T-{i}\t{r}\nD-{i}\t-0.1\t{h}\n"
+                            for i, (h, r) in enumerate(zip(hypotheses, references))),
+                    encoding="utf-8")
+    return str(path)
+
+
+def test_paired_pools_each_modes_seeds_and_tests_each_pair(tmp_path, capsys):
+    """tools.paired: two modes of two seeds each, the seeds pooled in seed order;
+    a mode that copies the references beats one that writes one sentence."""
+    from npy_tome_layer.tools import paired
+
+    refs = [f"die frau {w} den ball im park" for w in ("sieht", "hält", "wirft", "findet")] * 5
+    runs = []
+    for seed in (2, 1):  # given out of order: pooled by seed
+        runs += ["--run", "good", str(seed),
+                 write_generate_output(tmp_path / f"good{seed}.txt", refs, refs)]
+        runs += ["--run", "one", str(seed),
+                 write_generate_output(tmp_path / f"one{seed}.txt", [refs[0]] * len(refs), refs)]
+    paired.main(runs + ["--pair", "good", "one"])
+    row = capsys.readouterr().out.splitlines()[-1]
+    assert re.fullmatch(r"\| good \| one \| 100\.00 \| [0-9.]+ \| \+[0-9.]+ \| 0\.0001 \|", row), row
+    with pytest.raises(SystemExit):  # a mode that is not a --run's: argparse's one line
+        paired.main(runs + ["--pair", "good", "nosuch"])
+    assert "--pair good nosuch: nosuch is not a mode of --run (modes: good one)" in \
+        capsys.readouterr().err
+    other = write_generate_output(tmp_path / "other.txt", refs, refs[::-1])
+    with pytest.raises(SystemExit, match="paired: mode bad: its seeds' references differ"):
+        paired.main(runs + ["--run", "bad", "1", other, "--pair", "good", "bad"])

@@ -22,7 +22,9 @@ paired approximate randomization against that floor's hypotheses gives p below
 """
 import os
 from collections import Counter
-from typing import Dict, List, NamedTuple, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+from ..errors import InputError
 
 MIN_DISTINCT_SHARE = 0.5
 LISTENING_P = 0.05
@@ -65,6 +67,23 @@ def paired_p_values(systems: Dict[str, List[str]], references: List[str],
     # is no evidence of one
     return {m: 1.0 if result.score == base_score else float(result.p_value)
             for m, result in zip(others, scores["BLEU"][1:])}
+
+
+def pool_seeds(translations_of: Dict[Tuple[str, int], Tuple[List[str], List[str]]]):
+    """(hypotheses per mode, references): each mode's (hypotheses, references)
+    per (mode, seed) concatenated in seed order, as the paired tests compare
+    modes over all their seeds; every mode must hold the same seeds' references."""
+    pooled, references = {}, None
+    for mode in dict.fromkeys(mode for mode, _ in translations_of):
+        seeds = sorted(seed for m, seed in translations_of if m == mode)
+        pooled[mode] = [h for seed in seeds for h in translations_of[mode, seed][0]]
+        refs = [t for seed in seeds for t in translations_of[mode, seed][1]]
+        if references is None:
+            references = refs
+        elif refs != references:
+            raise InputError(f"mode {mode}: its seeds' references differ from the first mode's "
+                             "(every mode needs the same seeds on the same split)")
+    return pooled, references
 
 
 class Listening(NamedTuple):

@@ -40,12 +40,12 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 
 from ..io.flags import whole_number_flag
-from ..errors import InputError
 from ..evaluation.curves import plot_curves, read_off
 from ..evaluation.decoding import (bleu_from_generate_output, check_written_by, decode,
                                    load_st_model, translations)
 from ..evaluation.listening import (LISTENING_P, MIN_DISTINCT_SHARE, add_floor_flags,
-                                    assess_run, listening_mark, paired_p_values)
+                                    assess_run, listening_mark, paired_p_values,
+                                    pool_seeds)
 from ..evaluation.reference import REFERENCE_SIZES, reference_speedups, setting_label
 from ..evaluation.timing import (deltalm_frames_per_subword, frames_by_length, hubert_frames,
                                 kept_counts, kept_frames, kept_positions, utterances)
@@ -83,16 +83,7 @@ def summarise(runs: List[Dict], translations_of: Dict[Tuple[str, int], Tuple[Lis
     study holds to the paired test of this mode's pooled hypotheses against it
     (None for that mode itself)."""
     modes = list(dict.fromkeys(r["mode"] for r in runs))
-    pooled, references = {}, None
-    for mode in modes:
-        mine = sorted((r for r in runs if r["mode"] == mode), key=lambda r: r["seed"])
-        pooled[mode] = [h for r in mine for h in translations_of[mode, r["seed"]][0]]
-        refs = [t for r in mine for t in translations_of[mode, r["seed"]][1]]
-        if references is None:
-            references = refs
-        elif refs != references:
-            raise InputError(f"mode {mode}: its seeds' references differ from the first mode's "
-                             "(every mode needs the same seeds on the same split)")
+    pooled, references = pool_seeds(translations_of)
     p_values = {reference: paired_p_values(pooled, references, reference)
                 for reference in against if reference in pooled}
     summary = []
