@@ -863,6 +863,21 @@ def test_preparing_another_pair_into_a_prepared_folder_is_refused(mustc):  # T10
     run_prepare(mustc)  # an older folder: kept, as before
 
 
+def test_a_finished_run_is_not_trained_again(tmp_path, st_corpus, mt_checkpoint):
+    """fairseq-train resumed at --max-update trained one update more (each
+    rerun of a finished stage changed its checkpoint): it now ends at once."""
+    save = tmp_path / "st"
+    first = cli("fairseq-train", st_args(st_corpus, mt_checkpoint, save))
+    assert first.returncode == 0, first.stderr[-3000:]
+    last = save / "checkpoint_last.pt"
+    before = last.read_bytes()
+    again = cli("fairseq-train", st_args(st_corpus, mt_checkpoint, save))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (f"fairseq-train: {last} has 1 updates, --max-update 1: the run is finished, nothing "
+            "to train (raise --max-update to train on)") in again.stdout
+    assert last.read_bytes() == before
+
+
 @pytest.mark.parametrize("change,line", [
     (["--pruning-rate", "0.5"], "--pruning-rate 0.5: the run resumes from {last}, trained with "
                                 "pruning_rate 0.9; resume with its settings, or train into "

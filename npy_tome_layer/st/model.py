@@ -7,6 +7,7 @@ subsampler first.
 import contextlib
 import logging
 import os
+import sys
 from typing import Optional
 
 import torch
@@ -329,20 +330,35 @@ def check_resumed_settings(args) -> None:
     if path is None or getattr(args, "reset_optimizer", False):
         return  # (a reset run, or a file of another stage: its own checks)
     try:
-        trained = checkpoint_model_args(load_checkpoint(path))
+        state = load_checkpoint(path)
+        trained = checkpoint_model_args(state)
     except Exception:  # not readable as a checkpoint: fairseq's load says why
         return
-    if not hasattr(trained, TOKEN_REDUCTION.name) or not hasattr(args, TOKEN_REDUCTION.name):
-        return  # not this project's ST checkpoint and run (a HuBERT file, the MT stage)
-    compared = [(s.name, s.value_in(trained), s.value_in(args)) for s in reduction_settings()]
-    compared += [(name, getattr(trained, name, None), getattr(args, name, None))
-                 for name in SUBSAMPLER_ARGUMENTS if getattr(trained, name, None) is not None]
-    for name, before, now in compared:
-        if before != now:
-            raise InputError(
-                f"--{name.replace('_', '-')} {now}: the run resumes from {path}, trained with "
-                f"{name} {before}; resume with its settings, or train into another --save-dir "
-                f"(--finetune-from-model {path} starts there from its weights)")
+    if hasattr(trained, TOKEN_REDUCTION.name) and hasattr(args, TOKEN_REDUCTION.name):
+        # this project's ST checkpoint and run (not a HuBERT file, not the MT stage)
+        compared = [(s.name, s.value_in(trained), s.value_in(args))
+                    for s in reduction_settings()]
+        compared += [(name, getattr(trained, name, None), getattr(args, name, None))
+                     for name in SUBSAMPLER_ARGUMENTS if getattr(trained, name, None) is not None]
+        for name, before, now in compared:
+            if before != now:
+                raise InputError(
+                    f"--{name.replace('_', '-')} {now}: the run resumes from {path}, trained "
+                    f"with {name} {before}; resume with its settings, or train into another "
+                    f"--save-dir (--finetune-from-model {path} starts there from its weights)")
+    stop_if_finished(args, state, path)
+
+
+def stop_if_finished(args, state: dict, path: str) -> None:
+    """fairseq-train resumed from a checkpoint that has reached --max-update
+    trains one update more before it checks (each rerun of a finished stage
+    changed its checkpoint): a finished run ends here instead, exit status 0."""
+    updates = ((state.get("optimizer_history") or [{}])[-1] or {}).get("num_updates", 0)
+    max_update = getattr(args, "max_update", 0) or 0
+    if 0 < max_update <= updates:
+        print(f"fairseq-train: {path} has {updates} updates, --max-update {max_update}: the run "
+              "is finished, nothing to train (raise --max-update to train on)", flush=True)
+        sys.exit(0)
 
 
 def hubert_arguments(args) -> dict:
