@@ -123,9 +123,9 @@ if [ "$JOBS" -eq 1 ]; then
   # seeds outermost: an interrupted study has every mode at the first seeds
   for seed in $SEEDS; do train_seed "$seed"; done
 else
-  if [ -z "${OMP_NUM_THREADS:-}" ]; then
-    threads=$(( $(nproc) / JOBS )); export OMP_NUM_THREADS=$(( threads > 0 ? threads : 1 ))
-  fi
+  # each seed's share of the threads, for its trainings only (the report after them
+  # decodes and times with the machine's threads)
+  threads=${OMP_NUM_THREADS:-$(( $(nproc) / JOBS ))}; threads=$(( threads > 0 ? threads : 1 ))
   jobs_running=() failed=()
   # a background job of a script ignores Ctrl-C, and killing it would orphan its
   # training: however the study ends, what its seeds started ends with it
@@ -137,7 +137,7 @@ else
   wait_oldest() { wait "${jobs_running[0]#*:}" || failed+=("${jobs_running[0]%%:*}"); jobs_running=("${jobs_running[@]:1}"); }
   for seed in $SEEDS; do
     while [ "${#jobs_running[@]}" -ge "$JOBS" ]; do wait_oldest; done  # a slot for the next seed
-    train_seed "$seed" &
+    (export OMP_NUM_THREADS=$threads; train_seed "$seed") &
     [ -n "$first_seed_job" ] || first_seed_job=$!
     jobs_running+=("$seed:$!")
   done

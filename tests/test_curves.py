@@ -103,3 +103,18 @@ def test_the_study_reports_each_runs_curve_plateau_and_interval(st_corpus, fixed
     with pytest.raises(SystemExit):
         study.parse_arguments(args + ["--log", "baseline", "2", str(log)])
     assert "--log baseline 2: no --run baseline 2" in capsys.readouterr().err
+
+
+def test_modes_of_one_setting_are_timed_with_their_own_counts():
+    """ctc and its control ctc_loss share a final setting (ctc from layer 7)
+    but keep 34 % and 100 % of the frames: each is timed replaying its own
+    counts (the study had shown ctc's speedup for both); modes whose counts
+    follow the setting share its timing."""
+    from npy_tome_layer.tools.study import timing_key, timing_keys
+
+    ctc, prune = ("ctc", 1.0, 7), ("prune", 0.9, 0)
+    settings = {"ctc": ctc, "ctc_loss": ctc, "fixed": prune, "fixed_from_standins": prune}
+    kept = {timing_key(ctc, "ctc"): [[3]], timing_key(ctc, "ctc_loss"): [[9]]}
+    keys = timing_keys(settings, kept)
+    assert keys["ctc"] != keys["ctc_loss"] and {keys["ctc"], keys["ctc_loss"]} <= set(kept)
+    assert keys["fixed"] == keys["fixed_from_standins"] == prune

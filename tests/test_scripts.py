@@ -812,9 +812,8 @@ def test_evaluate_keeps_no_output_without_a_bleu_line(tmp_path):
     assert proc.stderr.splitlines()[-1] == ("error: fairseq-generate wrote no BLEU line "
                                             f"(Generate ...) for {ckpt}; nothing kept")
     assert [p.name for p in tmp_path.glob("generate-*")] == []
-    # started through env.sh's ENDS_WITH_SCRIPT (python execs it): the stand-in
-    # python records the command line it was given
-    assert any("/fairseq-generate " in c for c in started(calls))
+    # started through env.sh's ENDS_WITH_SCRIPT, which the stand-in python runs
+    assert any(c.startswith("fairseq-generate ") for c in started(calls))
 
 
 @pytest.mark.parametrize("script,args,folder", [

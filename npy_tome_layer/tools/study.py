@@ -77,7 +77,7 @@ def bleu_half_width(hypotheses: Sequence[str], references: Sequence[str]) -> flo
 
 
 def summarise(runs: List[Dict], translations_of: Dict[Tuple[str, int], Tuple[List, List]],
-              settings: Dict[str, tuple], speedups: Dict[tuple, float],
+              timing: Dict[str, tuple], speedups: Dict[tuple, float],
               against: Sequence[str] = ("baseline",)) -> List[Dict]:
     """One entry per mode; ``p_values`` maps each mode of ``against`` that the
     study holds to the paired test of this mode's pooled hypotheses against it
@@ -101,7 +101,7 @@ def summarise(runs: List[Dict], translations_of: Dict[Tuple[str, int], Tuple[Lis
             "deltalm_frames_per_subword": round(statistics.mean(
                 r["deltalm_frames_per_subword"] for r in mine), 3),
             "p_values": {reference: values.get(mode) for reference, values in p_values.items()},
-            "base_speedup": round(speedups[settings[mode]], 3),
+            "base_speedup": round(speedups[timing[mode]], 3),
             "bleu_half_width_mean": round(statistics.mean(r["bleu_half_width"] for r in mine), 2),
         })
         logged = [r for r in mine if "updates" in r]
@@ -296,7 +296,9 @@ def measure_runs(args):
         if mode not in frames:  # the first seed's model stands for the mode
             frames[mode] = kept_frames(model, dataset)
             if model.encoder.hubert.encoder.length_reduction.data_dependent_counts:
-                kept.setdefault(setting, kept_counts(frames[mode]))
+                # timed with its own counts: two modes of one setting may keep different
+                # frames (ctc and its uncompressed control ctc_loss)
+                kept[timing_key(setting, mode)] = kept_counts(frames[mode])
         if audios is None:
             audios = utterances(dataset)
         runs.append({"mode": mode, "seed": seed, "bleu": bleu,
@@ -323,15 +325,29 @@ def measure_runs(args):
     return runs, found, settings, audios, kept, frames
 
 
+def timing_key(setting: tuple, mode: str) -> tuple:
+    """The key a data-dependent mode's speedup is timed under: its setting and
+    its name (``reference_speedups`` replays the counts kept under the key)."""
+    return setting + (mode,)
+
+
+def timing_keys(settings: Dict[str, tuple], kept: Dict[tuple, list]) -> Dict[str, tuple]:
+    """Per mode, the key its speedup is timed under: its setting, or for a mode
+    whose counts were kept (data-dependent) its own ``timing_key``."""
+    return {mode: timing_key(setting, mode) if timing_key(setting, mode) in kept else setting
+            for mode, setting in settings.items()}
+
+
 def main(argv=None):
     args = parse_arguments(argv)
     runs, found, settings, audios, kept, frames = measure_runs(args)
     timed = audios[:args.timing_utterances]
-    speedups = reference_speedups(list(settings.values()), timed, args.reference_size,
+    timing = timing_keys(settings, kept)
+    speedups = reference_speedups(list(timing.values()), timed, args.reference_size,
                                   repeats=args.repeats,
                                   kept_counts={s: c[:len(timed)] for s, c in kept.items()})
     try:
-        modes = summarise(runs, found, settings, speedups, args.against)
+        modes = summarise(runs, found, timing, speedups, args.against)
     except ValueError as e:
         sys.exit(f"study: {e}")
     constant_bleu = runs[0]["constant_bleu"]
