@@ -346,7 +346,9 @@ def check_resumed_settings(args) -> None:
                     f"--{name.replace('_', '-')} {now}: the run resumes from {path}, trained "
                     f"with {name} {before}; resume with its settings, or train into another "
                     f"--save-dir (--finetune-from-model {path} starts there from its weights)")
-    stop_if_finished(args, state, path)
+    if checkpoint_task(state) == ST_TASK and getattr(trained, "arch", None) == getattr(
+            args, "arch", None):  # the same stage's own run (another's: fairseq's load refuses)
+        stop_if_finished(args, state, path)
 
 
 def stop_if_finished(args, state: dict, path: str) -> None:
